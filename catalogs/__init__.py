@@ -1,0 +1,1 @@
+"""The results store (Parquet layout contract) and the DuckDB catalog (SQL in files)."""

@@ -1,0 +1,1 @@
+"""Prefect flows and tasks of ww-spectral; the only package that touches Ray."""

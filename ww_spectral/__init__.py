@@ -1,0 +1,47 @@
+"""ww-spectral: WeightWatcher-compatible heavy-tailed spectral analysis of model weights.
+
+Public API (see README):
+    analyze(source, **options) -> pandas.DataFrame   one row per analysed layer (WW's columns + ours)
+    describe(source) -> pandas.DataFrame             the layers, without eigenvalues
+    analyze_model(source, **options) -> ModelAnalysis  layers (incl. skipped), summary, checkpoint ref
+    summarize(layers) -> dict                        WW's get_summary() means + robust aggregates
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    CheckpointError,
+    GatedRepoError,
+    HubError,
+    NoWeightsError,
+    OptionError,
+    SourceNotFoundError,
+    TransientHubError,
+    UnsafeCheckpointError,
+    UnsupportedDtypeError,
+    WWSpectralError,
+)
+
+__all__ = [
+    "__version__",
+    "CheckpointError",
+    "GatedRepoError",
+    "HubError",
+    "NoWeightsError",
+    "OptionError",
+    "SourceNotFoundError",
+    "TransientHubError",
+    "UnsafeCheckpointError",
+    "UnsupportedDtypeError",
+    "WWSpectralError",
+]
+
+try:  # the analysis entry points (ww_spectral.analysis) are added as the core lands
+    from .analysis import ModelAnalysis, analyze, analyze_model, describe, summarize  # noqa: F401
+
+    __all__ += ["ModelAnalysis", "analyze", "analyze_model", "describe", "summarize"]
+except ModuleNotFoundError as _exc:  # pragma: no cover - only while the core is being built
+    if _exc.name != f"{__name__}.analysis":
+        raise
