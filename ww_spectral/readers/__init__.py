@@ -1,0 +1,33 @@
+"""Tensor readers: one per storage format, all with the same small interface.
+
+A reader lists its tensors from metadata alone (`tensors()`) and converts ONE tensor on demand
+(`read(name, dtype)`), so peak memory is bounded by the largest tensor, never the whole model.
+
+    SafetensorsReader(path)   header parsed and validated eagerly; data memory-mapped with numpy
+    TorchReader(path)         torch.load(weights_only=True, mmap=True); refuses pickles that need code
+    MappingReader(mapping)    in-memory {name: numpy array | torch tensor} (also nn.Module.state_dict())
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..records import TensorInfo
+from .mapping import MappingReader
+from .safetensors import SafetensorsReader, parse_safetensors_header
+from .torch_state import TorchReader
+
+
+class TensorReader(Protocol):
+    """What Checkpoint needs from a reader."""
+
+    def tensors(self) -> list[TensorInfo]: ...
+
+    def read(self, name: str, *, dtype: np.dtype) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["MappingReader", "SafetensorsReader", "TensorReader", "TorchReader", "parse_safetensors_header"]

@@ -1,0 +1,181 @@
+"""Safetensors reader that parses the header itself and memory-maps the data with numpy.
+
+Format: 8-byte little-endian u64 N, then N bytes of UTF-8 JSON
+`{name: {"dtype": code, "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {str: str}}`,
+then the data; offsets are relative to byte 8 + N.
+
+The header is validated eagerly (at open), because a damaged file must fail with a message naming the
+tensor and the fix, not with garbage numbers later. Checked: sane header length, JSON object, every
+entry's fields and types, offsets inside the file (truncation), byte length == numel * bits / 8 for
+known codes, no two tensors overlapping. Gaps between tensors are tolerated (they cannot corrupt a
+tensor whose own length matches its shape). Unknown dtype codes are kept (listed by `tensors()`) and
+raise UnsupportedDtypeError from `read()`, so the analysis can record a skip row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import CheckpointError
+from ..records import TensorInfo
+
+# safetensors itself refuses headers above 100 MB; a real 70B index header is a few hundred kB.
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _fail(path: str, problem: str, fix: str = "re-download or re-export the file") -> CheckpointError:
+    return CheckpointError(f"{path}: {problem}; {fix}")
+
+
+def parse_safetensors_header(
+    header: bytes, *, path: str, data_bytes: int | None
+) -> tuple[list[TensorInfo], list[tuple[int, int]], dict]:
+    """Validate a header's JSON bytes and return (tensors in storage order, their absolute byte spans, metadata).
+
+    header: the N JSON bytes (after the 8-byte length).
+    data_bytes: bytes available after the header (file size - 8 - N), or None to skip the bounds check
+        (remote headers, where only the header was fetched).
+    Spans are (begin, end) relative to the data section. Raises CheckpointError naming the tensor.
+    """
+    try:
+        obj = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(path, f"header is not valid JSON ({exc})", "the file is not a safetensors file or is damaged; "
+                    "re-download or re-export it") from None
+    if not isinstance(obj, dict):
+        raise _fail(path, "header JSON is not an object")
+    metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _fail(path, "header __metadata__ is not an object")
+
+    entries: list[tuple[int, int, TensorInfo]] = []
+    for name, entry in obj.items():
+        if not isinstance(entry, dict):
+            raise _fail(path, f"tensor {name!r}: header entry is not an object")
+        code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(code, str) or not code:
+            raise _fail(path, f"tensor {name!r}: dtype {code!r} is not a dtype code string")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            raise _fail(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise _fail(path, f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        if data_bytes is not None and end > data_bytes:
+            raise _fail(
+                path,
+                f"truncated file: tensor {name!r} needs bytes {begin}..{end} of the data section but the file "
+                f"has {data_bytes}",
+                "re-download it",
+            )
+        spec = dtypes.spec(code)
+        if spec is not None:
+            want = spec.nbytes(tuple(shape))
+            if end - begin != want:
+                raise _fail(
+                    path,
+                    f"tensor {name!r}: header says {code} {tuple(shape)} = {want} bytes but its data_offsets "
+                    f"span {end - begin} bytes (the header lies about its shape or dtype)",
+                )
+        entries.append((begin, end, TensorInfo(name=name, shape=tuple(shape), dtype=code, file=path,
+                                               nbytes=end - begin)))
+
+    entries.sort(key=lambda e: (e[0], e[1]))
+    prev_end, prev_name = 0, None
+    for begin, end, info in entries:
+        if begin < prev_end and end > begin:
+            raise _fail(path, f"tensors {prev_name!r} and {info.name!r} overlap (bytes {begin}..{prev_end})")
+        if end > begin:
+            prev_end, prev_name = end, info.name
+    return [e[2] for e in entries], [(e[0], e[1]) for e in entries], {str(k): v for k, v in metadata.items()}
+
+
+def read_header_bytes(path: str) -> tuple[bytes, int]:
+    """(header JSON bytes, header length N) of a local safetensors file; CheckpointError on a bad prefix."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise _fail(path, f"truncated file: {size} bytes, shorter than the 8-byte header length", "re-download it")
+        (n,) = struct.unpack("<Q", prefix)
+        if n < 2 or n > MAX_HEADER_BYTES:
+            raise _fail(path, f"header length {n} is not sane (must be 2..{MAX_HEADER_BYTES}); "
+                        "this is not a safetensors file or it is damaged")
+        if 8 + n > size:
+            raise _fail(path, f"truncated file: header needs bytes 8..{8 + n} but the file has {size}",
+                        "re-download it")
+        return f.read(n), n
+
+
+class SafetensorsReader:
+    """One .safetensors file: validated header at open, one memory map, one tensor per `read()`.
+
+    The map is created once; `read()` copies only the requested tensor's pages into a fresh array of the
+    target dtype (float32/float64), so resident memory grows by that tensor (plus reclaimable page cache).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(Path(path).resolve())
+        try:
+            header, n = read_header_bytes(self.path)
+        except OSError as exc:
+            raise _fail(self.path, f"cannot read the file ({exc.strerror or exc})", "check the path and permissions") \
+                from None
+        self._data_start = 8 + n
+        size = os.path.getsize(self.path)
+        infos, spans, self.metadata = parse_safetensors_header(header, path=self.path, data_bytes=size - 8 - n)
+        self._infos = infos
+        self._spans = {info.name: span for info, span in zip(infos, spans)}
+        self._by_name = {info.name: info for info in infos}
+        self._mmap: mmap.mmap | None = None
+        self._size = size
+
+    def tensors(self) -> list[TensorInfo]:
+        """Every tensor in storage order (by data offset); no data read."""
+        return list(self._infos)
+
+    def _buffer(self) -> mmap.mmap:
+        if self._mmap is None:
+            if self._size == 0:
+                raise _fail(self.path, "empty file")
+            with open(self.path, "rb") as f:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mmap
+
+    def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
+        """Tensor `name` in its stored shape, converted exactly to `dtype` (float32 or float64)."""
+        target = dtypes.check_target(dtype)
+        info = self._by_name.get(name)
+        if info is None:
+            raise KeyError(name)
+        if not dtypes.is_analysable(info.dtype):
+            raise dtypes.unsupported(name, info.dtype)
+        spec = dtypes.spec(info.dtype)
+        begin, end = self._spans[name]
+        if os.path.getsize(self.path) < self._data_start + end:  # shrank since open
+            raise _fail(self.path, f"truncated file: tensor {name!r} needs bytes {begin}..{end} of the data "
+                        f"section but the file now has {os.path.getsize(self.path) - self._data_start}",
+                        "re-download it")
+        count = (end - begin) // spec.numpy.itemsize
+        if count == 0:
+            return np.zeros(info.shape, dtype=target)
+        raw = np.frombuffer(self._buffer(), dtype=spec.numpy, count=count, offset=self._data_start + begin)
+        # astype copies: the result owns its memory and the map can be closed afterwards.
+        return raw.reshape(info.shape).astype(target, copy=True)
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            # BufferError: a caller still holds a view; the OS frees the map with the last reference.
+            with contextlib.suppress(BufferError):
+                self._mmap.close()
+            self._mmap = None
