@@ -1,0 +1,240 @@
+"""Power-law fit of an ESD tail, reproducing WeightWatcher 0.7.7's default fit (pl_package='ww').
+
+Every eigenvalue (after dropping those <= 1e-5) is a candidate xmin; for each, the MLE exponent and the
+Kolmogorov-Smirnov distance of the tail are computed, and the FIRST candidate with the smallest D wins.
+The work is vectorised: alphas come from suffix sums of log-eigenvalues (O(n)); the KS distances are
+computed for blocks of candidates at once on a (block x n) array (O(n^2) arithmetic, bounded memory).
+
+Deliberate differences from WeightWatcher (documented in the README):
+- a failed fit gives alpha = NaN, status 'failed' and a `fit_status` code, never alpha = -1 labelled
+  'over-trained';
+- degenerate tails (all equal eigenvalues, infinite alpha) are reported as failed instead of a garbage
+  alpha of 0 or inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+EVALS_THRESH = 1e-5  # WW drops eigenvalues <= this before fitting
+SMALL_N_CUTOFF = 20  # WW 0.7.7: below this, the small-n rule applies
+SMALL_N_K_MIN = 8  # small-n rule: only tails of at least this size are candidates
+MAX_FINGERS = 10  # WW DEFAULT_MAX_FINGERS: clip_xmax tries dropping 2..9 top eigenvalues
+FINGER_THRESH = 1.0  # clip_xmax accepts the first refit whose alpha is this much below the raw alpha
+MIN_ALPHA = 2.0  # clip_xmax stops once a refit's alpha is <= this
+_BLOCK_ELEMENTS = 2_000_000  # KS work array size per block (16 MB of float64)
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """Result of one power-law fit.
+
+    alpha: fitted exponent (NaN when failed); xmin/xmax: smallest/largest eigenvalue of the fitted range;
+    D: KS distance; sigma: (alpha-1)/sqrt(k) with k the tail size of the fitted data;
+    num_pl_spikes: eigenvalues >= xmin in the layer's whole ESD (as WW counts them);
+    num_fingers: eigenvalues clipped by clip_xmax minus one (WW's convention), else 0;
+    raw_alpha: alpha before clip_xmax (== alpha without it);
+    status: 'success' | 'failed'; fit_status: 'ok' | 'too_few_evals' | 'nonfinite' | 'degenerate_tail';
+    detail: human-readable note ('' when ok).
+    """
+
+    alpha: float
+    xmin: float
+    xmax: float
+    D: float
+    sigma: float
+    num_pl_spikes: int
+    num_fingers: int
+    raw_alpha: float
+    status: str
+    fit_status: str
+    detail: str = ""
+
+    @property
+    def warning(self) -> str:
+        """WW's label: 'over-trained' if alpha < 2, 'under-trained' if alpha > 6, else '' (also when failed)."""
+        if not math.isfinite(self.alpha):
+            return ""
+        if self.alpha < 2.0:
+            return "over-trained"
+        if self.alpha > 6.0:
+            return "under-trained"
+        return ""
+
+
+class _FitFailure(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _Core:
+    alpha: float
+    xmin: float
+    xmax: float
+    D: float
+    sigma: float
+
+
+def _failed(code: str, detail: str, raw_alpha: float = math.nan) -> PowerLawFit:
+    nan = math.nan
+    return PowerLawFit(nan, nan, nan, nan, nan, 0, 0, raw_alpha, "failed", code, detail)
+
+
+def _ks_distances(x: np.ndarray, logx: np.ndarray, alphas: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """D_i = max_{t<k_i} |1 - (x_{i+t}/x_i)^(1-alpha_i) - t/k_i| for every candidate i (1 where not valid).
+
+    x: sorted ascending (n,), logx = log(x); alphas, valid: (n-1,). Blocks of candidates share one
+    (rows x n) array; entries left of the diagonal are masked out (they would be t < 0).
+    """
+    n = x.shape[0]
+    ncand = n - 1
+    D = np.ones(ncand, dtype=np.float64)
+    rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for a in range(0, ncand, rows):
+        b = min(ncand, a + rows)
+        sel = valid[a:b]
+        if not sel.any():
+            continue
+        idx = np.arange(a, b)[sel]
+        cols = np.arange(a, n)  # every column a block row can touch
+        t = cols[None, :] - idx[:, None]  # (r, c): position inside the tail, negative = not in the tail
+        k = (n - idx).astype(np.float64)[:, None]
+        expo = (1.0 - alphas[idx])[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            ratio_pow = np.exp(expo * (logx[None, a:] - logx[idx][:, None]))
+            dev = np.abs(1.0 - ratio_pow - t / k)
+        dev[t < 0] = -np.inf
+        D[idx] = dev.max(axis=1)
+    return D
+
+
+def _fit_sorted(x: np.ndarray) -> _Core:
+    """WW's WWFit on sorted, positive data x (n >= 2): first candidate with the smallest D."""
+    n = x.shape[0]
+    if n < 2:
+        raise _FitFailure("too_few_evals", f"{n} eigenvalue(s) above {EVALS_THRESH:g}; a fit needs at least 2")
+    logx = np.log(x)
+    ncand = n - 1
+    i = np.arange(ncand)
+    k = (n - i).astype(np.float64)
+    # sum_{j>=i} log(x_j / x_i) from suffix sums of log x (O(n) instead of WW's O(n^2) loop)
+    suffix = np.cumsum(logx[::-1])[::-1]
+    s = suffix[:ncand] - k * logx[:ncand]
+    small_n = n < SMALL_N_CUTOFF
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not small_n:
+            alphas = 1.0 + k / s
+            valid = alphas > 1.0
+        else:  # 0.7.7 small-n rule: bias-corrected MLE, only tails of >= 8 eigenvalues, s > 1e-12
+            alphas = np.where((k >= SMALL_N_K_MIN) & (s > 1e-12), 1.0 + (k - 1.0) / s, 0.0)
+            valid = (k >= SMALL_N_K_MIN) & (s > 1e-12) & (alphas > 1.0)
+    # Infinite alpha (an all-equal tail) is a degenerate candidate; WW would score it, we never pick it.
+    valid &= np.isfinite(alphas)
+    if small_n and not valid.any():
+        # WW falls back to the whole sample as the tail (bias-corrected) when no candidate survived.
+        s0 = s[0]
+        if not s0 > 1e-12:
+            raise _FitFailure("degenerate_tail", "all eigenvalues (nearly) equal; no power-law tail")
+        alphas = alphas.copy()
+        alphas[0] = 1.0 + (k[0] - 1.0) / s0
+        valid = np.zeros(ncand, dtype=bool)
+        valid[0] = True
+    if not valid.any():
+        raise _FitFailure("degenerate_tail", "no candidate xmin gives a finite alpha > 1")
+    D = _ks_distances(x, logx, alphas, valid)
+    best = int(np.argmin(D))  # first minimum, as WW
+    if not valid[best]:
+        raise _FitFailure("degenerate_tail", "no candidate xmin gives a usable KS distance")
+    alpha = float(alphas[best])
+    sigma = (alpha - 1.0) / math.sqrt(k[best])
+    return _Core(alpha=alpha, xmin=float(x[best]), xmax=float(x[-1]), D=float(D[best]), sigma=float(sigma))
+
+
+def _prepare(evals: np.ndarray) -> np.ndarray:
+    x = np.asarray(evals, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(x)):
+        raise _FitFailure("nonfinite", "eigenvalues contain NaN or Inf")
+    return np.sort(x[x > EVALS_THRESH])
+
+
+def _clip_xmax(x: np.ndarray) -> tuple[_Core, int, float]:
+    """WW's fit_clipped_powerlaw: refit without the top 2..9 eigenvalues; returns (fit, num_fingers, raw_alpha)."""
+    first = _fit_sorted(x)
+    best, num_fingers, idx = first, 0, None
+    for idx in range(2, MAX_FINGERS):  # noqa: B007 - idx is used after the loop, as in WW
+        fit = _fit_sorted(x[:-idx])
+        if fit.alpha + FINGER_THRESH < first.alpha:
+            best, num_fingers = fit, idx - 1
+            break
+        if fit.alpha <= MIN_ALPHA:
+            break
+    # WW then refits without 1..3 more eigenvalues as a check; it changes nothing but fails when the
+    # sample runs out, so a fit that WW reports as failed stays failed here.
+    for idy in range(idx + 1, idx + 4):
+        check = _fit_sorted(x[:-idy])
+        if abs(check.alpha - best.alpha) > FINGER_THRESH:
+            break
+    return best, num_fingers, first.alpha
+
+
+def fit_power_law(evals: np.ndarray, *, fix_fingers: str | None = None) -> PowerLawFit:
+    """Fit a power law to the tail of an ESD exactly as WeightWatcher 0.7.7 does by default.
+
+    evals: eigenvalues of one layer (any order, zeros allowed), shape (n,).
+    fix_fingers: None or 'clip_xmax'. Never raises on small or degenerate input: returns a failed fit.
+    """
+    if fix_fingers not in (None, "clip_xmax"):
+        raise ValueError(f"fix_fingers={fix_fingers!r}; use None or 'clip_xmax'")
+    all_evals = np.asarray(evals, dtype=np.float64).ravel()
+    try:
+        x = _prepare(all_evals)
+        if fix_fingers == "clip_xmax":
+            core, num_fingers, raw_alpha = _clip_xmax(x)
+        else:
+            core = _fit_sorted(x)
+            num_fingers, raw_alpha = 0, core.alpha
+    except _FitFailure as exc:
+        return _failed(exc.code, exc.detail)
+    # WW counts the tail in the whole ESD (clipped fingers included).
+    num_pl_spikes = int(np.count_nonzero(all_evals >= core.xmin))
+    return PowerLawFit(
+        alpha=core.alpha,
+        xmin=core.xmin,
+        xmax=core.xmax,
+        D=core.D,
+        sigma=core.sigma,
+        num_pl_spikes=num_pl_spikes,
+        num_fingers=num_fingers,
+        raw_alpha=float(raw_alpha),
+        status="success",
+        fit_status="ok",
+        detail="small-n rule (n < 20)" if x.shape[0] < SMALL_N_CUTOFF else "",
+    )
+
+
+def hill_alpha(evals: np.ndarray) -> float:
+    """Hill estimator with a fixed tail, as TempBalance / AlphaPruning compute it ('xmin_mid').
+
+    Eigenvalues <= 1e-5 are dropped and the rest sorted ascending (n of them); xmin = x[n // 2] (the
+    median) and the tail is x[n//2:], k = n - n//2: alpha = 1 + k / sum(log(x_j / xmin)).
+    NaN when fewer than 2 eigenvalues remain or the tail is flat.
+    """
+    x = np.asarray(evals, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(x)):
+        return math.nan
+    x = np.sort(x[x > EVALS_THRESH])
+    n = x.shape[0]
+    if n < 2:
+        return math.nan
+    i = n // 2
+    logx = np.log(x[i:])
+    s = float(np.sum(logx - logx[0]))
+    if not s > 0.0:
+        return math.nan
+    return 1.0 + (n - i) / s
