@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,15 +38,17 @@ def _load(path: str):
             return torch.load(path, mmap=True, **kwargs)
         return torch.load(path, **kwargs)  # legacy format: mmap is not possible
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
-        if "Weights only load failed" in str(exc) or "GLOBAL" in str(exc) or "Unsupported" in str(exc):
+        text = str(exc)
+        glob = re.search(r"GLOBAL ([\w.]+)", text)
+        if glob or "Weights only load failed" in text or "Unsupported" in text:
+            needs = f"it needs {glob.group(1)}" if glob else "it needs more than tensors and plain containers"
             raise UnsafeCheckpointError(
-                f"{path}: refused to load: this pickle needs code to unpickle ({detail[:200]}); it was not "
-                "executed. Convert the checkpoint to .safetensors with code you trust, or use a "
-                "weights-only state dict (torch.save(model.state_dict(), ...))"
+                f"{path}: refused to load this pickle: {needs}, i.e. code, and it was not executed. Convert the "
+                "checkpoint to .safetensors with code you trust, or save a plain state dict "
+                "(torch.save(model.state_dict(), ...))"
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail[:200]}); re-download or "
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:200]}); re-download or "
                               "re-save it") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
