@@ -1,0 +1,275 @@
+"""The DuckDB catalog: views over the store's Parquet, built from the SQL files in catalogs/sql/.
+
+The catalog file holds views (and the small `metrics` table from catalogs/metrics.py) and no data: it is
+rebuilt from the Parquet at any time and never the only copy of anything. Build writes a new file next
+to the old one and renames it over, so readers of the old file are never blocked by the builder's
+read-write lock (DuckDB 2.0 locks a file opened read-write against every other process).
+
+Object-store roots: DuckDB's httpfs extension cannot be installed offline here (INSTALL httpfs fails to
+download), so every connection registers the fsspec filesystem of the root (s3fs, gcsfs) with
+`con.register_filesystem(fs)`; DuckDB then reads s3:// / gs:// globs through it. Their catalog file lives
+in a local cache folder (the views reference the s3:// globs), and the registration happens on connect.
+
+DuckDB 2.0 API: execute() results stream and hold the connection, so every result is consumed with
+fetchall() before the next statement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import metrics as _metrics
+from .errors import CatalogError, ReadOnlyError
+from .schema import SCHEMA_VERSION
+from .store import ResultStore, owner_of
+
+SQL_DIR = Path(__file__).parent / "sql"
+CATALOG_NAME = "catalog.duckdb"
+USER_VIEWS = ("layers", "models", "failures", "scans")
+
+
+def _sql_text(name: str) -> str:
+    return (SQL_DIR / name).read_text()
+
+
+def _render(text: str, **subs: str) -> str:
+    def sub(m: re.Match) -> str:
+        key = m.group(1)
+        if key not in subs:
+            raise CatalogError(f"SQL template placeholder {{{{{key}}}}} has no value (catalogs/sql)")
+        return subs[key]
+
+    return re.sub(r"\{\{(\w+)\}\}", sub, text)
+
+
+def _sql_literal(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def view_sql(root_url: str) -> list[tuple[str, str]]:
+    """(file name, rendered CREATE VIEW statement) for every view file, in dependency (file name) order."""
+    cols = [m.column for m in _metrics.METRICS]
+    subs = {
+        "root": _sql_literal(root_url.rstrip("/")),
+        "metric_columns": ", ".join(cols),
+        "metric_lags": ",\n        ".join(f"lag({c}) OVER w AS previous_{c}" for c in cols),
+        "metric_deltas": ",\n    ".join(f"{c} - previous_{c} AS delta_{c}" for c in cols),
+    }
+    return [(p.name, _render(p.read_text(), **subs)) for p in sorted(SQL_DIR.glob("*.sql"))]
+
+
+def _fingerprint(root_url: str) -> str:
+    """Changes when the SQL, the metric table or the schema version changes: then connect() rebuilds."""
+    h = hashlib.sha256(f"{SCHEMA_VERSION}\n{root_url}".encode())
+    for _, sql in view_sql(root_url):
+        h.update(sql.encode())
+    h.update(repr(_metrics.metrics_rows()).encode())
+    return h.hexdigest()[:16]
+
+
+def _default_db_path(store: ResultStore) -> Path:
+    if not store.remote:
+        return Path(store.root) / CATALOG_NAME
+    digest = hashlib.sha256(store.root.encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ww-spectral" / "catalogs"
+    return cache / f"{digest}.duckdb"
+
+
+def _register_fs(con, store: ResultStore) -> None:
+    if store.remote:
+        con.register_filesystem(store.fs)
+
+
+def _create_objects(con, store: ResultStore) -> None:
+    con.execute(
+        "CREATE OR REPLACE TABLE metrics (name VARCHAR, column_name VARCHAR, direction VARCHAR, "
+        "sign INTEGER, value_range VARCHAR, doc VARCHAR)"
+    ).fetchall()
+    con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", _metrics.metrics_rows())
+    for name, sql in view_sql(store.url()):
+        try:
+            con.execute(sql).fetchall()
+        except Exception as exc:  # duckdb.Error: say which file failed
+            raise CatalogError(f"catalog view {name} failed to build: {exc}") from exc
+    con.execute(
+        "CREATE OR REPLACE TABLE _catalog_meta AS SELECT ? AS data_root, ? AS fingerprint, ? AS schema_version",
+        [store.url(), _fingerprint(store.url()), SCHEMA_VERSION],
+    ).fetchall()
+
+
+def build_catalog(
+    data_root: str | os.PathLike,
+    db_path: str | os.PathLike | None = None,
+    *,
+    storage_options: dict | None = None,
+) -> Path:
+    """Create or refresh the DuckDB file of views over `data_root`; returns its path.
+
+    Default location: ROOT/catalog.duckdb for local roots; ~/.cache/ww-spectral/catalogs/<hash>.duckdb
+    for object-store roots (their views read s3:// / gs:// through a registered fsspec filesystem).
+    The new file is built under a temporary name and renamed over the old one.
+    """
+    import duckdb
+
+    store = ResultStore(data_root, storage_options=storage_options)
+    store.ensure_seeds()
+    path = Path(db_path) if db_path is not None else _default_db_path(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)  # DuckDB must create the file itself
+    try:
+        con = duckdb.connect(tmp)
+        try:
+            _register_fs(con, store)
+            _create_objects(con, store)
+            con.execute("CHECKPOINT").fetchall()
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp + ".wal"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return path
+
+
+def connect(
+    data_root: str | os.PathLike,
+    *,
+    read_only: bool = True,
+    db_path: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+):
+    """A DuckDB connection with the catalog's views over `data_root`.
+
+    Builds the catalog first when it is missing or stale (built for another root, older SQL or schema).
+    read_only=True opens the file read-only (statements that write fail inside DuckDB too).
+    The caller closes the connection.
+    """
+    import duckdb
+
+    store = ResultStore(data_root, storage_options=storage_options)
+    path = Path(db_path) if db_path is not None else _default_db_path(store)
+    want = _fingerprint(store.url())
+    for attempt in range(2):
+        if not path.exists():
+            build_catalog(data_root, path, storage_options=storage_options)
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise CatalogError(
+                f"cannot open the catalog {path}: {exc}. Another process holds it read-write; "
+                f"retry, or rebuild with `ww-spectral catalog build --data {data_root}`"
+            ) from exc
+        try:
+            rows = con.execute("SELECT fingerprint FROM _catalog_meta").fetchall()
+        except duckdb.Error:
+            rows = []
+        if rows and rows[0][0] == want:
+            _register_fs(con, store)
+            return con
+        con.close()
+        if attempt == 0:
+            build_catalog(data_root, path, storage_options=storage_options)
+    raise CatalogError(f"the catalog {path} is stale and could not be rebuilt; delete it and retry")
+
+
+# ---------------------------------------------------------------------------- read-only SQL
+_ALLOWED = ("SELECT", "EXPLAIN")
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but one SELECT (or EXPLAIN) statement; parse-level, before it reaches DuckDB."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise CatalogError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise ReadOnlyError(f"give exactly one SELECT statement (got {len(statements)})")
+    kind = statements[0].type.name
+    if kind not in _ALLOWED:
+        raise ReadOnlyError(
+            f"refused: {kind} statements write or change state; the sql command runs read-only SELECT "
+            f"queries over the views layers, models, failures, scans"
+        )
+
+
+def query(con, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
+    """Run one read-only statement; returns (column names, rows). Raises CatalogError on SQL errors."""
+    import duckdb
+
+    check_read_only(sql)
+    try:
+        rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        msg = str(exc).splitlines()[0]
+        if "No files found" in msg:
+            msg += " (the store is empty: run a scan, or `ww-spectral catalog build --data ROOT`)"
+        raise CatalogError(f"query failed: {msg}") from None
+    columns = [d[0] for d in con.description] if con.description else []
+    return columns, rows
+
+
+def run_sql(data_root: str | os.PathLike, sql: str, **connect_kw) -> tuple[list[str], list[tuple]]:
+    """The `sql` command: one SELECT over the catalog views on a read-only connection."""
+    check_read_only(sql)
+    con = connect(data_root, read_only=True, **connect_kw)
+    try:
+        return query(con, sql)
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------- leaderboard / show
+def leaderboard_sql(metric: str = _metrics.DEFAULT_METRIC, group_by: str | None = None,
+                    where: str | None = None, top: int | None = None) -> str:  # fmt: skip
+    """The leaderboard query text. metric/group_by are checked against catalogs/metrics.py (unknown
+    names raise CatalogError listing the allowed ones); `where` is SQL over the `models` columns applied
+    before ranking; top limits the rank within each group."""
+    m = _metrics.get_metric(metric)
+    group = _metrics.get_group(group_by)
+    if top is not None and (not isinstance(top, int) or top < 1):
+        raise CatalogError(f"--top must be a positive integer, got {top!r}")
+    sql = _render(
+        _sql_text("queries/leaderboard.sql"),
+        group_select=f"{group}, " if group else "",
+        partition=f"PARTITION BY {group}" if group else "",
+        group_order=f"{group} NULLS LAST, " if group else "",
+        metric=m.column,
+        order=m.sql_order,
+        where=where.strip() if where and where.strip() else "TRUE",
+        top=str(top) if top else "9223372036854775807",
+    )
+    check_read_only(sql)  # a --where that smuggles a second statement is refused here
+    return sql
+
+
+def leaderboard(con, metric: str = _metrics.DEFAULT_METRIC, group_by: str | None = None,
+                where: str | None = None, top: int | None = None) -> tuple[list[str], list[tuple]]:  # fmt: skip
+    """(columns, rows) of the leaderboard: [group,] rank, repo_id, <metric>, revision."""
+    return query(con, leaderboard_sql(metric, group_by, where, top))
+
+
+def show_model(con, model: str) -> tuple[tuple[list[str], list[tuple]], tuple[list[str], list[tuple]]]:
+    """Summary (one row) and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision'.
+    Raises CatalogError when the model is not in the store."""
+    repo_id, _, revision = model.partition("@")
+    params = {"owner": owner_of(repo_id), "repo_id": repo_id, "revision": revision or None}
+    summary = query(con, _sql_text("queries/show_model.sql"), params)
+    if not summary[1]:
+        raise CatalogError(
+            f"model {model!r} is not in the store; list stored models with "
+            f"`ww-spectral sql --data ROOT \"SELECT repo_id, revision FROM models\"`"
+        )
+    key = summary[1][0][summary[0].index("record_key")]
+    layer_params = {"owner": params["owner"], "repo_id": repo_id, "record_key": key}
+    layers = query(con, _sql_text("queries/show_layers.sql"), layer_params)
+    return summary, layers

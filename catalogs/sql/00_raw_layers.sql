@@ -1,0 +1,15 @@
+-- raw_layers: every row of every layers Parquet file under the DATA root.
+-- union_by_name: files of older schema versions (fewer columns) read with NULLs; the zero-row seed file
+-- of the current schema guarantees every declared column exists. hive_partitioning exposes the folder
+-- level (owner= / month=) as a column, so WHERE on it prunes files.
+-- De-duplication during compaction: compacted files (c-*.parquet) win; a per-model file (m-*.parquet)
+-- is read only while no compacted file holds its record_key. Compaction writes the compacted file
+-- before deleting the per-model files, so at every instant each record is read exactly once.
+CREATE OR REPLACE VIEW raw_layers AS
+SELECT * EXCLUDE (filename)
+FROM read_parquet('{{root}}/layers/*/*.parquet', union_by_name = true, hive_partitioning = true, filename = true)
+WHERE starts_with(parse_filename(filename), 'c-')
+   OR record_key NOT IN (
+        SELECT record_key
+        FROM read_parquet('{{root}}/layers/*/c-*.parquet', union_by_name = true, hive_partitioning = true)
+   );

@@ -1,0 +1,19 @@
+-- models: one row per stored model revision (+ options), with comparable-group columns:
+--   param_bucket  parameter-count bucket (<100M, 100M-1B, 1B-10B, 10B-100B, >=100B, unknown)
+--   family        base model family: base_model when the model is a fine-tune, else its own repo_id
+--   is_latest     the most recently analysed revision of this repo_id (any options)
+CREATE OR REPLACE VIEW models AS
+SELECT
+    *,
+    CASE
+        WHEN parameter_count IS NULL THEN 'unknown'
+        WHEN parameter_count < 100000000 THEN '<100M'
+        WHEN parameter_count < 1000000000 THEN '100M-1B'
+        WHEN parameter_count < 10000000000 THEN '1B-10B'
+        WHEN parameter_count < 100000000000 THEN '10B-100B'
+        ELSE '>=100B'
+    END AS param_bucket,
+    coalesce(base_model, repo_id) AS family,
+    row_number() OVER (PARTITION BY owner, repo_id ORDER BY analyzed_at DESC, revision DESC, options_hash) = 1
+        AS is_latest
+FROM raw_models;

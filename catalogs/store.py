@@ -1,0 +1,390 @@
+"""ResultStore: the Parquet layout under a DATA root (local folder or s3:// / gs:// URI).
+
+Layout (every path below is relative to ROOT):
+
+    layers/owner=<owner>/m-<name>.<key>.parquet      one file per model revision + options
+    models/owner=<owner>/m-<name>.<key>.parquet      (same name as its layers file)
+    failures/owner=<owner>/m-<name>.<key>.parquet    one file per (revision, options, stage, attempt)
+    scans/month=<YYYY-MM>/m-<scan_id>.<key>.parquet  one file per scan run
+    <table>/<part>=<value>/c-<UTC time>-<uuid>.parquet   compacted files (catalogs/compact.py)
+    <table>/<part>=_seed/c-seed-v<N>.parquet         zero-row file of the current schema (catalog anchor)
+    _markers/owner=<owner>/<name>.<key>.json         "model revision complete" marker (has_model)
+    catalog.duckdb                                   views only (catalogs/catalog.py); rebuildable
+
+<owner> is the hub org ("meta-llama" for "meta-llama/Llama-3-8B") or "_local" for paths; DuckDB prunes
+files on it (`WHERE owner = ...`), which is what a drill-down to one model filters on. Leaderboards read
+the small `models` table (one row per revision), so they need no layer partitioning.
+<key> = record_key(repo_id, revision, options_hash): the file name is known without listing, so
+has_model() is one stat (local) or one HEAD (object store) on the marker.
+
+Atomicity: local files are written to a hidden temp name ".<final>.<uuid>.tmp" (never matching
+"*.parquet") and renamed; on an object store the final key is written in one PUT (or a multipart upload
+that only becomes visible when completed), never a temp key and a copy. The marker is written last, so
+has_model() is true only when both table files are complete; a crash before it means a re-run rewrites
+the same names (idempotent).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CatalogError, SchemaError
+from .schema import (
+    SCHEMA_VERSION,
+    SCHEMAS,
+    SUMMARY_FLOAT_KEYS,
+    SUMMARY_INT_KEYS,
+    TABLES,
+    Provenance,
+    conform,
+    record_key,
+)
+
+# Hive partition column of each table (the folder level under ROOT/<table>/).
+PARTITION_COLUMN = {"layers": "owner", "models": "owner", "failures": "owner", "scans": "month"}
+SEED_VALUE = "_seed"
+MARKERS_DIR = "_markers"
+_CHUNK_BYTES = 1 << 20  # local writes go out in chunks; on_chunk sees progress between them
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def owner_of(repo_id: str) -> str:
+    """Partition value of a repo id: the hub org for 'org/name' ids, '_local' otherwise."""
+    return repo_id.split("/", 1)[0] if _HUB_ID.match(repo_id) else "_local"
+
+
+def _safe_name(repo_id: str) -> str:
+    name = repo_id.split("/", 1)[1] if _HUB_ID.match(repo_id) else repo_id
+    return (_UNSAFE.sub("_", name).strip("._") or "model")[:80]
+
+
+def is_remote(root: str) -> bool:
+    return "://" in str(root) and not str(root).startswith("file://")
+
+
+def filesystem_for(root: str, storage_options: dict | None = None):
+    """(fsspec filesystem, path without protocol) for a remote root. Credentials/endpoint come from
+    storage_options or the usual environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+    return fs, path.rstrip("/")
+
+
+class ResultStore:
+    """Writes and lists the store's Parquet files under `root`.
+
+    root: local folder (created on first write) or 's3://bucket/prefix' / 'gs://bucket/prefix'.
+    storage_options: passed to fsspec for remote roots (e.g. {"client_kwargs": {"endpoint_url": ...}}).
+    on_chunk: optional progress callback(bytes_written) called between local write chunks.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        storage_options: dict | None = None,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:
+        self.root = str(root).rstrip("/")
+        self.remote = is_remote(self.root)
+        self.storage_options = storage_options
+        self._on_chunk = on_chunk
+        if self.remote:
+            self.fs, self._base = filesystem_for(self.root, storage_options)
+        else:
+            self.root = str(Path(self.root.removeprefix("file://")).expanduser().absolute())
+            self.fs, self._base = None, self.root
+
+    def __repr__(self) -> str:
+        return f"ResultStore({self.root!r})"
+
+    # ---------------------------------------------------------------- paths
+    def _join(self, *parts: str) -> str:
+        return "/".join((self._base, *parts))
+
+    def url(self, rel: str = "") -> str:
+        """Absolute location of `rel` as DuckDB/readers see it (protocol kept for remote roots)."""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    @staticmethod
+    def model_key(repo_id: str, revision: str, options_hash: str) -> str:
+        return record_key(repo_id, revision, options_hash)
+
+    def model_file(self, table: str, repo_id: str, revision: str, options_hash: str) -> str:
+        """Relative path of a model revision's file in `layers` or `models`."""
+        key = self.model_key(repo_id, revision, options_hash)
+        return f"{table}/owner={owner_of(repo_id)}/m-{_safe_name(repo_id)}.{key}.parquet"
+
+    def marker_file(self, repo_id: str, revision: str, options_hash: str) -> str:
+        key = self.model_key(repo_id, revision, options_hash)
+        return f"{MARKERS_DIR}/owner={owner_of(repo_id)}/{_safe_name(repo_id)}.{key}.json"
+
+    # ---------------------------------------------------------------- file primitives
+    def exists(self, rel: str) -> bool:
+        if self.remote:
+            return self.fs.exists(self._join(rel))
+        return os.path.exists(self._join(rel))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Make `rel` appear complete or not at all (see module doc)."""
+        path = self._join(rel)
+        if self.remote:
+            # One PUT of the finished body: the object is invisible until the upload completes.
+            self.fs.pipe_file(path, data)
+            return
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                for start in range(0, len(data), _CHUNK_BYTES):
+                    fh.write(data[start : start + _CHUNK_BYTES])
+                    if self._on_chunk is not None:
+                        fh.flush()
+                        self._on_chunk(min(start + _CHUNK_BYTES, len(data)))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)  # atomic on POSIX; replaces an identical earlier write
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def read_bytes(self, rel: str) -> bytes:
+        if self.remote:
+            return self.fs.cat_file(self._join(rel))
+        return Path(self._join(rel)).read_bytes()
+
+    def remove(self, rel: str) -> None:
+        if self.remote:
+            self.fs.rm_file(self._join(rel))
+        else:
+            os.unlink(self._join(rel))
+
+    def list(self, pattern: str) -> list[str]:
+        """Relative paths matching a glob like 'layers/*/*.parquet', sorted."""
+        base = self._base
+        if self.remote:
+            hits = self.fs.glob(self._join(pattern))
+        else:
+            hits = [p.as_posix() for p in Path(base).glob(pattern)]
+        return sorted(h[len(base) + 1 :] for h in hits)
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+    # ---------------------------------------------------------------- the contract
+    def has_model(self, repo_id: str, revision: str, options_hash: str) -> bool:
+        """True when this revision was stored with these options (one stat / HEAD)."""
+        return self.exists(self.marker_file(repo_id, revision, options_hash))
+
+    def write_model(
+        self,
+        *,
+        model: dict,
+        layers: pd.DataFrame | list[dict] | pa.Table,
+        provenance: Provenance,
+    ) -> bool:
+        """Store one model revision: its layer rows and its summary row. Returns False (no-op, nothing
+        written) when has_model() is already true for this provenance, True when written.
+
+        model: summary keys (CONTRACTS.md) and facts (parameter_count, architecture, ...); keys that the
+        `models` schema lacks go to extra_json. Counts (n_tensors, n_layers_*) missing from `model` are
+        filled from the layers' status column. layers: rows with the columns of LAYER_COLUMN_NAMES.
+        """
+        p = provenance
+        if self.has_model(p.repo_id, p.revision, p.options_hash):
+            return False
+        key = self.model_key(p.repo_id, p.revision, p.options_hash)
+        layer_tbl = _layers_table(layers, p, key)
+        model_tbl = _models_table(model, layer_tbl, p, key)
+        self.write_table(self.model_file("layers", p.repo_id, p.revision, p.options_hash), layer_tbl)
+        self.write_table(self.model_file("models", p.repo_id, p.revision, p.options_hash), model_tbl)
+        marker = {
+            "repo_id": p.repo_id,
+            "revision": p.revision,
+            "options_hash": p.options_hash,
+            "record_key": key,
+            "written_at": _dt.datetime.now(_dt.UTC).isoformat(),
+            "schema_version": SCHEMA_VERSION,
+        }
+        self.write_bytes(self.marker_file(p.repo_id, p.revision, p.options_hash), json.dumps(marker).encode())
+        return True
+
+    def write_failure(
+        self,
+        *,
+        repo_id: str,
+        revision: str | None,
+        stage: str,
+        error_type: str,
+        message: str,
+        attempt: int = 1,
+        provenance: Provenance | None = None,
+        options_hash: str | None = None,
+        failed_at: _dt.datetime | None = None,
+    ) -> str:
+        """Record one failed attempt; returns its relative path. The same (revision, options, stage,
+        attempt) overwrites its own file, so retried bookkeeping never duplicates rows.
+        revision may be unknown (listing/download failures): stored as 'unknown'."""
+        failed_at = failed_at or _dt.datetime.now(_dt.UTC)
+        if provenance is None:
+            provenance = Provenance(
+                repo_id=repo_id,
+                revision=revision or "unknown",
+                options_hash=options_hash or "unknown",
+                analyzed_at=failed_at,
+            )
+        p = provenance
+        key = record_key(p.repo_id, p.revision, p.options_hash, stage, str(int(attempt)))
+        row = {
+            **p.as_columns(),
+            "record_key": key,
+            "schema_version": SCHEMA_VERSION,
+            "stage": stage,
+            "error_type": error_type,
+            "message": str(message)[:2000],
+            "attempt": int(attempt),
+            "failed_at": failed_at,
+        }
+        rel = f"failures/owner={owner_of(p.repo_id)}/m-{_safe_name(p.repo_id)}.{key}.parquet"
+        self.write_table(rel, conform([row], "failures"))
+        return rel
+
+    def write_scan(self, scan: dict) -> str:
+        """Record one scan run; returns its relative path. `scan` keys: scan_id (generated when absent),
+        source, filters (dict, stored as JSON) or filters_json, n_requested, n_done, n_skipped, n_failed,
+        seconds, started_at, finished_at (datetimes, UTC), options_hash."""
+        scan = dict(scan)
+        now = _dt.datetime.now(_dt.UTC)
+        scan_id = str(scan.pop("scan_id", None) or f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
+        if "filters" in scan:
+            scan["filters_json"] = json.dumps(scan.pop("filters"), sort_keys=True, default=str)
+        counts = scan.pop("counts", None) or {}
+        for name in ("done", "skipped", "failed", "requested"):
+            if name in counts:
+                scan.setdefault(f"n_{name}", counts[name])
+        finished = scan.get("finished_at") or now
+        scan.setdefault("finished_at", finished)
+        row = {
+            "repo_id": "",
+            "revision": "",
+            "ww_spectral_version": Provenance("x", "x", "x").ww_spectral_version,
+            "options_hash": scan.pop("options_hash", None) or "",
+            "analyzed_at": finished,
+            "record_key": record_key("scan", scan_id),
+            "schema_version": SCHEMA_VERSION,
+            "scan_id": scan_id,
+            "source": scan.pop("source", "other"),
+            **scan,
+        }
+        month = f"{finished:%Y-%m}"
+        rel = f"scans/month={month}/m-{_UNSAFE.sub('_', scan_id)[:80]}.{row['record_key']}.parquet"
+        self.write_table(rel, conform([row], "scans"))
+        return rel
+
+    # ---------------------------------------------------------------- listing helpers
+    def files(self, table: str, *, kind: str = "*") -> list[str]:
+        """Relative paths of a table's data files; kind 'm' (per model), 'c' (compacted) or '*'."""
+        if table not in TABLES:
+            raise CatalogError(f"unknown table {table!r}; tables are {list(TABLES)}")
+        return [f for f in self.list(f"{table}/*/{kind}-*.parquet") if f"={SEED_VALUE}/" not in f]
+
+    def list_models(self) -> list[dict]:
+        """The stored model revisions (from their markers): repo_id, revision, options_hash, record_key."""
+        return [json.loads(self.read_bytes(rel)) for rel in self.list(f"{MARKERS_DIR}/*/*.json")]
+
+    def read(self, table: str) -> pa.Table:
+        """A whole table as Arrow, de-duplicated exactly as the catalog views do (compacted files win).
+        For tests and small stores; use the DuckDB catalog for anything large."""
+        schema = SCHEMAS[table]
+        compacted, single = [], []
+        for rel in self.files(table):
+            (compacted if os.path.basename(rel).startswith("c-") else single).append(self.read_table(rel))
+        done = {k for t in compacted for k in t.column("record_key").to_pylist()}
+        single = [t for t in single if not (set(t.column("record_key").to_pylist()) & done)]
+        parts = [_to_schema(t, schema) for t in compacted + single]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def ensure_seeds(self) -> None:
+        """Write the zero-row seed file of each table's current schema (idempotent). The catalog's globs
+        then always match a file, and columns added in later schema versions exist even when every
+        data file is older."""
+        for table in TABLES:
+            rel = f"{table}/{PARTITION_COLUMN[table]}={SEED_VALUE}/c-seed-v{SCHEMA_VERSION}.parquet"
+            if not self.exists(rel):
+                self.write_table(rel, SCHEMAS[table].empty_table())
+
+
+def _to_schema(t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Add NULL columns an older file lacks and order columns as declared (files of older versions)."""
+    cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(cols, schema)], schema=schema)
+
+
+def _layers_table(layers, p: Provenance, key: str) -> pa.Table:
+    if isinstance(layers, pa.Table):
+        tbl = layers
+    elif isinstance(layers, list):
+        tbl = pa.Table.from_pylist(layers) if layers else None
+    else:
+        tbl = pa.Table.from_pandas(layers, preserve_index=False)
+    if tbl is None:
+        return SCHEMAS["layers"].empty_table()
+    for name in ("repo_id", "revision", "options_hash"):
+        if name in tbl.column_names and set(tbl.column(name).to_pylist()) - {getattr(p, name)}:
+            raise SchemaError(f"layers: column {name!r} disagrees with the provenance ({getattr(p, name)!r})")
+    n = tbl.num_rows
+    prov = {**p.as_columns(), "record_key": key, "schema_version": SCHEMA_VERSION}
+    for name, value in prov.items():
+        if name in tbl.column_names:
+            tbl = tbl.drop_columns([name])
+        typ = SCHEMAS["layers"].field(name).type
+        tbl = tbl.append_column(name, pa.array([value] * n, typ))
+    return conform(tbl, "layers")
+
+
+def _models_table(model: dict, layer_tbl: pa.Table, p: Provenance, key: str) -> pa.Table:
+    names = set(SCHEMAS["models"].names)
+    row = {k: v for k, v in model.items() if k in names}
+    extra = {k: v for k, v in model.items() if k not in names}
+    if extra:
+        row["extra_json"] = json.dumps(extra, sort_keys=True, default=str)
+    if isinstance(row.get("options_json"), dict):
+        row["options_json"] = json.dumps(row["options_json"], sort_keys=True)
+    for name in ("repo_id", "revision", "options_hash"):
+        if name in row and row[name] != getattr(p, name):
+            raise SchemaError(f"model[{name!r}]={row[name]!r} disagrees with the provenance")
+    status = layer_tbl.column("status").to_pylist()
+    counts = {
+        "n_tensors": len(status),
+        "n_layers_analysed": status.count("success"),
+        "n_layers_skipped": status.count("skipped"),
+        "n_layers_failed": status.count("failed"),
+    }
+    for k in SUMMARY_INT_KEYS:
+        if row.get(k) is None:
+            row[k] = counts[k]
+    for k in SUMMARY_FLOAT_KEYS:
+        if row.get(k) is not None:
+            row[k] = float(row[k])
+    row.update(p.as_columns(), record_key=key, schema_version=SCHEMA_VERSION)
+    return conform([row], "models")
