@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ww_spectral.errors import WWSpectralError
 
-ZOO_VERSION = 1  # bump when the training code changes numbers: folders of another version are retrained
+ZOO_VERSION = 2  # bump when the files or numbers change: folders of another version are retrained
 MODEL_TYPE = "ww-zoo-mlp"
 TRUTH_COLUMNS = ("repo_id", "sweep", "label_noise", "batch_size", "epochs", "seed", "test_accuracy")
 MODEL_FILES = ("model.safetensors", "config.json", "README.md", "zoo_meta.json")
@@ -170,7 +170,8 @@ def _noisy_labels(y, fraction: float, seed: int, n_classes: int = 10):
 def train_one(spec: ModelSpec, *, test_fraction: float = 0.3, split_seed: int = 0) -> tuple[dict, dict]:
     """Train one MLP; returns (state_dict of float32 numpy arrays, metadata dict).
 
-    Tensor names: "mlp.fc{i}.weight" (out x in) / "mlp.fc{i}.bias" for hidden layers, "classifier.*".
+    Tensor names: "mlp.fc{i}.weight" (out x in) / "mlp.fc{i}.bias", i = 1..depth (the last is the 10-way
+    output layer), so checkpoint (alphabetical) order is depth order.
     Deterministic for a given spec on one machine (seeded init, shuffling and noise; one thread).
     """
     import numpy as np
@@ -227,7 +228,7 @@ def train_one(spec: ModelSpec, *, test_fraction: float = 0.3, split_seed: int = 
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     state: dict[str, np.ndarray] = {}
     for i, lin in enumerate(linears):
-        prefix = "classifier" if i == len(linears) - 1 else f"mlp.fc{i + 1}"
+        prefix = f"mlp.fc{i + 1}"
         state[f"{prefix}.weight"] = lin.weight.detach().numpy().astype(np.float32).copy()
         state[f"{prefix}.bias"] = lin.bias.detach().numpy().astype(np.float32).copy()
     return state, meta
@@ -348,6 +349,8 @@ def build_zoo(root: str | os.PathLike, *, grid: ZooGrid = DEFAULT_GRID, workers:
     if root_p.exists() and not root_p.is_dir():
         raise ZooError(f"zoo path {root_p} is a file; pass a folder (it is created if missing)")
     root_p.mkdir(parents=True, exist_ok=True)
+    for stale in root_p.glob(".tmp-*"):  # left by an interrupted build; never a complete model
+        shutil.rmtree(stale, ignore_errors=True)
     specs = grid.specs()
     names = [s.name for s in specs]
     if len(set(names)) != len(names):

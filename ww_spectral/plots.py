@@ -1,0 +1,325 @@
+"""The pictures WeightWatcher users know, as PNG files (matplotlib, Agg backend; no display needed).
+
+Per layer (from its eigenvalues and its power-law fit):
+- `plot_esd`: the ESD on log-log axes (log-binned density) with the fitted power law over [xmin, xmax]
+  and xmin marked;
+- `plot_log_histogram`: histogram of log10 eigenvalues with xmin marked;
+- `plot_d_vs_xmin`: the Kolmogorov-Smirnov distance D of every candidate xmin, the chosen one marked.
+Per model (from the per-layer table, e.g. `analyze()`'s DataFrame or the catalog's `layers` view):
+- `plot_alpha_by_depth`: alpha against layer index, the 2-6 band shaded;
+- `plot_alpha_histogram`: histogram of layer alphas, the <2 / 2-6 / >6 bands shaded.
+
+Eigenvalues come from the library's own functions (`layers.layer_matrices`, `spectrum.layer_spectrum`,
+`fit.fit_power_law`), so the plotted fit is the fit the tables report (default analysis options).
+matplotlib is imported inside the functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .fit import EVALS_THRESH, SMALL_N_CUTOFF, SMALL_N_K_MIN, PowerLawFit, fit_power_law
+
+FIGSIZE = (6.4, 4.8)  # inches; at DPI 100 every PNG is 640 x 480 pixels
+DPI = 100
+GOOD_BAND = (2.0, 6.0)  # WW: 2 <= alpha <= 6 is well trained; < 2 over-trained, > 6 under-trained
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # files only; never a GUI backend
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=DPI, format="png")
+    _pyplot().close(fig)
+    return p
+
+
+def _positive_sorted(evals: np.ndarray) -> np.ndarray:
+    x = np.asarray(evals, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    return np.sort(x[x > EVALS_THRESH])
+
+
+def esd_fit_line(evals: np.ndarray, *, alpha: float, xmin: float, num: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted power law as a density over all eigenvalues, on [xmin, max(evals)].
+
+    p(x) = (k/n) * (alpha - 1)/xmin * (x/xmin)^(-alpha): the tail's normalised Pareto density times the
+    tail's share k/n of the n eigenvalues > 1e-5, so it sits on the histogram of the whole ESD.
+    Returns (x, y), each shape (num,), x log-spaced; y[0] = (k/n)(alpha-1)/xmin at x[0] = xmin.
+    """
+    x_all = _positive_sorted(evals)
+    if not (math.isfinite(alpha) and math.isfinite(xmin) and alpha > 1 and xmin > 0 and x_all.size):
+        return np.empty(0), np.empty(0)
+    k = int(np.count_nonzero(x_all >= xmin))
+    xmax = max(float(x_all[-1]), xmin)
+    x = np.geomspace(xmin, xmax, num) if xmax > xmin else np.full(num, xmin)
+    y = (k / x_all.size) * (alpha - 1.0) / xmin * (x / xmin) ** (-alpha)
+    return x, y
+
+
+def log_binned_density(evals: np.ndarray, *, bins: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical density of the eigenvalues > 1e-5 on log-spaced bins: (bin centres, density), both (bins,).
+
+    density integrates to 1 over the bins (count / (n * bin width)), the scale of `esd_fit_line`.
+    """
+    x = _positive_sorted(evals)
+    if x.size == 0:
+        return np.empty(0), np.empty(0)
+    lo, hi = x[0], x[-1]
+    if hi <= lo:
+        hi = lo * 1.0001
+    edges = np.geomspace(lo, hi, bins + 1)
+    counts, _ = np.histogram(x, bins=edges)
+    widths = np.diff(edges)
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    return centres, counts / (x.size * widths)
+
+
+def candidate_fits(evals: np.ndarray, *, max_candidates: int = 2000) -> dict[str, np.ndarray]:
+    """alpha and KS distance D for candidate xmin values, by WeightWatcher 0.7.7's rule (see fit.py).
+
+    Returns {"xmin", "alpha", "D"}, arrays of equal length; D = 1 where a candidate is invalid (as WW).
+    With more than `max_candidates` eigenvalues, an evenly spaced subset of candidates is evaluated
+    (a plot needs no more), always including the fit's own xmin when it is among them.
+    """
+    x = _positive_sorted(evals)
+    n = x.size
+    if n < 2:
+        return {"xmin": np.empty(0), "alpha": np.empty(0), "D": np.empty(0)}
+    logx = np.log(x)
+    idx = np.arange(n - 1)
+    if idx.size > max_candidates:
+        idx = np.unique(np.linspace(0, n - 2, max_candidates).round().astype(int))
+        best = fit_power_law(x)
+        if best.status == "success":
+            idx = np.union1d(idx, np.flatnonzero(x[:-1] == best.xmin)[:1])
+    suffix = np.cumsum(logx[::-1])[::-1]
+    k = (n - idx).astype(np.float64)
+    s = suffix[idx] - k * logx[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if n >= SMALL_N_CUTOFF:
+            alphas = 1.0 + k / s
+            valid = alphas > 1.0
+        else:
+            ok = (k >= SMALL_N_K_MIN) & (s > 1e-12)
+            alphas = np.where(ok, 1.0 + (k - 1.0) / s, np.nan)
+            valid = ok & (alphas > 1.0)
+    valid &= np.isfinite(alphas)
+    D = np.ones(idx.size)
+    for j in np.flatnonzero(valid):
+        i = idx[j]
+        t = np.arange(n - i)
+        D[j] = np.max(np.abs(1.0 - np.exp((1.0 - alphas[j]) * (logx[i:] - logx[i])) - t / k[j]))
+    return {"xmin": x[idx], "alpha": np.where(valid, alphas, np.nan), "D": D}
+
+
+def plot_esd(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: str | os.PathLike,
+             title: str = "ESD") -> Path:
+    """Log-log ESD (log-binned density) with the fitted power law and xmin; writes a 640x480 PNG."""
+    fit = fit if fit is not None else fit_power_law(evals)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    c, d = log_binned_density(evals)
+    keep = d > 0
+    ax.loglog(c[keep], d[keep], "o", ms=4, color="tab:blue", label=f"ESD ({_positive_sorted(evals).size} eigenvalues)")
+    if fit.status == "success":
+        lx, ly = esd_fit_line(evals, alpha=fit.alpha, xmin=fit.xmin)
+        ax.loglog(lx, ly, "-", color="tab:red", lw=2,
+                  label=f"power-law fit: alpha = {fit.alpha:.2f}, D = {fit.D:.3f}")
+        ax.axvline(fit.xmin, color="tab:green", ls="--", label=f"xmin = {fit.xmin:.3g}")
+    else:
+        ax.text(0.5, 0.9, f"fit failed: {fit.fit_status}", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("eigenvalue λ of WᵀW (log scale)")
+    ax.set_ylabel("density p(λ) (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower left", fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_log_histogram(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: str | os.PathLike,
+                       title: str = "Histogram of log10 eigenvalues", bins: int = 50) -> Path:
+    """Histogram of log10(λ) for λ > 1e-5, xmin marked; writes a 640x480 PNG."""
+    fit = fit if fit is not None else fit_power_law(evals)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    x = _positive_sorted(evals)
+    ax.hist(np.log10(x), bins=bins, color="tab:blue", alpha=0.8, label="eigenvalues")
+    if fit.status == "success":
+        ax.axvline(math.log10(fit.xmin), color="tab:green", ls="--",
+                   label=f"xmin = {fit.xmin:.3g} (tail: {fit.num_pl_spikes} eigenvalues)")
+    ax.set_xlabel("log10 eigenvalue λ")
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_d_vs_xmin(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: str | os.PathLike,
+                   title: str = "KS distance D against candidate xmin") -> Path:
+    """D of every candidate xmin (log x axis), the chosen xmin (first minimum of D) marked; 640x480 PNG."""
+    fit = fit if fit is not None else fit_power_law(evals)
+    cand = candidate_fits(evals)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.semilogx(cand["xmin"], cand["D"], "-", color="tab:blue", lw=1.2, label="D(xmin)")
+    if fit.status == "success":
+        ax.axvline(fit.xmin, color="tab:green", ls="--", label=f"chosen xmin = {fit.xmin:.3g}")
+        ax.plot([fit.xmin], [fit.D], "o", color="tab:red", label=f"min D = {fit.D:.3f}, alpha = {fit.alpha:.2f}")
+    ax.set_xlabel("candidate xmin (eigenvalue, log scale)")
+    ax.set_ylabel("KS distance D (dimensionless)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _analysed(layers):
+    """Rows with a finite alpha (status success when the column exists), in layer order."""
+    df = layers
+    if "status" in df.columns:
+        df = df[df["status"] == "success"]
+    df = df[np.isfinite(df["alpha"].astype(float))]
+    order = "layer_id" if "layer_id" in df.columns else None
+    return df.sort_values(order) if order else df
+
+
+def plot_alpha_by_depth(layers, *, path: str | os.PathLike, title: str = "alpha by depth") -> Path:
+    """alpha of each analysed layer against its index (depth), 2-6 band shaded; 640x480 PNG.
+
+    layers: DataFrame with columns alpha and (optionally) layer_id, longname, status.
+    """
+    df = _analysed(layers)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.axhspan(*GOOD_BAND, color="tab:green", alpha=0.12, label="2 ≤ alpha ≤ 6 (well trained)")
+    pos = np.arange(len(df))
+    ax.plot(pos, df["alpha"].to_numpy(float), "o-", color="tab:blue", label="layer alpha")
+    ax.set_xlabel("layer index (analysed layers, input → output)")
+    ax.set_ylabel("alpha (power-law exponent, dimensionless)")
+    if "longname" in df.columns and 0 < len(df) <= 12:
+        ax.set_xticks(pos)
+        ax.set_xticklabels(df["longname"].astype(str).tolist(), rotation=30, ha="right", fontsize=8)
+    hi = max([8.0, *df["alpha"].astype(float).tolist()]) * 1.05
+    ax.set_ylim(0, hi)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_alpha_histogram(layers, *, path: str | os.PathLike, title: str = "layer alphas") -> Path:
+    """Histogram of layer alphas with the bands <2 (over-trained), 2-6, >6 (under-trained); 640x480 PNG."""
+    df = _analysed(layers)
+    a = df["alpha"].to_numpy(float)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    hi = max([8.0, *a.tolist()]) * 1.05
+    ax.axvspan(0, GOOD_BAND[0], color="tab:red", alpha=0.10, label="alpha < 2 (over-trained)")
+    ax.axvspan(*GOOD_BAND, color="tab:green", alpha=0.12, label="2 ≤ alpha ≤ 6")
+    ax.axvspan(GOOD_BAND[1], hi, color="tab:orange", alpha=0.10, label="alpha > 6 (under-trained)")
+    if a.size:
+        ax.hist(a, bins=max(5, min(30, a.size)), range=(0, hi), color="tab:blue", alpha=0.85,
+                label=f"{a.size} layers")
+    ax.set_xlim(0, hi)
+    ax.set_xlabel("alpha (power-law exponent, dimensionless)")
+    ax.set_ylabel("number of layers")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def layer_eigenvalues(source, *, layer: str | None = None, options=None) -> dict[str, np.ndarray]:
+    """Pooled eigenvalues of every analysed layer of `source` (or only `layer`, by longname or tensor name).
+
+    Returns {longname: ascending float64 array}, in checkpoint order. Uses the analysis's own plan,
+    matrices and spectrum functions with `options` (default AnalysisOptions()).
+    """
+    from .checkpoint import open_checkpoint
+    from .layers import eigenvalue_scale, layer_matrices, plan_layer
+    from .records import AnalysisOptions
+    from .spectrum import layer_spectrum
+
+    options = options or AnalysisOptions()
+    out: dict[str, np.ndarray] = {}
+    with open_checkpoint(source) as ckpt:
+        plans = [plan_layer(info, i, options) for i, info in enumerate(ckpt.tensors())]
+        names = [p.longname for p in plans] + [p.tensor_name for p in plans]
+        if layer is not None and layer not in names:
+            from .errors import OptionError
+
+            analysed = [p.longname for p in plans if p.analysed]
+            raise OptionError(f"layer {layer!r} not found; analysed layers are: {', '.join(analysed)}")
+        for p in plans:
+            if not p.analysed or (layer is not None and layer not in (p.longname, p.tensor_name)):
+                continue
+            mats = layer_matrices(p, ckpt.read(p.tensor_name, dtype=np.float32))
+            spectra = layer_spectrum(mats, scale=eigenvalue_scale(p), backend=options.backend,
+                                     precision=options.precision)
+            out[p.longname] = np.sort(np.concatenate(spectra))
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def plot_layer(evals: np.ndarray, *, out_dir: str | os.PathLike, name: str, fix_fingers: str | None = None,
+               ) -> dict[str, Path]:
+    """The three layer plots of one ESD into out_dir: {"esd", "log_hist", "d_vs_xmin"} -> PNG paths."""
+    fit = fit_power_law(evals, fix_fingers=fix_fingers)
+    base = Path(out_dir) / _slug(name)
+    return {
+        "esd": plot_esd(evals, fit, path=f"{base}.esd.png", title=f"{name}: ESD and power-law fit"),
+        "log_hist": plot_log_histogram(evals, fit, path=f"{base}.log10_hist.png",
+                                       title=f"{name}: log10 eigenvalues"),
+        "d_vs_xmin": plot_d_vs_xmin(evals, fit, path=f"{base}.d_vs_xmin.png", title=f"{name}: D vs xmin"),
+    }
+
+
+def plot_model(source, *, out_dir: str | os.PathLike, layer: str | None = None, title: str | None = None,
+               layers_table=None, fix_fingers: str | None = None) -> dict[str, object]:
+    """Every plot of one model: alpha by depth, alpha histogram, and the 3 layer plots per analysed layer.
+
+    source: anything open_checkpoint accepts. layer: only this layer's plots (model plots still drawn).
+    layers_table: the model's per-layer DataFrame when already known (e.g. from the catalog); else the
+    alphas are fitted here from the recomputed eigenvalues. Returns {"alpha_depth", "alpha_hist",
+    "layers": {longname: {kind: path}}}.
+    """
+    import pandas as pd
+
+    out = Path(out_dir)
+    evals = layer_eigenvalues(source, layer=layer)
+    if layers_table is None:
+        all_evals = evals if layer is None else layer_eigenvalues(source)
+        rows = []
+        for i, (name, ev) in enumerate(all_evals.items()):
+            f = fit_power_law(ev, fix_fingers=fix_fingers)
+            rows.append({"layer_id": i, "longname": name, "alpha": f.alpha, "status": f.status})
+        layers_table = pd.DataFrame(rows, columns=["layer_id", "longname", "alpha", "status"])
+    label = title or (Path(source).name if isinstance(source, (str, os.PathLike)) else type(source).__name__)
+    result: dict[str, object] = {
+        "alpha_depth": plot_alpha_by_depth(layers_table, path=out / "alpha_by_depth.png",
+                                           title=f"{label}: alpha by depth"),
+        "alpha_hist": plot_alpha_histogram(layers_table, path=out / "alpha_hist.png",
+                                           title=f"{label}: layer alphas"),
+        "layers": {name: plot_layer(ev, out_dir=out, name=name, fix_fingers=fix_fingers)
+                   for name, ev in evals.items()},
+    }
+    return result
