@@ -259,10 +259,11 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def write_malicious_pickle(path: str | os.PathLike, marker: str | os.PathLike, *, legacy: bool = False) -> Path:
+def write_malicious_pickle(path: str | os.PathLike, marker: str | os.PathLike, *, legacy: bool = False,
+                           protocol: int = 2) -> Path:
     """A .bin/.pt state dict whose unpickling would create `marker` (a reader must refuse it, never run it).
 
-    legacy=False: torch's zip format (torch.save); legacy=True: a bare pickle stream.
+    legacy=False: torch's zip format (torch.save); legacy=True: a bare pickle stream. protocol: pickle protocol.
     """
     import torch
 
@@ -270,9 +271,10 @@ def write_malicious_pickle(path: str | os.PathLike, marker: str | os.PathLike, *
     path.parent.mkdir(parents=True, exist_ok=True)
     if legacy:  # no tensors: the payload is the first global the unpickler meets
         with open(path, "wb") as f:
-            pickle.dump({"layer.weight": [[1.0, 2.0]], "payload": _Payload(str(marker))}, f, protocol=2)
+            pickle.dump({"layer.weight": [[1.0, 2.0]], "payload": _Payload(str(marker))}, f, protocol=protocol)
     else:
-        torch.save({"layer.weight": torch.ones(4, 4), "payload": _Payload(str(marker))}, path)
+        torch.save({"layer.weight": torch.ones(4, 4), "payload": _Payload(str(marker))}, path,
+                   pickle_protocol=protocol)
     assert not Path(marker).exists()
     return path
 

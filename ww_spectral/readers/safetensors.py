@@ -111,6 +111,11 @@ def read_header_bytes(path: str) -> tuple[bytes, int]:
         if n < 2 or n > MAX_HEADER_BYTES:
             raise _fail(path, f"header length {n} is not sane (must be 2..{MAX_HEADER_BYTES}); "
                         "this is not a safetensors file or it is damaged")
+        first = f.read(1)
+        if first and first != b"{":
+            raise _fail(path, "not a safetensors file (its header does not start with '{')",
+                        "check the file type (a .bin/.pt renamed?) or re-download it")
+        f.seek(8)
         if 8 + n > size:
             raise _fail(path, f"truncated file: header needs bytes 8..{8 + n} but the file has {size}",
                         "re-download it")

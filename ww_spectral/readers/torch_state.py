@@ -40,16 +40,19 @@ def _load(path: str):
     except pickle.UnpicklingError as exc:
         text = str(exc)
         glob = re.search(r"GLOBAL ([\w.]+)", text)
-        if glob or "Weights only load failed" in text or "Unsupported" in text:
-            needs = f"it needs {glob.group(1)}" if glob else "it needs more than tensors and plain containers"
+        if glob:
             raise UnsafeCheckpointError(
-                f"{path}: refused to load this pickle: {needs}, i.e. code, and it was not executed. Convert the "
-                "checkpoint to .safetensors with code you trust, or save a plain state dict "
-                "(torch.save(model.state_dict(), ...))"
+                f"{path}: refused to load this pickle: it needs {glob.group(1)}, i.e. code, and it was not "
+                "executed. Convert the checkpoint to .safetensors with code you trust, or save a plain state "
+                "dict (torch.save(model.state_dict(), ...))"
             ) from None
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:200]}); re-download or "
-                              "re-save it") from None
+        op = re.search(r"Unsupported operand \d+", text)
+        first = op.group(0) if op else (text.strip().splitlines()[0][:200] if text.strip() else "unpickling failed")
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({first}); nothing in it was executed. The file is "
+            "damaged, or pickled in a form weights_only loading refuses: re-download it, or convert it to "
+            ".safetensors with code you trust"
+        ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg[:200]}); the file is damaged or "
