@@ -1,0 +1,111 @@
+"""Start or attach Ray for a scan; quiet telemetry defaults for every tool the pipeline imports.
+
+Which Ray runs the heavy work is configuration, never flow code:
+
+- nothing configured: a private local Ray started on demand (`address="local"`, so a stray cluster
+  found through /tmp/ray is never joined), `workers` CPUs (default: all cores), no dashboard;
+- `ray_address=` / `RAY_ADDRESS`: an existing cluster. `"auto"` or `host:6379` attaches on the same
+  network; `ray://host:10001` uses Ray Client, which in Ray 2.60 needs token auth on the client side:
+  `RAY_AUTH_MODE=token` plus the token in `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`.
+  Without it the client fails after 30 s with a misleading "ray client connection timeout", so we set
+  `RAY_AUTH_MODE=token` ourselves when a token is available and the variable is unset.
+- a Ray already initialised in this process (tests, notebooks) is reused and left running.
+
+Import this module before prefect or ray: it sets the telemetry switches they read at import.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+# Prefect's embedded default starts a temporary API server (SQLite migrations on first use); its 20 s
+# start-up limit was too short on a busy 2-core machine (measured: 13.7 s first run, timeouts under load).
+EMBEDDED_DEFAULTS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+for _key, _value in {**QUIET_ENV, **EMBEDDED_DEFAULTS}.items():
+    os.environ.setdefault(_key, _value)
+
+# Ray workers inherit these: one BLAS thread per Ray task, Ray parallelises (STACK_NOTES §0.4, §8).
+# Each task also applies threadpoolctl, because a reused worker keeps its first BLAS setting.
+WORKER_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    **QUIET_ENV,
+}
+
+
+@dataclass(frozen=True)
+class RayHandle:
+    """What `ensure_ray` did.
+
+    address: the cluster's address as Ray reports it ("local" clusters report their GCS address).
+    started: True when this call started Ray (and `release` shuts it down again).
+    slots: how many Ray tasks the scan keeps in flight (the `workers` cap, else the cluster's CPUs).
+    """
+
+    address: str
+    started: bool
+    slots: int
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
+
+
+def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) -> RayHandle:
+    """Make sure Ray is initialised in this process; return how to use it.
+
+    ray_address: None (RAY_ADDRESS, else a private local Ray), "auto", "host:port" or "ray://host:port".
+    workers: cap on concurrent Ray tasks (and the CPUs of a local Ray we start); None = all CPUs.
+    """
+    if workers is not None and workers < 1:
+        from ww_spectral.errors import OptionError
+
+        raise OptionError(f"workers={workers} is not allowed; use a positive integer or leave it unset")
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = ray_address or os.environ.get("RAY_ADDRESS") or None
+        runtime_env = {"env_vars": dict(WORKER_ENV)}
+        if address is None or address == "local":
+            ray.init(
+                address="local",
+                num_cpus=workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env=runtime_env,
+            )
+        else:
+            if address.startswith("ray://") and "RAY_AUTH_MODE" not in os.environ and _token_available():
+                os.environ["RAY_AUTH_MODE"] = "token"
+            # Attaching: num_cpus must not be passed (Ray refuses it for an existing cluster).
+            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
+        started = True
+    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    slots = min(workers, cpus) if workers else cpus
+    try:
+        address_now = ray.get_runtime_context().gcs_address
+    except Exception:  # Ray Client sessions have no GCS address on the driver side
+        address_now = ray_address or os.environ.get("RAY_ADDRESS") or "local"
+    return RayHandle(address=str(address_now), started=started, slots=max(1, slots))
+
+
+def release(handle: RayHandle) -> None:
+    """Shut Ray down if `ensure_ray` started it; a Ray someone else started stays up."""
+    if handle.started:
+        import ray
+
+        ray.shutdown()

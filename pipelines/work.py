@@ -1,0 +1,89 @@
+"""The heavy work that runs inside Ray workers: analyse one chunk of one model's layers.
+
+This module imports neither prefect nor ray: `tasks.py` wraps `analyze_chunk` with `ray.remote`
+once, at first use. It lives in the installed package because Ray workers import task code by
+module name (a function defined in a test or a script would not be importable there).
+No Prefect code runs in a Ray worker, so Prefect's ephemeral mode never starts a server in one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from ww_spectral.records import AnalysisOptions, LayerPlan
+
+# Fixed memory a chunk needs beyond its largest layer: the worker's imports, the memory map's touched
+# pages of one tensor, row dicts. Measured roughly (a fresh worker importing numpy+scipy: ~150 MB).
+CHUNK_BASE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous run of one model's layer plans, analysed by one Ray task.
+
+    plans: in checkpoint order (skipped plans ride along: they cost nothing and keep row order).
+    source: what the worker opens (a local path: a model folder, a weight file, a cache snapshot).
+    memory: bytes the Ray task declares: the largest layer's est_bytes + CHUNK_BASE_BYTES, since a
+        chunk analyses its layers one at a time.
+    """
+
+    index: int
+    source: str
+    plans: tuple[LayerPlan, ...]
+    memory: int
+
+
+def plan_chunks(
+    source: str, plans: list[LayerPlan], *, chunk_bytes: int, min_chunks: int = 1
+) -> list[Chunk]:
+    """Split a model's plans into contiguous chunks of about `chunk_bytes` of summed est_bytes each.
+
+    est_bytes (float64 matrix + Gram, from the header) grows with the layer's compute, so equal byte
+    budgets give chunks of similar run time. A model is split into at least `min_chunks` chunks when
+    it has that many analysed layers (so one large model still spreads over every worker), and never
+    into chunks without an analysed layer (except a model with none at all: one chunk).
+    """
+    analysed = [p for p in plans if p.analysed]
+    total = sum(max(p.est_bytes, 1) for p in analysed)
+    n_target = max(1, -(-total // max(chunk_bytes, 1)), min(min_chunks, len(analysed)))
+    budget = total / n_target if analysed else float("inf")
+    groups: list[list[LayerPlan]] = [[]]
+    acc = 0.0
+    for plan in plans:
+        cost = max(plan.est_bytes, 1) if plan.analysed else 0
+        # Close the group when this analysed layer would overflow it and the group already has work.
+        if cost and acc > 0 and acc + cost > budget * 1.0001 and len(groups) < n_target:
+            groups.append([])
+            acc = 0.0
+        groups[-1].append(plan)
+        acc += cost
+    chunks = []
+    for i, group in enumerate(groups):
+        peak = max((p.est_bytes for p in group if p.analysed), default=0)
+        chunks.append(Chunk(index=i, source=source, plans=tuple(group), memory=peak + CHUNK_BASE_BYTES))
+    return chunks
+
+
+def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1) -> dict:
+    """Analyse one chunk (runs in a Ray worker). Returns {"index", "rows", "seconds", "pid"}.
+
+    rows: one dict per plan, columns LAYER_COLUMN_NAMES (analysed, failed or skipped).
+    BLAS is limited to `blas_threads` with threadpoolctl because a reused Ray worker keeps the thread
+    count of its first numpy import; oversubscribed BLAS ran 6-20x slower on 2 cores.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from ww_spectral.analysis import analyze_layers
+    from ww_spectral.checkpoint import open_checkpoint
+
+    if options.backend == "torch" and options.device == "cpu":
+        import torch
+
+        torch.set_num_threads(blas_threads)
+    t0 = time.perf_counter()
+    # workers=1, threads=blas_threads: inside a Ray task the library must not fan out over the node's cores.
+    with threadpool_limits(limits=blas_threads), open_checkpoint(chunk.source) as ckpt:
+        rows = analyze_layers(ckpt, list(chunk.plans), options, workers=1, threads=blas_threads)
+    return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
