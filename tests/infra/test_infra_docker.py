@@ -103,6 +103,7 @@ def test_runtime_environment(dockerfile):
     volumes = " ".join(args for kw, args in dockerfile if kw == "VOLUME")
     mounted = re.findall(r'"(/[^"]+)"', volumes)
     assert any(env["HF_HOME"].startswith(v.rstrip("/") + "/") for v in mounted), "HF_HOME must be on a volume"
+    assert "/shared" in mounted, "the shared volume (shard temp dir, folders to scan)"
 
 
 def test_image_label_matches_package_version(repo, image, dockerfile):

@@ -66,6 +66,35 @@ def test_raycluster_structure(raycluster, image):
             assert {"/data", "/dev/shm"} <= mounts, "HF cache volume and a real /dev/shm for the object store"
 
 
+def shared_mounts(container: dict, volumes: list[dict]) -> dict[str, str]:
+    """mountPath -> PVC claim name of the container's PVC-backed mounts (subPath appended as /sub)."""
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v
+    }
+    return {
+        m["mountPath"]: claims[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else "")
+        for m in container.get("volumeMounts", [])
+        if m["name"] in claims
+    }
+
+
+def test_flow_pod_and_every_ray_pod_share_the_shard_directory(repo, raycluster, prefect_yaml):
+    """The flow downloads shards to TMPDIR and passes their paths to Ray tasks on other pods."""
+    tmpdir = prefect_yaml["definitions"]["work_pool"]["job_variables"]["env"]["TMPDIR"]
+    pvc = yaml.safe_load((repo / "infra" / "k8s" / "shared-pvc.yaml").read_text())
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    claim = pvc["metadata"]["name"]
+    values = yaml.safe_load((repo / "infra" / "k8s" / "prefect-values.yaml").read_text())["worker"]["worker"]
+    worker = shared_mounts({"volumeMounts": values["extraVolumeMounts"]}, values["extraVolumes"])
+    # TMPDIR must be a mount point itself: Python's tempfile silently falls back to /tmp if it is missing.
+    assert worker.get(tmpdir, "").startswith(claim), f"worker pod: {tmpdir} is not on {claim}"
+    for group in [raycluster["spec"]["headGroupSpec"], *raycluster["spec"]["workerGroupSpecs"]]:
+        for c in containers(group):
+            assert shared_mounts(c, group["template"]["spec"]["volumes"]) == worker, group.get(
+                "groupName", "head"
+            )
+
+
 def test_cpu_worker_fits_the_largest_task_a_scan_declares(raycluster):
     """The biggest layer the default size filter lets through must fit one CPU worker pod.
 

@@ -45,8 +45,14 @@ def test_cluster_config_validates_against_ray_schema(repo, schema, name):
     prepared = prepare_config(config)
     validate_config(prepared)
     # The defaults ship `pip install ...` setup commands; ours must survive the merge as "install nothing".
-    for key in ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands"):
+    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands"):
         assert prepared[key] == [], f"{name}: {key} must be empty (everything is in the image)"
+    # initialization_commands only mount the shared volume on the host: nothing is installed anywhere.
+    commands = [c for key, value in prepared.items() if key.endswith("_commands") for c in value]
+    for word in ("pip", "apt", "apt-get", "conda", "yum", "curl", "wget"):
+        assert not [c for c in commands if word in shlex.split(c.replace(";", " ; "))], (
+            f"{name}: installs {word}"
+        )
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -69,6 +75,9 @@ def test_cluster_config_shape(repo, image, name):
     run_options = " ".join(config["docker"]["run_options"])
     assert "-e RAY_AUTH_MODE=token" in run_options
     assert "-e RAY_USAGE_STATS_ENABLED=0" in run_options
+    # Shared storage at the same container path on every node (the flow hands Ray tasks shard paths).
+    assert "-v /mnt/ww-shared:/shared" in run_options
+    assert any("/mnt/ww-shared" in c and "mount" in c for c in config["initialization_commands"])
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = [c for c in config[key] if "ray start" in c]
         assert len(start) == 1
