@@ -12,7 +12,8 @@ Errors are mapped to ww-spectral's types, each naming the fix:
 Rate limits: the client retries 429/5xx with exponential back-off and honours Retry-After on the calls
 it wraps (listing pages, downloads); calls it does not retry (model info, HEAD before a download, header
 range reads) are retried here with bounded exponential back-off (WW_HUB_MAX_ATTEMPTS attempts, default 4;
-waits WW_HUB_BACKOFF_S * 2**k seconds, default 1 s, capped at 8 s, or the server's Retry-After).
+waits WW_HUB_BACKOFF_S * 2**k seconds, default 1 s, capped at 8 s, or the server's Retry-After). Those calls
+time out after WW_HUB_TIMEOUT_S seconds (default 30; the client's default is to wait forever).
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ def _api(endpoint: str | None, token: str | None):
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=resolve_endpoint(endpoint), token=resolve_token(token))
+
+
+def _timeout() -> float:
+    """Seconds an API call may stall before it counts as a (transient) timeout: WW_HUB_TIMEOUT_S, default 30."""
+    return float(os.environ.get("WW_HUB_TIMEOUT_S", "30"))
 
 
 def _status(exc: BaseException) -> int | None:
@@ -314,7 +320,7 @@ def select_weight_files(names: list[str]) -> tuple[list[str], str]:
 
 def _info(api, repo_id: str, revision: str | None, endpoint: str | None):
     return _call(f"{repo_id}@{revision or 'main'}", endpoint,
-                 lambda: api.model_info(repo_id, revision=revision, files_metadata=False))
+                 lambda: api.model_info(repo_id, revision=revision, files_metadata=False, timeout=_timeout()))
 
 
 def model_info(repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
@@ -383,11 +389,28 @@ def download_weights(repo_id: str, *, revision: str | None = None, endpoint: str
             raise
         return cached
     paths = [_download(repo_id, f, sha, endpoint=endpoint, token=token, cache_dir=cache_dir) for f in files]
+    _remember_ref(Path(paths[0]).parent.parent.parent, revision or "main", sha)
     config: dict = {}
     if "config.json" in names:
         config = read_config(Path(_download(repo_id, "config.json", sha, endpoint=endpoint, token=token,
                                             cache_dir=cache_dir)).parent)
     return CheckpointRef(repo_id=repo_id, revision=sha, files=tuple(paths), kind=kind, config=config)
+
+
+def _remember_ref(repo_dir: Path, revision: str, sha: str) -> None:
+    """Record branch/tag -> commit in the cache (refs/<revision>), as snapshot_download does, so the snapshot
+    can be found offline later. Files are fetched by commit sha, which makes the client skip this step."""
+    if revision == sha or not (repo_dir / "snapshots").is_dir():
+        return
+    ref = repo_dir / "refs" / revision
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        if not ref.is_file() or ref.read_text() != sha:
+            tmp = ref.with_name(ref.name + f".tmp{os.getpid()}")
+            tmp.write_text(sha)
+            os.replace(tmp, ref)
+    except OSError:
+        pass  # a read-only cache still works online
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> CheckpointRef | None:
@@ -447,7 +470,8 @@ def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: 
     seen: set[str] = set()
     for filename in files:
         meta = _call(f"{repo_id}@{info.sha[:12]}/{filename}", endpoint,
-                     lambda f=filename: api.parse_safetensors_file_metadata(repo_id, f, revision=info.sha))
+                     lambda f=filename: api.parse_safetensors_file_metadata(repo_id, f, revision=info.sha,
+                                                                             timeout=_timeout()))
         for name, t in sorted(meta.tensors.items(), key=lambda kv: tuple(kv[1].data_offsets)):
             if name in seen:
                 continue
