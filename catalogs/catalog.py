@@ -26,7 +26,7 @@ from typing import Any
 from . import metrics as _metrics
 from .errors import CatalogError, ReadOnlyError
 from .schema import SCHEMA_VERSION
-from .store import ResultStore, owner_of
+from .store import SEED_VALUE, ResultStore, owner_of
 
 SQL_DIR = Path(__file__).parent / "sql"
 CATALOG_NAME = "catalog.duckdb"
@@ -91,10 +91,13 @@ def _create_objects(con, store: ResultStore) -> None:
         "sign INTEGER, value_range VARCHAR, doc VARCHAR)"
     ).fetchall()
     con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", _metrics.metrics_rows())
+    import duckdb
+
     for name, sql in view_sql(store.url()):
         try:
-            con.execute(sql).fetchall()
-        except Exception as exc:  # duckdb.Error: say which file failed
+            for statement in duckdb.extract_statements(sql):  # a file may hold a macro and its view
+                con.execute(statement.query).fetchall()
+        except duckdb.Error as exc:
             raise CatalogError(f"catalog view {name} failed to build: {exc}") from exc
     con.execute(
         "CREATE OR REPLACE TABLE _catalog_meta AS SELECT ? AS data_root, ? AS fingerprint, ? AS schema_version",
@@ -127,6 +130,8 @@ def build_catalog(
         con = duckdb.connect(tmp)
         try:
             _register_fs(con, store)
+            # Each view binds (reads the footers of) its files at CREATE; cache them across the views.
+            con.execute("SET parquet_metadata_cache = true").fetchall()
             _create_objects(con, store)
             con.execute("CHECKPOINT").fetchall()
         finally:
@@ -173,6 +178,8 @@ def connect(
             rows = []
         if rows and rows[0][0] == want:
             _register_fs(con, store)
+            # Cache Parquet footers across queries on this connection (checked against file mtimes).
+            con.execute("SET parquet_metadata_cache = true").fetchall()
             return con
         con.close()
         if attempt == 0:
@@ -258,11 +265,30 @@ def leaderboard(con, metric: str = _metrics.DEFAULT_METRIC, group_by: str | None
     return query(con, leaderboard_sql(metric, group_by, where, top))
 
 
-def show_model(con, model: str) -> tuple[tuple[list[str], list[tuple]], tuple[list[str], list[tuple]]]:
-    """Summary (one row) and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision'.
+def _partition_files(store: ResultStore, table: str, owner: str) -> tuple[list[str], list[str]]:
+    """(all files, compacted files) of one owner= folder of `table`, as URLs, the seed file first."""
+    seed = store.url(f"{table}/owner={SEED_VALUE}/c-seed-v{SCHEMA_VERSION}.parquet")
+    rels = store.list(f"{table}/owner={owner}/*.parquet") if owner != SEED_VALUE else []
+    files = [seed] + [store.url(r) for r in rels]
+    return files, [seed] + [store.url(r) for r in rels if r.rsplit("/", 1)[-1].startswith("c-")]
+
+
+def show_model(con, model: str, *, storage_options: dict | None = None):
+    """Summary and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision':
+    ((summary columns, [one row]), (layer columns, layer rows in depth order)).
+
+    Reads only the files of the model's owner= folder (listed here, passed to the *_in macros), so the
+    drill-down costs the same however many other models the store holds.
     Raises CatalogError when the model is not in the store."""
     repo_id, _, revision = model.partition("@")
-    params = {"owner": owner_of(repo_id), "repo_id": repo_id, "revision": revision or None}
+    data_root = query(con, "SELECT data_root FROM _catalog_meta")[1][0][0]
+    store = ResultStore(data_root, storage_options=storage_options)
+    owner = owner_of(repo_id)
+    model_files, model_cfiles = _partition_files(store, "models", owner)
+    layer_files, layer_cfiles = _partition_files(store, "layers", owner)
+    files = {"layer_files": layer_files, "layer_cfiles": layer_cfiles}
+    params = {"repo_id": repo_id, "revision": revision or None, "model_files": model_files,
+              "model_cfiles": model_cfiles, **files}  # fmt: skip
     summary = query(con, _sql_text("queries/show_model.sql"), params)
     if not summary[1]:
         raise CatalogError(
@@ -270,6 +296,6 @@ def show_model(con, model: str) -> tuple[tuple[list[str], list[tuple]], tuple[li
             f"`ww-spectral sql --data ROOT \"SELECT repo_id, revision FROM models\"`"
         )
     key = summary[1][0][summary[0].index("record_key")]
-    layer_params = {"owner": params["owner"], "repo_id": repo_id, "record_key": key}
+    layer_params = {"repo_id": repo_id, "record_key": key, **files}
     layers = query(con, _sql_text("queries/show_layers.sql"), layer_params)
     return summary, layers

@@ -16,6 +16,7 @@ Every row carries provenance (repo_id, revision, ww_spectral_version, options_ha
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import importlib.metadata
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ _KIND_TO_ARROW = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), 
 _TS = pa.timestamp("us", tz="UTC")
 
 
+@functools.cache
 def _version() -> str:
     try:
         return importlib.metadata.version("ww-spectral")

@@ -89,6 +89,8 @@ class ResultStore:
     root: local folder (created on first write) or 's3://bucket/prefix' / 'gs://bucket/prefix'.
     storage_options: passed to fsspec for remote roots (e.g. {"client_kwargs": {"endpoint_url": ...}}).
     on_chunk: optional progress callback(bytes_written) called between local write chunks.
+    durable: fsync each local file before its rename (survives power loss, ~5 ms per file); False
+    still never shows a partial file to readers after a process kill (bulk loads, benchmarks).
     """
 
     def __init__(
@@ -97,7 +99,9 @@ class ResultStore:
         *,
         storage_options: dict | None = None,
         on_chunk: Callable[[int], None] | None = None,
+        durable: bool = True,
     ) -> None:
+        self.durable = durable
         self.root = str(root).rstrip("/")
         self.remote = is_remote(self.root)
         self.storage_options = storage_options
@@ -155,8 +159,9 @@ class ResultStore:
                     if self._on_chunk is not None:
                         fh.flush()
                         self._on_chunk(min(start + _CHUNK_BYTES, len(data)))
-                fh.flush()
-                os.fsync(fh.fileno())
+                if self.durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, path)  # atomic on POSIX; replaces an identical earlier write
         except BaseException:
             if os.path.exists(tmp):
@@ -188,8 +193,10 @@ class ResultStore:
         pq.write_table(table, buf, compression="zstd")
         self.write_bytes(rel, buf.getvalue())
 
-    def read_table(self, rel: str) -> pa.Table:
-        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        if self.remote:
+            return pq.read_table(io.BytesIO(self.read_bytes(rel)), columns=columns)
+        return pq.read_table(self._join(rel), columns=columns)
 
     # ---------------------------------------------------------------- the contract
     def has_model(self, repo_id: str, revision: str, options_hash: str) -> bool:

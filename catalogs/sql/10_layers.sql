@@ -7,7 +7,8 @@
 --       lambda_max > 10 * (norm / num_evals) * (1 + 1/sqrt(Q))^2
 --       (norm / num_evals is the mean eigenvalue = sigma^2 of the equivalent random matrix).
 -- It is a candidate list to inspect, not a verdict.
-CREATE OR REPLACE VIEW layers AS
+-- layers_in(files, compacted_files): the same over a narrowed file list (see raw_layers.sql).
+CREATE OR REPLACE MACRO layers_in(files, compacted_files) AS TABLE
 SELECT
     *,
     coalesce(status = 'success', false) AS is_success,
@@ -21,4 +22,7 @@ SELECT
         OR (status = 'success' AND num_evals > 0 AND norm > 0 AND Q >= 1
             AND lambda_max > 10 * (norm / num_evals) * pow(1 + 1 / sqrt(Q), 2)),
         false) AS is_correlation_trap_candidate
-FROM raw_layers;
+FROM raw_layers_in(files, compacted_files);
+
+CREATE OR REPLACE VIEW layers AS
+FROM layers_in('{{root}}/layers/*/*.parquet', '{{root}}/layers/*/c-*.parquet');

@@ -1,0 +1,133 @@
+"""Compaction: merge a partition's per-model files (m-*.parquet) into one compacted file (c-*.parquet).
+
+Query results do not change: rows are copied as they are (cast to the current schema, so older files
+gain NULL columns exactly as union_by_name would give them), sorted by repo_id so row-group statistics
+let DuckDB skip most of a compacted file when one model is asked for.
+
+Crash safety, step by step, for one partition:
+  1. read the record_keys already held by the partition's compacted files;
+  2. per-model files whose record_key is already compacted (left by an earlier crash) are deleted;
+  3. the remaining per-model files are merged and written as ONE new compacted file, atomically
+     (temp name + rename locally; single PUT on an object store);
+  4. only then the merged per-model files are deleted.
+Readers never see a row twice: the raw views read a per-model file only while no compacted file holds
+its record_key (catalogs/sql/0*_raw_*.sql), so between steps 3 and 4 the per-model copies are shadowed.
+They never miss a row: before step 3 the per-model files are the only copies and are read.
+has_model() stays correct: it looks at the per-model marker under _markers/, which compaction keeps.
+Run one compaction at a time per root (a lock file guards local roots).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CatalogError
+from .schema import SCHEMAS, TABLES
+from .store import SEED_VALUE, ResultStore, _to_schema
+
+_ROW_GROUP = 64 * 1024  # small enough that min/max stats on repo_id prune a drill-down
+
+
+@dataclass(frozen=True)
+class CompactionStats:
+    """What one compaction did: files merged into new compacted files, leftovers deleted, rows moved."""
+
+    files_merged: int = 0
+    files_written: int = 0
+    leftovers_deleted: int = 0
+    rows: int = 0
+    per_table: dict = field(default_factory=dict)
+
+
+def _partition_of(rel: str) -> str:
+    return rel.rsplit("/", 1)[0]
+
+
+def _compacted_keys(store: ResultStore, files: list[str]) -> set[str]:
+    keys: set[str] = set()
+    for rel in files:
+        t = store.read_table(rel, columns=["record_key"])
+        keys.update(t.column("record_key").to_pylist())
+    return keys
+
+
+def _compact_partition(store: ResultStore, table: str, part: str, singles: list[str], compacted: list[str],
+                       *, min_files: int) -> tuple[int, int, int, int]:  # fmt: skip
+    """(merged, written, leftovers_deleted, rows) for one partition folder."""
+    done = _compacted_keys(store, compacted)
+    todo, leftovers, tables = [], [], []
+    for rel in singles:
+        t = store.read_table(rel)
+        keys = set(t.column("record_key").to_pylist())
+        if keys and keys <= done:
+            leftovers.append(rel)  # its rows are already in a compacted file (an earlier run crashed)
+        else:
+            todo.append(rel)
+            tables.append(_to_schema(t, SCHEMAS[table]))
+    for rel in leftovers:
+        store.remove(rel)
+    if len(todo) < max(min_files, 1):
+        return 0, 0, len(leftovers), 0
+    merged = pa.concat_tables(tables)
+    sort = [("repo_id", "ascending"), ("record_key", "ascending")]
+    if table == "layers":
+        sort.append(("layer_id", "ascending"))
+    merged = merged.sort_by(sort)
+    buf = io.BytesIO()
+    pq.write_table(merged, buf, compression="zstd", row_group_size=_ROW_GROUP)
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+    store.write_bytes(f"{part}/c-{stamp}-{uuid.uuid4().hex[:8]}.parquet", buf.getvalue())  # step 3
+    for rel in todo:  # step 4: only after the compacted file is complete and visible
+        store.remove(rel)
+    return len(todo), 1, len(leftovers), merged.num_rows
+
+
+def compact(data_root: str | os.PathLike, *, tables: tuple[str, ...] = TABLES, min_files: int = 2,
+            storage_options: dict | None = None) -> CompactionStats:  # fmt: skip
+    """Merge each partition's per-model files of `tables` into one compacted file per partition.
+
+    min_files: partitions with fewer per-model files are left alone (leftovers of a crashed run are
+    still cleaned). Returns CompactionStats. Raises CatalogError when another compaction holds the lock.
+    """
+    store = ResultStore(data_root, storage_options=storage_options)
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        raise CatalogError(f"unknown tables {unknown}; tables are {list(TABLES)}")
+    lock = None
+    if not store.remote:
+        os.makedirs(store.root, exist_ok=True)
+        lock = os.path.join(store.root, "_compact.lock")
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise CatalogError(
+                f"another compaction is running on {store.root} (lock {lock}); if none is, delete the lock"
+            ) from None
+    try:
+        totals = {"files_merged": 0, "files_written": 0, "leftovers_deleted": 0, "rows": 0}
+        per_table = {}
+        for table in tables:
+            by_part: dict[str, tuple[list[str], list[str]]] = {}
+            for rel in store.files(table):
+                if f"={SEED_VALUE}/" in rel:
+                    continue
+                singles, compacted = by_part.setdefault(_partition_of(rel), ([], []))
+                (compacted if os.path.basename(rel).startswith("c-") else singles).append(rel)
+            t_stats = [0, 0, 0, 0]
+            for part, (singles, compacted) in sorted(by_part.items()):
+                if singles:
+                    res = _compact_partition(store, table, part, singles, compacted, min_files=min_files)
+                    t_stats = [a + b for a, b in zip(t_stats, res)]
+            per_table[table] = dict(zip(totals, t_stats))
+            totals = {k: totals[k] + v for k, v in zip(totals, t_stats)}
+        return CompactionStats(**totals, per_table=per_table)
+    finally:
+        if lock is not None:
+            os.unlink(lock)
