@@ -323,3 +323,23 @@ def plot_model(source, *, out_dir: str | os.PathLike, layer: str | None = None, 
                    for name, ev in evals.items()},
     }
     return result
+
+
+def plot_metric_vs_accuracy(table, *, metric: str, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Scatter of a model-level metric (x) against measured test accuracy (y), one colour per sweep.
+
+    table: DataFrame with columns `metric`, test_accuracy and optionally sweep (one row per model).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    groups = table.groupby("sweep", sort=False) if "sweep" in table.columns else [("all", table)]
+    for name, g in groups:
+        ax.plot(g[metric].astype(float), g["test_accuracy"].astype(float), "o", ms=5, alpha=0.8,
+                label=f"{name} ({len(g)} models)")
+    ax.set_xlabel(f"{metric} (model mean over layers)")
+    ax.set_ylabel("test accuracy (fraction, clean labels)")
+    ax.set_title(title or f"{metric} against test accuracy", fontsize=10)
+    ax.legend(fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
