@@ -40,7 +40,7 @@ from .fit import fit_power_law, hill_alpha
 from .layers import eigenvalue_scale, layer_matrices, plan_layer
 from .metrics import layer_metrics
 from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo
-from .spectrum import layer_spectrum
+from .spectrum import layer_spectrum, noise_floor
 from .summary import summarize
 
 log = logging.getLogger("ww_spectral")
@@ -265,6 +265,11 @@ def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions)
         row.update(layer_metrics(slices, N=plan.N, alpha=math.nan, precision=options.precision))
         row.update(status="failed", fit_status="all_zero", skip_reason="all weights are zero; no spectrum")
         return row
+    if options.precision == "float32":
+        # Round-off of float32 Gram + eigensolve (~1e-6 lambda_max) is not spectrum: an exactly
+        # rank-deficient layer must not fit noise where WW (float64 SVD) sees zeros it drops.
+        floor = noise_floor(float(evals[-1]), max(e.size for e in slices), "float32")
+        evals = np.where(evals > floor, evals, 0.0)
     fit = fit_power_law(evals, fix_fingers=options.fix_fingers)
     row.update(layer_metrics(slices, N=plan.N, alpha=fit.alpha, precision=options.precision))
     row.update(
