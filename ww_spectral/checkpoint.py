@@ -29,6 +29,7 @@ class Checkpoint:
         self._readers = readers
         self._infos: list[TensorInfo] = []
         self._owner: dict[str, TensorReader] = {}
+        self._closed = False
         for reader in readers:
             for info in reader.tensors():
                 if info.name not in self._owner:
@@ -45,6 +46,8 @@ class Checkpoint:
         Reads only this tensor. Raises KeyError for an unknown name, UnsupportedDtypeError for float8 /
         integer / unknown codes, CheckpointError when the bytes are damaged.
         """
+        if self._closed:
+            raise CheckpointError(f"{self.ref.repo_id}: the checkpoint is closed; open it again to read {name!r}")
         reader = self._owner.get(name)
         if reader is None:
             raise KeyError(f"no tensor named {name!r} in {self.ref.repo_id}")
@@ -56,6 +59,7 @@ class Checkpoint:
             reader.close()
         self._readers = []
         self._owner = {}
+        self._closed = True
 
     def __enter__(self) -> Checkpoint:
         return self

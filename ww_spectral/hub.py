@@ -377,9 +377,17 @@ def download_weights(repo_id: str, *, revision: str | None = None, endpoint: str
     """Download a repo's weight files (+ config.json) into the HF cache and return their CheckpointRef.
 
     revision: branch, tag or commit (default main); the ref carries the resolved commit sha. Files already
-    cached are not fetched again. When the hub cannot be reached (TransientHubError) but the revision is in
-    `cache_dir`, the cached snapshot is used.
+    cached are not fetched again. When the hub cannot be reached (TransientHubError) or HF_HUB_OFFLINE is set,
+    a cached snapshot of the revision in `cache_dir` is used.
     """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:  # no network calls at all: the cache or a clear error
+        cached = _cached_snapshot(repo_id, revision, cache_dir)
+        if cached is None:
+            raise HubError(f"{repo_id}@{revision or 'main'} is not in the HF cache and HF_HUB_OFFLINE is set; unset "
+                           "it to download, or analyse a local folder")
+        return cached
     api = _api(endpoint, token)
     try:
         sha, files, kind, names = _plan(api, repo_id, revision, endpoint, token, cache_dir=cache_dir)

@@ -290,7 +290,10 @@ def resolve_source(
         from . import hub
 
         repo_id, rev = parse_model_id(text)
-        return ResolvedSource(hub.download_weights(repo_id, revision=revision or rev, endpoint=endpoint, token=token,
-                                                   cache_dir=cache_dir))
+        try:
+            return ResolvedSource(hub.download_weights(repo_id, revision=revision or rev, endpoint=endpoint,
+                                                       token=token, cache_dir=cache_dir))
+        except SourceNotFoundError as exc:  # say both: a typo'd local path looks like a hub id
+            raise SourceNotFoundError(f"{text}: no such local file or folder, and on the hub: {exc}") from exc
     raise SourceNotFoundError(f"{text}: no such file or folder, and not a hub id org/name[@revision]; pass "
                               f"{KINDS_ACCEPTED}")

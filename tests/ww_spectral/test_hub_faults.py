@@ -143,3 +143,22 @@ def test_server_sees_one_listing_call_per_page(server):
     after = [r for r in server.requests if r.path == "/api/models"]
     assert len(after) - len(before) == 2  # two public repos, page size 1
     assert np.all([("cursor" in r.query) for r in after[len(before) + 1:]])
+
+
+def test_offline_mode_uses_the_cache(server, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = str(tmp_path / "cache")
+    first = hub.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    n = len(server.requests)
+    with open_checkpoint("org/open", endpoint=server.endpoint, cache_dir=cache) as ckpt:
+        assert ckpt.ref.revision == first.revision
+    assert len(server.requests) == n  # no request at all
+    with pytest.raises(HubError, match="not in the HF cache and HF_HUB_OFFLINE is set; unset it"):
+        hub.download_weights("org/gated", endpoint=server.endpoint, cache_dir=cache)
+
+
+def test_typo_local_path_that_looks_like_a_hub_id(server, tmp_path):
+    with pytest.raises(SourceNotFoundError, match="no such local file or folder, and on the hub: .*404"):
+        open_checkpoint("mymodels/typo", endpoint=server.endpoint, cache_dir=str(tmp_path))

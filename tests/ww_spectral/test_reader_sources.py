@@ -229,3 +229,15 @@ def test_reader_returns_special_values_unchanged(tmp_path):
             np.testing.assert_array_equal(ckpt.read("zeros"), tensors["zeros"])
             assert ckpt.read("row").shape == (1, 9)
             assert ckpt.read("empty").shape == (0, 4)
+
+
+def test_read_after_close_is_a_clear_error(tmp_path):
+    from ww_spectral.errors import CheckpointError
+
+    path = write_safetensors(tmp_path / "m.safetensors", {"w": np.ones((2, 2), np.float32)})
+    ckpt = open_checkpoint(path)
+    ckpt.close()
+    with pytest.raises(CheckpointError, match="closed; open it again"):
+        ckpt.read("w")
+    with open_checkpoint(path) as ckpt, pytest.raises(KeyError, match="no tensor named 'v'"):
+        ckpt.read("v")

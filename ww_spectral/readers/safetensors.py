@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,7 @@ class SafetensorsReader:
         self._spans = {info.name: span for info, span in zip(infos, spans)}
         self._by_name = {info.name: info for info in infos}
         self._mmap: mmap.mmap | None = None
+        self._lock = threading.Lock()  # readers may be shared by threads: map once
         self._size = size
 
     def tensors(self) -> list[TensorInfo]:
@@ -150,12 +152,11 @@ class SafetensorsReader:
         return list(self._infos)
 
     def _buffer(self) -> mmap.mmap:
-        if self._mmap is None:
-            if self._size == 0:
-                raise _fail(self.path, "empty file")
-            with open(self.path, "rb") as f:
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._mmap
+        with self._lock:
+            if self._mmap is None:
+                with open(self.path, "rb") as f:
+                    self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return self._mmap
 
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` in its stored shape, converted exactly to `dtype` (float32 or float64)."""
