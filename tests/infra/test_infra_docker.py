@@ -78,7 +78,7 @@ def test_pip_installs_are_constrained_and_torch_is_cpu_2_13(repo, dockerfile):
     args = dict(a.split("=", 1) for kw, a in dockerfile if kw == "ARG" and "=" in a)
     assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     assert any(
-        "--index-url" in c and "TORCH_INDEX_URL" in c and c.strip().endswith("torch") for c in installs
+        "--extra-index-url" in c and "TORCH_INDEX_URL" in c and c.strip().endswith("torch") for c in installs
     )
 
 
