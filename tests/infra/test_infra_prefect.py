@@ -147,7 +147,7 @@ def prefect_server(tmp_path):
 
 
 def run(args: list[str], env: dict, cwd: Path = REPO) -> str:
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (
         f"{' '.join(args)} -> {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     )
