@@ -1,0 +1,144 @@
+"""ResultStore on a local folder: layout, has_model, re-run no-op, a killed writer leaves no partial file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from support.catalog_data import layer_rows, prov, summary, write
+
+from catalogs.store import ResultStore, owner_of
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_layout_one_file_per_model_revision_per_table(tmp_path):
+    store = ResultStore(tmp_path)
+    assert write(store, "meta-llama/Llama-3-8B", [3.0, 4.0, None], revision="a" * 40)
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    key = store.model_key("meta-llama/Llama-3-8B", "a" * 40, "opt0")
+    assert files == [
+        f"_markers/owner=meta-llama/Llama-3-8B.{key}.json",
+        f"layers/owner=meta-llama/m-Llama-3-8B.{key}.parquet",
+        f"models/owner=meta-llama/m-Llama-3-8B.{key}.parquet",
+    ]
+    layers = store.read("layers")
+    assert layers.num_rows == 3
+    assert set(layers.column("revision").to_pylist()) == {"a" * 40}
+    assert layers.column("status").to_pylist() == ["success", "success", "skipped"]
+    m = store.read("models").to_pylist()[0]
+    assert (m["n_tensors"], m["n_layers_analysed"], m["n_layers_skipped"]) == (3, 2, 1)  # filled from layers
+    assert m["ww_spectral_version"] and m["options_hash"] == "opt0" and m["analyzed_at"].tzinfo
+
+
+def test_owner_partition_of_hub_ids_and_local_paths():
+    assert owner_of("google/gemma-2b") == "google"
+    assert owner_of("/tmp/x/model.safetensors") == "_local"
+    assert owner_of("just-a-name") == "_local"
+
+
+def test_has_model_and_rerun_is_a_noop(tmp_path):
+    store = ResultStore(tmp_path)
+    assert not store.has_model("org/a", "r1", "opt0")
+    assert write(store, "org/a", [3.0, 4.0])
+    assert store.has_model("org/a", "r1", "opt0")
+    assert not store.has_model("org/a", "r2", "opt0") and not store.has_model("org/a", "r1", "other")
+    before = _snapshot(tmp_path)
+    time.sleep(0.01)
+    assert write(store, "org/a", [9.0, 9.0]) is False  # same revision + options: skipped, nothing written
+    assert _snapshot(tmp_path) == before
+    assert store.read("models").column("alpha").to_pylist() == [3.5]
+    assert write(store, "org/a", [5.0], options_hash="opt1")  # other options: a new record
+    assert store.read("models").num_rows == 2
+    assert sorted(m["options_hash"] for m in store.list_models()) == ["opt0", "opt1"]
+
+
+def test_extra_model_keys_go_to_extra_json_and_provenance_must_agree(tmp_path):
+    store = ResultStore(tmp_path)
+    model = {**summary([3.0]), "parameter_count": 7, "seconds_total": 1.5, "repo_id": "org/a"}
+    store.write_model(model=model, layers=layer_rows([3.0]), provenance=prov("org/a"))
+    row = store.read("models").to_pylist()[0]
+    assert row["parameter_count"] == 7 and json.loads(row["extra_json"]) == {"seconds_total": 1.5}
+    with pytest.raises(Exception, match="disagrees"):
+        store.write_model(model={"repo_id": "org/zzz"}, layers=layer_rows([3.0]), provenance=prov("org/b"))
+
+
+def test_failures_and_scans(tmp_path):
+    store = ResultStore(tmp_path)
+    a = store.write_failure(repo_id="org/x", revision="r", stage="read", error_type="CheckpointError",
+                            message="truncated", attempt=1)
+    again = store.write_failure(repo_id="org/x", revision="r", stage="read", error_type="CheckpointError",
+                                message="truncated", attempt=1)
+    store.write_failure(repo_id="org/x", revision=None, stage="download", error_type="TransientHubError",
+                        message="503", attempt=2)
+    assert a == again  # same attempt overwrites its own file
+    f = store.read("failures").to_pylist()
+    assert sorted((r["stage"], r["attempt"], r["revision"]) for r in f) == [("download", 2, "unknown"), ("read", 1, "r")]
+    rel = store.write_scan({"source": "hub", "filters": {"author": "org", "limit": 3},
+                            "counts": {"done": 2, "skipped": 1, "failed": 0}, "seconds": 1.25})
+    assert rel.startswith("scans/month=")
+    s = store.read("scans").to_pylist()[0]
+    assert (s["n_done"], s["n_skipped"], s["n_failed"], s["seconds"]) == (2, 1, 0, 1.25)
+    assert json.loads(s["filters_json"]) == {"author": "org", "limit": 3}
+
+
+_KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from support.catalog_data import layer_rows, prov, summary
+    from catalogs import store as st
+
+    st._CHUNK_BYTES = 4096
+    def slow(n):  # block between chunks so the parent can kill us mid-file
+        print("chunk", n, flush=True)
+        time.sleep(0.2)
+
+    s = st.ResultStore({root!r}, on_chunk=slow)
+    alphas = [2.0 + (i % 40) / 10 for i in range(3000)]
+    s.write_model(model=summary(alphas), layers=layer_rows(alphas), provenance=prov("org/killed"))
+    print("finished", flush=True)
+""")
+
+
+def test_killed_writer_leaves_no_visible_partial_file(tmp_path):
+    root = tmp_path / "store"
+    store = ResultStore(root)
+    write(store, "org/fine", [3.0, 4.0])
+    script = _KILLED_WRITER.format(tests=str(Path(__file__).parents[1]), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    try:
+        for _ in range(2):  # two chunks are on disk in the temp file
+            line = proc.stdout.readline()
+            assert line.startswith("chunk"), line
+        tmp = list(root.rglob("*.tmp"))
+        assert len(tmp) == 1 and tmp[0].stat().st_size > 0  # really mid-write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    # No visible file of the killed model; the read globs do not match the leftover temp file.
+    visible = [str(p.relative_to(root)) for p in root.rglob("*.parquet")]
+    assert not [v for v in visible if "killed" in v], visible
+    assert not store.has_model("org/killed", "r1", "opt0")
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT DISTINCT repo_id FROM read_parquet('{root}/layers/*/*.parquet', hive_partitioning = true)"
+    ).fetchall()
+    assert rows == [("org/fine",)]
+    # A re-run completes the model normally.
+    alphas = [3.0] * 5
+    assert store.write_model(model=summary(alphas), layers=layer_rows(alphas), provenance=prov("org/killed"))
+    assert store.has_model("org/killed", "r1", "opt0")
+    assert store.read("models").num_rows == 2
