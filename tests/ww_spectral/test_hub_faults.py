@@ -162,3 +162,15 @@ def test_offline_mode_uses_the_cache(server, tmp_path, monkeypatch):
 def test_typo_local_path_that_looks_like_a_hub_id(server, tmp_path):
     with pytest.raises(SourceNotFoundError, match="no such local file or folder, and on the hub: .*404"):
         open_checkpoint("mymodels/typo", endpoint=server.endpoint, cache_dir=str(tmp_path))
+
+
+def test_listing_500_that_does_not_recover(server):
+    server.inject("/api/models", status=500, times=100, retry_after=0)  # the client retries 5 times, 1 s apart
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TransientHubError, match="listing models: .* answered 500 after retries; retry later"):
+            hub.list_models(endpoint=server.endpoint)
+    finally:
+        server.clear_faults()
+    assert time.monotonic() - t0 < 20
+    assert len([r for r in server.requests if r.path == "/api/models"]) >= 6

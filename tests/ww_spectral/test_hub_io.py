@@ -195,3 +195,12 @@ def test_no_weights_repo(hub_repos, tmp_path):
     server, _, _ = hub_repos
     with pytest.raises(NoWeightsError, match="no supported weight files .* found README.md"):
         hub.download_weights("org/noweights", endpoint=server.endpoint, cache_dir=str(tmp_path))
+
+
+def test_min_downloads_stops_paging_early(hub_repos):
+    server, _, _ = hub_repos
+    before = len([r for r in server.requests if r.path == "/api/models"])
+    models = hub.list_models(endpoint=server.endpoint, min_downloads=450, limit=None)
+    assert [m.repo_id for m in models] == ["org/sharded"]
+    pages = len([r for r in server.requests if r.path == "/api/models"]) - before
+    assert pages == 1  # sorted by downloads: the first model below 450 ends the listing
