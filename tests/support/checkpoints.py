@@ -192,9 +192,12 @@ def write_hf_model_folder(
 ) -> Path:
     """An HF model folder: config.json (default DEFAULT_CONFIG), weights (model.safetensors or shards + index),
     an optional README.md model card whose YAML front matter holds `model_card` (flat key: value / lists),
-    and `extra_files` (name -> text or bytes, e.g. tokenizer.json)."""
+    and `extra_files` (name -> text or bytes, e.g. tokenizer.json). Existing safetensors weights in `folder`
+    are replaced."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json")]:
+        stale.unlink()  # re-writing a folder replaces its weights (no stale shards or index left behind)
     (folder / "config.json").write_text(json.dumps(dict(config if config is not None else DEFAULT_CONFIG)))
     if n_shards > 1:
         write_sharded(folder, tensors, n_shards=n_shards, dtype=dtype)
