@@ -4,7 +4,8 @@ Each flow: list the work (stage `list`), sort it (deterministic fan-out), skip r
 store with the same analysis options, analyse the rest as one Prefect task per model revision (threads
 of this process) whose heavy work runs on Ray, refresh the DuckDB catalog, and record a `scans` row.
 Every flow returns the scan summary dict: scan_id, source, requested, done, skipped, failed, seconds,
-models_per_minute, failures (list of rows), catalog (path or None).
+models_per_minute, failures (list of rows), models (per analysed model: seconds, chunks, worker_pids,
+max_chunk_memory, ray_seconds), catalog (path or None).
 
 Runs with nothing configured: Prefect's ephemeral API (no PREFECT_API_URL needed: no Prefect code runs in
 Ray workers) and a private local Ray with the machine's cores. With ray_address / RAY_ADDRESS the same
@@ -219,6 +220,7 @@ def run_scan(
             "seconds": round(seconds, 3),
             "models_per_minute": round(60.0 * rt.done / seconds, 3) if seconds > 0 else 0.0,
             "failures": list(rt.failures),
+            "models": sorted(rt.results, key=lambda r: (r["repo_id"], r["revision"])),
             "catalog": catalog,
         }
         store.write_scan({

@@ -361,7 +361,7 @@ def _analyze_local(item: WorkItem, rt: ScanRuntime, deadline: float):
     with stage("analyze"):
         outs = run_chunks(rt, chunks, deadline=deadline)
     rows = [r for out in outs for r in out["rows"]]
-    return ref.revision, rows, _facts(item, tensors, ref.config), "folder"
+    return ref.revision, rows, _facts(item, tensors, ref.config), "folder", _chunk_stats(outs, chunks)
 
 
 def _analyze_hub(item: WorkItem, rt: ScanRuntime, deadline: float):
@@ -390,6 +390,8 @@ def _analyze_hub(item: WorkItem, rt: ScanRuntime, deadline: float):
             for plan, info in zip(plans, tensors):
                 plans_by_file.setdefault(info.file, []).append(plan)
     rows: list[dict] = []
+    all_outs: list[dict] = []
+    all_chunks: list[Chunk] = []
     config: dict = {}
     dest = tempfile.mkdtemp(prefix="ww-shards-")
     offset = 0
@@ -419,6 +421,8 @@ def _analyze_hub(item: WorkItem, rt: ScanRuntime, deadline: float):
                 with stage("analyze"):
                     outs = run_chunks(rt, chunks, deadline=deadline)
                 rows.extend(r for out in outs for r in out["rows"])
+                all_outs += outs
+                all_chunks += chunks
             with stage("download"):
                 shard = next(shards, None)  # the generator deletes the previous shard here
         if plans_by_file is None:
@@ -426,7 +430,14 @@ def _analyze_hub(item: WorkItem, rt: ScanRuntime, deadline: float):
                 _check_architecture(item, [_plan_of_row(r) for r in rows])
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    return revision, rows, _facts(item, tensors, config), "hub"
+    return revision, rows, _facts(item, tensors, config), "hub", _chunk_stats(all_outs, all_chunks)
+
+
+def _chunk_stats(outs: list[dict], chunks: list[Chunk]) -> dict:
+    """How the model was spread: chunks, distinct worker processes, largest declared memory, Ray seconds."""
+    return {"chunks": len(chunks), "worker_pids": sorted({o["pid"] for o in outs}),
+            "max_chunk_memory": max((c.memory for c in chunks), default=0),
+            "ray_seconds": sum(o["seconds"] for o in outs)}
 
 
 def _plan_of_row(row: dict):
@@ -445,9 +456,9 @@ def process_model(item: WorkItem, rt: ScanRuntime) -> dict:
     t0 = time.perf_counter()
     deadline = time.monotonic() + rt.model_timeout_s
     if item.kind == "hub":
-        revision, rows, facts, source_kind = _analyze_hub(item, rt, deadline)
+        revision, rows, facts, source_kind, stats = _analyze_hub(item, rt, deadline)
     else:
-        revision, rows, facts, source_kind = _analyze_local(item, rt, deadline)
+        revision, rows, facts, source_kind, stats = _analyze_local(item, rt, deadline)
     revision = item.revision or revision
     seconds = time.perf_counter() - t0
     with stage("write"):
@@ -462,7 +473,7 @@ def process_model(item: WorkItem, rt: ScanRuntime) -> dict:
             model=model, layers=layers,
             provenance=Provenance(repo_id=item.repo_id, revision=revision, options_hash=rt.fingerprint))
     return {"repo_id": item.repo_id, "revision": revision, "status": "done" if wrote else "skipped",
-            "seconds": seconds, "n_layers": int((layers["status"] == "success").sum())}
+            "seconds": seconds, "n_layers": int((layers["status"] == "success").sum()), **stats}
 
 
 def record_failure(rt: ScanRuntime, item: WorkItem, exc: BaseException, attempt: int) -> dict:
