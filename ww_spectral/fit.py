@@ -26,6 +26,9 @@ MAX_FINGERS = 10  # WW DEFAULT_MAX_FINGERS: clip_xmax tries dropping 2..9 top ei
 FINGER_THRESH = 1.0  # clip_xmax accepts the first refit whose alpha is this much below the raw alpha
 MIN_ALPHA = 2.0  # clip_xmax stops once a refit's alpha is <= this
 _BLOCK_ELEMENTS = 2_000_000  # KS work array size per block (16 MB of float64)
+_LB_STRIDE = 8  # lower-bound pass: every 8th eigenvalue as a KS evaluation point
+_EXACT_BATCH = 64  # candidates evaluated exactly per step of the pruned search
+_PRUNE_MIN = 256  # below this many candidates, evaluate all of them exactly
 
 
 @dataclass(frozen=True)
@@ -86,32 +89,76 @@ def _failed(code: str, detail: str, raw_alpha: float = math.nan) -> PowerLawFit:
     return PowerLawFit(nan, nan, nan, nan, nan, 0, 0, raw_alpha, "failed", code, detail)
 
 
-def _ks_distances(x: np.ndarray, logx: np.ndarray, alphas: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """D_i = max_{t<k_i} |1 - (x_{i+t}/x_i)^(1-alpha_i) - t/k_i| for every candidate i (1 where not valid).
+def _ks_block(logx: np.ndarray, alphas: np.ndarray, idx: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """max over columns j in `cols` (j >= i) of |1 - (x_j/x_i)^(1-alpha_i) - (j-i)/k_i| for each i in idx.
 
-    x: sorted ascending (n,), logx = log(x); alphas, valid: (n-1,). Blocks of candidates share one
-    (rows x n) array; entries left of the diagonal are masked out (they would be t < 0).
+    One (len(idx) x len(cols)) array, computed in place. Columns left of a row's candidate (j < i) are
+    neutralised by clipping: log(x_j/x_i) -> 0 and t -> 0 make them exactly 0, never above the t = 0 term.
     """
-    n = x.shape[0]
-    ncand = n - 1
-    D = np.ones(ncand, dtype=np.float64)
+    n = logx.shape[0]
+    inv_k = 1.0 / (n - idx).astype(np.float64)
+    work = np.subtract(logx[cols][None, :], logx[idx][:, None])  # log(x_j / x_i)
+    np.maximum(work, 0.0, out=work)
+    work *= (1.0 - alphas[idx])[:, None]
+    np.exp(work, out=work)  # (x_j / x_i)^(1 - alpha_i): the fitted CDF is 1 - this
+    t = np.subtract(cols[None, :].astype(np.float64), idx[:, None].astype(np.float64))
+    np.maximum(t, 0.0, out=t)
+    t *= inv_k[:, None]  # empirical CDF t / k
+    work += t
+    np.subtract(1.0, work, out=work)
+    np.abs(work, out=work)
+    return work.max(axis=1)
+
+
+def _ks_exact(logx: np.ndarray, alphas: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Exact KS distances of the candidates idx (ascending), in blocks of bounded memory."""
+    n = logx.shape[0]
+    out = np.empty(idx.size, dtype=np.float64)
     rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    for a in range(0, ncand, rows):
-        b = min(ncand, a + rows)
-        sel = valid[a:b]
-        if not sel.any():
-            continue
-        idx = np.arange(a, b)[sel]
-        cols = np.arange(a, n)  # every column a block row can touch
-        t = cols[None, :] - idx[:, None]  # (r, c): position inside the tail, negative = not in the tail
-        k = (n - idx).astype(np.float64)[:, None]
-        expo = (1.0 - alphas[idx])[:, None]
-        with np.errstate(over="ignore", invalid="ignore"):
-            ratio_pow = np.exp(expo * (logx[None, a:] - logx[idx][:, None]))
-            dev = np.abs(1.0 - ratio_pow - t / k)
-        dev[t < 0] = -np.inf
-        D[idx] = dev.max(axis=1)
-    return D
+    for s in range(0, idx.size, rows):
+        part = idx[s:s + rows]
+        out[s:s + rows] = _ks_block(logx, alphas, part, np.arange(int(part[0]), n))
+    return out
+
+
+def _first_min_ks(logx: np.ndarray, alphas: np.ndarray, valid: np.ndarray) -> tuple[int, float]:
+    """(i, D_i) of the FIRST candidate with the smallest KS distance; invalid candidates have D = 1.
+
+    Exact and cheaper than evaluating every D_i: a strided subset of t gives a lower bound LB_i <= D_i
+    for all candidates at 1/stride of the cost; candidates are then evaluated exactly in increasing
+    LB order until the next LB exceeds the best D found. Every candidate that could reach the minimum
+    (LB_i <= D_i = min D) is evaluated, so the first-index tie rule is kept.
+    """
+    n = logx.shape[0]
+    cand = np.flatnonzero(valid)
+    if cand.size <= _PRUNE_MIN:
+        D = _ks_exact(logx, alphas, cand)
+        j = int(np.argmin(D))
+        best_i, best_d = int(cand[j]), float(D[j])
+    else:
+        cols = np.unique(np.concatenate([np.arange(0, n, _LB_STRIDE), [n - 1]]))
+        lb = np.empty(cand.size, dtype=np.float64)
+        rows = max(1, _BLOCK_ELEMENTS // cols.size)
+        for s in range(0, cand.size, rows):
+            part = cand[s:s + rows]
+            lb[s:s + rows] = _ks_block(logx, alphas, part, cols)
+        # t = 0 and the last point are in every row's exact max too, so lb is a true lower bound
+        order = np.argsort(lb, kind="stable")
+        best_i, best_d = -1, math.inf
+        pos = 0
+        while pos < order.size and lb[order[pos]] <= best_d:
+            stop = pos + _EXACT_BATCH
+            batch = np.sort(cand[order[pos:stop]])
+            D = _ks_exact(logx, alphas, batch)
+            for i, d in zip(batch.tolist(), D.tolist()):
+                if d < best_d or (d == best_d and i < best_i):
+                    best_i, best_d = i, d
+            pos = stop
+    # WW scores invalid candidates D = 1 and takes the first minimum over all of them
+    first_invalid = int(np.argmin(valid)) if not valid.all() else -1
+    if best_d >= 1.0 and 0 <= first_invalid < best_i:
+        return first_invalid, 1.0
+    return best_i, best_d
 
 
 def _fit_sorted(x: np.ndarray) -> _Core:
@@ -147,13 +194,12 @@ def _fit_sorted(x: np.ndarray) -> _Core:
         valid[0] = True
     if not valid.any():
         raise _FitFailure("degenerate_tail", "no candidate xmin gives a finite alpha > 1")
-    D = _ks_distances(x, logx, alphas, valid)
-    best = int(np.argmin(D))  # first minimum, as WW
+    best, best_d = _first_min_ks(logx, alphas, valid)  # first minimum, as WW
     if not valid[best]:
         raise _FitFailure("degenerate_tail", "no candidate xmin gives a usable KS distance")
     alpha = float(alphas[best])
     sigma = (alpha - 1.0) / math.sqrt(k[best])
-    return _Core(alpha=alpha, xmin=float(x[best]), xmax=float(x[-1]), D=float(D[best]), sigma=float(sigma))
+    return _Core(alpha=alpha, xmin=float(x[best]), xmax=float(x[-1]), D=best_d, sigma=float(sigma))
 
 
 def _prepare(evals: np.ndarray) -> np.ndarray:
