@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,9 +35,11 @@ def _load(path: str):
 
     kwargs = {"map_location": "cpu", "weights_only": True}
     try:
-        if zipfile.is_zipfile(path):
-            return torch.load(path, mmap=True, **kwargs)
-        return torch.load(path, **kwargs)  # legacy format: mmap is not possible
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 ...": noise; failures are reported below
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            if zipfile.is_zipfile(path):
+                return torch.load(path, mmap=True, **kwargs)
+            return torch.load(path, **kwargs)  # legacy format: mmap is not possible
     except pickle.UnpicklingError as exc:
         text = str(exc)
         glob = re.search(r"GLOBAL ([\w.]+)", text)
