@@ -89,8 +89,10 @@ def _slug(repo_id: str) -> str:
 
 
 def _num(v) -> str:
-    """Cell text for a number: 4 significant digits; '' for None/NaN."""
-    if v is None:
+    """Cell text for a number: 4 significant digits; '' for None/NaN/NA."""
+    import pandas as pd
+
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
         return ""
     try:
         f = float(v)
@@ -103,9 +105,15 @@ def _num(v) -> str:
     return f"{f:.4g}"
 
 
+def _text(v) -> str:
+    import pandas as pd
+
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+
+
 def _cell(v, *, text: bool = False, cls: str = "") -> str:
     if text:
-        return f'<td class="text {cls}">{html.escape("" if v is None else str(v))}</td>'
+        return f'<td class="text {cls}">{html.escape(_text(v))}</td>'
     s = _num(v)
     raw = "" if s == "" else repr(float(v))
     return f'<td class="{cls}" data-value="{raw}">{s}</td>'
