@@ -46,6 +46,7 @@ __all__ = [
     "iter_weight_shards",
     "list_models",
     "model_info",
+    "open_remote_checkpoint",
     "parse_model_id",
     "remote_tensor_infos",
     "select_weight_files",
@@ -488,3 +489,66 @@ def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: 
             out.append(TensorInfo(name=name, shape=tuple(int(d) for d in t.shape), dtype=t.dtype, file=filename,
                                   nbytes=int(end - begin)))
     return out
+
+
+def _range_fetcher(repo_id: str, filename: str, sha: str, endpoint: str | None, token: str | None):
+    """fetch(start, end) -> (bytes [start, end), total size) for one repo file, by HTTP Range GETs.
+
+    Goes through the client's http_backoff (retries 429/5xx with back-off, honours Retry-After) and its
+    error parsing; redirects (the hub's CDN) are followed.
+    """
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+
+    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=resolve_endpoint(endpoint))
+    headers = build_hf_headers(token=resolve_token(token))
+
+    def fetch(start: int, end: int) -> tuple[bytes, int]:
+        def get():
+            r = http_backoff("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
+                             timeout=_timeout(), follow_redirects=True)
+            hf_raise_for_status(r)
+            return r
+
+        r = _call(f"{repo_id}@{sha[:12]}/{filename}", endpoint, get, retry=False)
+        content_range = r.headers.get("Content-Range", "")
+        if r.status_code == 206 and "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+            return r.content, int(content_range.rsplit("/", 1)[1])
+        if r.status_code == 416:  # start past the end: report an empty read and the size
+            return b"", int(content_range.rsplit("/", 1)[1]) if "/" in content_range else 0
+        # A server that ignores Range sends the whole file: still correct, only slower.
+        return r.content[start:end], len(r.content)
+
+    return fetch
+
+
+def open_remote_checkpoint(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
+                           token: str | None = None):
+    """A Checkpoint over a hub repo's safetensors files that downloads nothing up front: headers are
+    range-read at open, and each `read(name)` fetches exactly that tensor's bytes (one Range request).
+
+    Disk use: none. Memory: one tensor. Requests: 1-2 per file at open + 1 per tensor read (each is a
+    "resolver" request in the hub's rate limits). ref.files are the repo file names; ref.revision the commit.
+    Repos without safetensors weights raise NoWeightsError (download them instead).
+    """
+    from .checkpoint import Checkpoint
+    from .readers import SafetensorsRangeReader
+
+    api = _api(endpoint, token)
+    info = _info(api, repo_id, revision, endpoint)
+    names = [s.rfilename for s in info.siblings or []]
+    files, kind = select_weight_files(names)
+    if kind != "safetensors":
+        raise NoWeightsError(f"{repo_id}@{info.sha}: no safetensors weights on the hub (found {kind} weights); "
+                             "tensors can only be range-read from .safetensors files - download it instead")
+    config: dict = {}
+    if "config.json" in names:
+        fetch = _range_fetcher(repo_id, "config.json", info.sha, endpoint, token)
+        try:
+            parsed = json.loads(fetch(0, 10_000_000)[0])
+            config = parsed if isinstance(parsed, dict) else {}
+        except ValueError:
+            config = {}
+    readers = [SafetensorsRangeReader(f, _range_fetcher(repo_id, f, info.sha, endpoint, token)) for f in files]
+    ref = CheckpointRef(repo_id=repo_id, revision=info.sha, files=tuple(files), kind="safetensors", config=config)
+    return Checkpoint(ref, readers)

@@ -204,3 +204,37 @@ def test_min_downloads_stops_paging_early(hub_repos):
     assert [m.repo_id for m in models] == ["org/sharded"]
     pages = len([r for r in server.requests if r.path == "/api/models"]) - before
     assert pages == 1  # sorted by downloads: the first model below 450 ends the listing
+
+
+def test_open_remote_checkpoint_reads_each_tensor_by_one_range(hub_repos):
+    server, folders, shas = hub_repos
+    start = len(server.requests)
+    with hub.open_remote_checkpoint("org/sharded", endpoint=server.endpoint) as ckpt:
+        assert ckpt.ref.revision == shas["org/sharded"] and ckpt.ref.config["model_type"] == "llama"
+        opened = len(server.requests)
+        want = stored_values(TENSORS, "BF16")
+        infos = {t.name: t for t in ckpt.tensors()}
+        assert sorted(infos) == sorted(want)
+        for name in ("model.layers.1.mlp.up_proj.weight", "model.conv.weight"):
+            before = len(server.requests)
+            np.testing.assert_array_equal(ckpt.read(name, dtype=np.float64), want[name])
+            new = server.requests[before:]
+            assert len(new) == 1 and new[0].method == "GET"  # exactly one request per tensor ...
+            a, b = (int(x) for x in new[0].range.removeprefix("bytes=").split("-"))
+            assert b - a + 1 == infos[name].nbytes  # ... for exactly its bytes
+    gets = [r for r in server.requests[start:opened] if "/resolve/" in r.path]
+    assert all(r.range is not None for r in gets)  # nothing downloaded whole
+    with pytest.raises(NoWeightsError, match="download it instead"):
+        hub.open_remote_checkpoint("other/bin", endpoint=server.endpoint)
+
+
+def test_remote_truncated_file_is_caught_at_open(tmp_path):
+    from ww_spectral.errors import CheckpointError
+
+    folder = write_hf_model_folder(tmp_path / "m", TENSORS)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:-10])
+    with HubServer() as server:
+        server.add_repo("org/broken", folder)
+        with pytest.raises(CheckpointError, match="truncated file: tensor .* needs bytes"):
+            hub.open_remote_checkpoint("org/broken", endpoint=server.endpoint)

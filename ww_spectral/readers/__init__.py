@@ -5,6 +5,7 @@ A reader lists its tensors from metadata alone (`tensors()`) and converts ONE te
 
     SafetensorsReader(path)   header parsed and validated eagerly; data memory-mapped with numpy
     TorchReader(path)         torch.load(weights_only=True, mmap=True); refuses pickles that need code
+    SafetensorsRangeReader    a remote .safetensors file read by HTTP Range (header, then one tensor per read)
     MappingReader(mapping)    in-memory {name: numpy array | torch tensor} (also nn.Module.state_dict())
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..records import TensorInfo
 from .mapping import MappingReader
-from .safetensors import SafetensorsReader, parse_safetensors_header
+from .safetensors import SafetensorsRangeReader, SafetensorsReader, parse_safetensors_header
 from .torch_state import TorchReader
 
 
@@ -30,4 +31,4 @@ class TensorReader(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["MappingReader", "SafetensorsReader", "TensorReader", "TorchReader", "parse_safetensors_header"]
+__all__ = ["MappingReader", "SafetensorsRangeReader", "SafetensorsReader", "TensorReader", "TorchReader", "parse_safetensors_header"]

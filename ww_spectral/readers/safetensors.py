@@ -20,6 +20,7 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,60 @@ class SafetensorsReader:
             with contextlib.suppress(BufferError):
                 self._mmap.close()
             self._mmap = None
+
+
+# Fetch(start, end) -> (bytes start..end-1, total file size). Supplied by ww_spectral.hub (HTTP Range GETs).
+Fetch = Callable[[int, int], tuple[bytes, int]]
+FIRST_FETCH = 100_000  # like huggingface_hub: one request covers almost every header
+
+
+class SafetensorsRangeReader:
+    """A remote .safetensors file read by byte ranges: header at open (1-2 requests), one request per tensor.
+
+    name: the file's name for messages and TensorInfo.file (e.g. its URL or repo path).
+    fetch: returns the bytes [start, end) and the file's total size (HTTP Range reads).
+    The header is validated exactly as for local files (truncation against the server's size included).
+    """
+
+    def __init__(self, name: str, fetch: Fetch) -> None:
+        self.path = name
+        self._fetch = fetch
+        first, size = fetch(0, FIRST_FETCH)
+        if len(first) < 8:
+            raise _fail(name, f"truncated file: {size} bytes, shorter than the 8-byte header length", "re-upload it")
+        (n,) = struct.unpack("<Q", first[:8])
+        if n < 2 or n > MAX_HEADER_BYTES:
+            raise _fail(name, f"header length {n} is not sane (must be 2..{MAX_HEADER_BYTES}); this is not a "
+                        "safetensors file or it is damaged")
+        if 8 + n > size:
+            raise _fail(name, f"truncated file: header needs bytes 8..{8 + n} but the file has {size}")
+        header = first[8:8 + n] if len(first) >= 8 + n else first[8:] + fetch(len(first), 8 + n)[0]
+        self._data_start = 8 + n
+        infos, spans, self.metadata = parse_safetensors_header(header, path=name, data_bytes=size - 8 - n)
+        self._infos = infos
+        self._spans = {info.name: span for info, span in zip(infos, spans)}
+        self._by_name = {info.name: info for info in infos}
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
+        """Tensor `name` (one Range request for exactly its bytes), converted exactly to float32/float64."""
+        target = dtypes.check_target(dtype)
+        info = self._by_name.get(name)
+        if info is None:
+            raise KeyError(name)
+        if not dtypes.is_analysable(info.dtype):
+            raise dtypes.unsupported(name, info.dtype)
+        begin, end = self._spans[name]
+        if end == begin:
+            return np.zeros(info.shape, dtype=target)
+        data, _ = self._fetch(self._data_start + begin, self._data_start + end)
+        if len(data) != end - begin:
+            raise _fail(self.path, f"tensor {name!r}: asked for {end - begin} bytes, got {len(data)}",
+                        "the remote file changed or the server ignores Range; retry")
+        raw = np.frombuffer(data, dtype=dtypes.spec(info.dtype).numpy)
+        return raw.reshape(info.shape).astype(target, copy=True)
+
+    def close(self) -> None:
+        self._fetch = None  # type: ignore[assignment]
