@@ -183,6 +183,7 @@ class ResultStore:
         """Relative paths matching a glob like 'layers/*/*.parquet', sorted."""
         base = self._base
         if self.remote:
+            self.fs.invalidate_cache()  # another process may have written since fsspec cached a listing
             hits = self.fs.glob(self._join(pattern))
         else:
             hits = [p.as_posix() for p in Path(base).glob(pattern)]

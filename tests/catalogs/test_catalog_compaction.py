@@ -41,7 +41,7 @@ def _results(root) -> dict[str, list]:
         out = {}
         for v in VIEWS:
             cols, rows = catalog.query(con, f"SELECT * FROM {v}")
-            out[v] = sorted((tuple(str(x) for x in r) for r in rows))
+            out[v] = sorted(tuple(str(x) for x in r) for r in rows)
             out[v + ".columns"] = cols
         out["leaderboard"] = catalog.leaderboard(con, group_by="model_type")
         out["show"] = catalog.show_model(con, "org/m1")
