@@ -1,0 +1,103 @@
+"""Faults mid-scan: a Ray worker process SIGKILLed while it analyses a chunk, and the scanning process
+itself killed and restarted. Either way every model ends up analysed and stored exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pipelines_zoo import make_big_model
+
+from catalogs.store import ResultStore
+from pipelines.flows import scan_folder
+
+
+def _chunk_worker_pids() -> list[int]:
+    """Ray workers busy with one of our chunk tasks (Ray titles them 'ray::<task name>')."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::ww-chunk"):
+            pids.append(int(d.name))
+    return sorted(pids)
+
+
+def _assert_each_once(data: str, names: list[str], tensors_per_model: int) -> None:
+    store = ResultStore(data)
+    models = store.read("models").to_pylist()
+    assert sorted(r["repo_id"] for r in models) == sorted(names)  # each model exactly once
+    layers = store.read("layers").to_pylist()
+    keys = [(r["repo_id"], r["tensor_name"]) for r in layers]
+    assert len(keys) == len(set(keys)) == len(names) * tensors_per_model
+    assert not list(Path(data).rglob("*.tmp.parquet"))
+
+
+@pytest.mark.slow
+def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local, prefect_api, tmp_path):
+    names = ["big0", "big1", "big2"]
+    for i, name in enumerate(names):
+        make_big_model(tmp_path / "zoo" / name, n_layers=6, side=1024, seed=i)
+    data = str(tmp_path / "data")
+    out: dict = {}
+    scan = threading.Thread(target=lambda: out.update(scan_folder(folder=str(tmp_path / "zoo"), data_root=data,
+                                                                  workers=2)))
+    scan.start()
+    deadline = time.monotonic() + 120
+    killed = None
+    while killed is None and time.monotonic() < deadline and scan.is_alive():
+        pids = _chunk_worker_pids()
+        if pids:
+            time.sleep(0.3)  # let it get into the eigensolver
+            if pids[0] in _chunk_worker_pids():
+                os.kill(pids[0], signal.SIGKILL)
+                killed = pids[0]
+        time.sleep(0.05)
+    scan.join(timeout=300)
+    assert killed is not None, "no chunk task was seen running"
+    assert not Path(f"/proc/{killed}").exists()
+    assert (out["done"], out["failed"]) == (3, 0), out["failures"]
+    assert all(killed not in m["worker_pids"] for m in out["models"])  # the lost chunk ran again elsewhere
+    _assert_each_once(data, names, tensors_per_model=6)
+
+
+@pytest.mark.slow
+def test_scan_killed_and_restarted_finishes_without_duplicates(ray_local, prefect_api, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    names = [f"m{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        make_big_model(tmp_path / "zoo" / name, n_layers=4, side=768, seed=10 + i)
+    data = str(tmp_path / "data")
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(),
+               RAY_ADDRESS=ray_local.get_runtime_context().gcs_address)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ww_spectral.cli", "scan", "--folder", str(tmp_path / "zoo"), "--data", data,
+         "--workers", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    store = ResultStore(data)
+    deadline = time.monotonic() + 150
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not store.list_models():
+            time.sleep(0.05)
+        stored_at_kill = len(store.list_models())
+        proc.kill()  # SIGKILL: no clean-up of any kind
+    finally:
+        proc.wait(timeout=30)
+        log = proc.stdout.read().decode(errors="replace")
+    assert 1 <= stored_at_kill < len(names), log[-3000:]
+
+    summary = scan_folder(folder=str(tmp_path / "zoo"), data_root=data, workers=2)
+    assert summary["failed"] == 0
+    assert summary["skipped"] >= stored_at_kill and summary["done"] + summary["skipped"] == len(names)
+    _assert_each_once(data, names, tensors_per_model=4)

@@ -1,0 +1,120 @@
+"""The hub path end to end: the real huggingface_hub client talks to a hub-compatible server on 127.0.0.1
+(listing with pagination, model info, resolve with Range and ETag, 401 for a gated repo, 429/500 on demand);
+the nightly scan analyses on a real local Ray under a real Prefect API."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+from pipelines_zoo import model_tensors
+from support.checkpoints import write_hf_model_folder
+from support.hub_server import HubServer
+
+from catalogs.store import ResultStore
+from pipelines.flows import analyze_models, nightly_scan
+from ww_spectral.analysis import analyze_model
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+REPOS = ["org/a", "org/b", "org/c", "org/flaky", "org/gated", "org/slow"]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hubsrc")
+    server = HubServer(page_size=2).start()
+    folders, shas = {}, {}
+    for i, repo in enumerate(REPOS):
+        folders[repo] = write_hf_model_folder(root / repo.replace("/", "_"), model_tensors(i),
+                                              n_shards=2 if repo in ("org/b", "org/flaky") else 1,
+                                              dtype="BF16" if repo == "org/c" else None)
+        shas[repo] = server.add_repo(repo, folders[repo], downloads=1000 - 10 * i, likes=i,
+                                     gated="manual" if repo == "org/gated" else False,
+                                     base_model="org/a" if repo == "org/b" else None)
+    yield server, folders, shas
+    server.stop()
+
+
+@pytest.fixture
+def hub_env(monkeypatch, tmp_path):
+    """No token; one attempt per hub call (so a 429/500 reaches Prefect's retry); quick back-off;
+    shards downloaded under tmp_path/tmp (to check they are deleted)."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    monkeypatch.setenv("WW_HUB_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("WW_SCAN_RETRY_DELAY_S", "0.2")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return tmp_path / "tmp"
+
+
+@pytest.mark.slow
+def test_nightly_scan_against_local_hub(ray_local, prefect_api, hub, hub_env, tmp_path):
+    server, folders, shas = hub
+    data = str(tmp_path / "data")
+    server.clear_faults()
+    server.inject("/api/models/org/flaky", status=500, times=1)  # model info fails once: retried, succeeds
+    server.inject("/org/slow/resolve/", status=429, times=1)       # first file read rate-limited once
+    n_list = len(server.requests_to("/api/models", method="GET"))
+    gated_before = len(server.requests_to("/api/models/org/gated"))
+
+    summary = nightly_scan(data_root=data, author="org", sort="downloads", limit=50, workers=2,
+                           endpoint=server.endpoint)
+
+    assert (summary["requested"], summary["done"], summary["skipped"], summary["failed"]) == (6, 5, 0, 1)
+    # One listing, paginated: 6 models in pages of 2 = 3 page requests (plus the per-model info calls).
+    pages = [r for r in server.requests_to("/api/models", method="GET")[n_list:] if r.path == "/api/models"]
+    assert len(pages) == 3 and all("sha" in r.query["expand"] for r in pages)
+    store = ResultStore(data)
+    models = {r["repo_id"]: r for r in store.read("models").to_pylist()}
+    assert sorted(models) == ["org/a", "org/b", "org/c", "org/flaky", "org/slow"]
+    for repo, row in models.items():
+        assert row["revision"] == shas[repo] and row["source_kind"] == "hub"
+        assert row["downloads"] == 1000 - 10 * REPOS.index(repo)
+    assert models["org/b"]["base_model"] == "org/a" and models["org/c"]["dtype"] == "BF16"
+    # Planted truth: analysing through the hub gives the numbers of the same folder analysed locally.
+    for repo in ("org/a", "org/b"):
+        assert models[repo]["alpha"] == pytest.approx(analyze_model(str(folders[repo])).summary["alpha"], rel=1e-12)
+    layers = store.read("layers").to_pylist()
+    b_layers = [r for r in layers if r["repo_id"] == "org/b"]
+    assert sorted(r["layer_id"] for r in b_layers) == list(range(4))  # ids continue across the 2 shards
+
+    # Gated without a token: a failures row, attempt 1, not retried (one model-info request only).
+    (fail,) = store.read("failures").to_pylist()
+    assert (fail["repo_id"], fail["revision"], fail["error_type"], fail["attempt"]) == (
+        "org/gated", shas["org/gated"], "GatedRepoError", 1)
+    assert fail["stage"] in ("read", "download") and "HF_TOKEN" in fail["message"]
+    assert len(server.requests_to("/api/models/org/gated")) - gated_before == 1
+    # The 500 and the 429 were retried by Prefect (a second task attempt), not recorded as failures.
+    assert len(server.requests_to("/api/models/org/flaky")) >= 2
+    # Headers were read by HTTP Range before any download; shards were deleted after analysis.
+    ranged = [r for r in server.requests_to("/org/a/resolve/") if r.range]
+    assert ranged and all(r.range.startswith("bytes=") for r in ranged)
+    assert not any(p.is_file() for p in hub_env.rglob("*.safetensors"))
+    assert store.read("scans").to_pylist()[0]["source"] == "hub"
+
+    # Second night: everything stored is skipped from the listing alone (no file is fetched again).
+    resolves = len(server.requests_to("/org/a/resolve/"))
+    again = nightly_scan(data_root=data, author="org", limit=50, workers=2, endpoint=server.endpoint)
+    assert (again["done"], again["skipped"], again["failed"]) == (0, 5, 1)
+    assert len(server.requests_to("/org/a/resolve/")) == resolves
+    assert store.read("models").num_rows == 5
+
+
+@pytest.mark.slow
+def test_analyze_models_with_token_and_revisions(ray_local, prefect_api, hub, hub_env, tmp_path, monkeypatch):
+    server, folders, shas = hub
+    server.clear_faults()
+    monkeypatch.delenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # HF_TOKEN is honoured: the gated repo now works
+    data = str(tmp_path / "data")
+    ids = ["org/gated", f"org/c@{shas['org/c']}", "org/a@main", "org/missing"]
+    summary = analyze_models(model_ids=ids, data_root=data, workers=2, endpoint=server.endpoint)
+    assert (summary["done"], summary["failed"]) == (3, 1)
+    rows = {r["repo_id"]: r["revision"] for r in ResultStore(data).read("models").to_pylist()}
+    assert rows == {"org/gated": shas["org/gated"], "org/c": shas["org/c"], "org/a": shas["org/a"]}
+    (fail,) = ResultStore(data).read("failures").to_pylist()
+    assert (fail["repo_id"], fail["stage"], fail["error_type"]) == ("org/missing", "list", "GatedRepoError") or (
+        fail["repo_id"], fail["stage"], fail["error_type"]) == ("org/missing", "list", "SourceNotFoundError")
