@@ -188,11 +188,12 @@ def connect(
 
 
 # ---------------------------------------------------------------------------- read-only SQL
-_ALLOWED = ("SELECT", "EXPLAIN")
+_ALLOWED = ("SELECT",)  # not EXPLAIN: EXPLAIN ANALYZE would run the statement it explains (e.g. a COPY)
 
 
 def check_read_only(sql: str) -> None:
-    """Refuse anything but one SELECT (or EXPLAIN) statement; parse-level, before it reaches DuckDB."""
+    """Refuse anything but one SELECT statement (DESCRIBE/SHOW/SUMMARIZE/FROM-first parse as SELECT);
+    parse-level, before it reaches DuckDB. The connection is read-only too (the second layer)."""
     import duckdb
 
     try:
@@ -204,8 +205,8 @@ def check_read_only(sql: str) -> None:
     kind = statements[0].type.name
     if kind not in _ALLOWED:
         raise ReadOnlyError(
-            f"refused: {kind} statements write or change state; the sql command runs read-only SELECT "
-            f"queries over the views layers, models, failures, scans"
+            f"refused: {kind} statement; the sql command is read-only and runs one SELECT over the views "
+            f"layers, models, failures, scans (and the other catalog views)"
         )
 
 

@@ -69,7 +69,8 @@ def test_sql_json_and_refused_writes(root, capsys):
     assert json.loads(capsys.readouterr().out) == [
         {"repo_id": "lab/c", "n": 3}, {"repo_id": "org/a", "n": 3}, {"repo_id": "org/b", "n": 3}]
     for stmt in ("DELETE FROM models", "CREATE TABLE x AS SELECT 1", "COPY (SELECT 1) TO '/tmp/x.csv'",
-                 "SELECT 1; DROP VIEW layers", "ATTACH '/tmp/other.duckdb'", "INSTALL httpfs", "SET threads = 1"):
+                 "SELECT 1; DROP VIEW layers", "ATTACH '/tmp/other.duckdb'", "INSTALL httpfs", "SET threads = 1",
+                 "EXPLAIN ANALYZE COPY (SELECT 1) TO '/tmp/x.csv'"):
         assert run_cli(["sql", "--data", root, stmt]) == 2, stmt
         err = capsys.readouterr().err
         assert err.startswith("ww-spectral: error:") and ("refused" in err or "exactly one" in err), err
@@ -136,5 +137,6 @@ def test_entry_point_pipes_csv_and_refuses_writes(root):
                                      "2,org/a,3.0,r1", "3,org/b,5.0,r1"]
     r = _ww("sql", "--data", root, "DROP VIEW models")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip() == ("ww-spectral: error: refused: DROP statements write or change state; the sql "
-                                "command runs read-only SELECT queries over the views layers, models, failures, scans")
+    assert r.stderr.strip() == ("ww-spectral: error: refused: DROP statement; the sql command is read-only and "
+                                "runs one SELECT over the views layers, models, failures, scans (and the other "
+                                "catalog views)")
