@@ -4,7 +4,8 @@ Each flow: list the work (stage `list`), sort it (deterministic fan-out), skip r
 store with the same analysis options, analyse the rest as one Prefect task per model revision (threads
 of this process) whose heavy work runs on Ray, refresh the DuckDB catalog, and record a `scans` row.
 Every flow returns the scan summary dict: scan_id, source, requested, done, skipped, failed, seconds,
-models_per_minute, failures (list of rows), models (per analysed model: seconds, chunks, worker_pids,
+fanout_seconds (wall time of the analysis phase: first model task submitted to last one
+finished), models_per_minute, failures (list of rows), models (per analysed model: seconds, chunks, worker_pids,
 max_chunk_memory, ray_seconds), catalog (path or None).
 
 Runs with nothing configured: Prefect's ephemeral API (no PREFECT_API_URL needed: no Prefect code runs in
@@ -195,10 +196,12 @@ def run_scan(
             if rt.progress:
                 print(f"[scan] Ray at {handle.address}: {handle.slots} slot(s)"
                       f"{' (started here)' if handle.started else ''}", file=sys.stderr, flush=True)
+        fan_t0 = time.perf_counter()
         try:
             if todo:
                 _fan_out(rt, todo)
         finally:
+            fanout_seconds = time.perf_counter() - fan_t0
             if handle is not None:
                 release(handle)
         catalog = None
@@ -218,6 +221,7 @@ def run_scan(
             "skipped": rt.skipped,
             "failed": rt.failed,
             "seconds": round(seconds, 3),
+            "fanout_seconds": round(fanout_seconds, 3),
             "models_per_minute": round(60.0 * rt.done / seconds, 3) if seconds > 0 else 0.0,
             "failures": list(rt.failures),
             "models": sorted(rt.results, key=lambda r: (r["repo_id"], r["revision"])),

@@ -417,7 +417,8 @@ def _analyze_hub(item: WorkItem, rt: ScanRuntime, deadline: float):
             if plans:
                 is_st = shard.path.endswith(".safetensors")
                 chunks = plan_chunks(shard.path, plans, chunk_bytes=rt.chunk_bytes if is_st else 2**62,
-                                     min_chunks=rt.slots if is_st else 1)
+                                     min_chunks=rt.slots if is_st else 1,
+                                     fetch=(item.repo_id, revision, shard.filename, rt.endpoint))
                 with stage("analyze"):
                     outs = run_chunks(rt, chunks, deadline=deadline)
                 rows.extend(r for out in outs for r in out["rows"])

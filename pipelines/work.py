@@ -33,10 +33,30 @@ class Chunk:
     source: str
     plans: tuple[LayerPlan, ...]
     memory: int
+    fetch: tuple[str, str, str, str | None] | None = None  # (repo_id, commit, filename, endpoint) of a hub shard
+
+
+def _local_copy(chunk: Chunk) -> str:
+    """The file a chunk reads. On a multi-node cluster a hub shard downloaded by the flow process is not on
+    this node's disk: fetch the same commit's file here (node-local, kept for the other chunks of the shard;
+    the hub client's file lock makes concurrent fetches of one file safe). HF_TOKEN is read on this node."""
+    if os.path.exists(chunk.source) or chunk.fetch is None:
+        return chunk.source
+    import tempfile
+
+    from huggingface_hub import hf_hub_download
+
+    from ww_spectral.hub import resolve_endpoint, resolve_token
+
+    repo_id, commit, filename, endpoint = chunk.fetch
+    dest = os.path.join(tempfile.gettempdir(), "ww-spectral-shards", repo_id.replace("/", "--"), commit)
+    return hf_hub_download(repo_id, filename, revision=commit, endpoint=resolve_endpoint(endpoint),
+                           token=resolve_token(None), local_dir=dest)
 
 
 def plan_chunks(
-    source: str, plans: list[LayerPlan], *, chunk_bytes: int, min_chunks: int = 1
+    source: str, plans: list[LayerPlan], *, chunk_bytes: int, min_chunks: int = 1,
+    fetch: tuple[str, str, str, str | None] | None = None,
 ) -> list[Chunk]:
     """Split a model's plans into contiguous chunks of about `chunk_bytes` of summed est_bytes each.
 
@@ -62,7 +82,8 @@ def plan_chunks(
     chunks = []
     for i, group in enumerate(groups):
         peak = max((p.est_bytes for p in group if p.analysed), default=0)
-        chunks.append(Chunk(index=i, source=source, plans=tuple(group), memory=peak + CHUNK_BASE_BYTES))
+        chunks.append(Chunk(index=i, source=source, plans=tuple(group), memory=peak + CHUNK_BASE_BYTES,
+                            fetch=fetch))
     return chunks
 
 
@@ -84,6 +105,6 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
         torch.set_num_threads(blas_threads)
     t0 = time.perf_counter()
     # workers=1, threads=blas_threads: inside a Ray task the library must not fan out over the node's cores.
-    with threadpool_limits(limits=blas_threads), open_checkpoint(chunk.source) as ckpt:
+    with threadpool_limits(limits=blas_threads), open_checkpoint(_local_copy(chunk)) as ckpt:
         rows = analyze_layers(ckpt, list(chunk.plans), options, workers=1, threads=blas_threads)
     return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid()}

@@ -118,3 +118,24 @@ def test_analyze_models_with_token_and_revisions(ray_local, prefect_api, hub, hu
     (fail,) = ResultStore(data).read("failures").to_pylist()
     assert (fail["repo_id"], fail["stage"], fail["error_type"]) == ("org/missing", "list", "GatedRepoError") or (
         fail["repo_id"], fail["stage"], fail["error_type"]) == ("org/missing", "list", "SourceNotFoundError")
+
+
+def test_chunk_fetches_its_shard_when_the_flow_download_is_not_on_its_node(hub, hub_env, tmp_path):
+    """On a multi-node cluster the flow's downloaded shard is not on the worker's disk: the chunk fetches the
+    same commit's file itself (here: called directly, the way a Ray worker on another node calls it)."""
+    from pipelines.work import analyze_chunk, plan_chunks
+    from ww_spectral.analysis import plan_layers
+    from ww_spectral.checkpoint import open_checkpoint
+    from ww_spectral.records import AnalysisOptions
+
+    server, folders, shas = hub
+    server.clear_faults()
+    with open_checkpoint(str(folders["org/a"])) as ckpt:
+        plans = plan_layers(ckpt, AnalysisOptions())
+    (chunk,) = plan_chunks(str(tmp_path / "elsewhere" / "model.safetensors"), plans, chunk_bytes=2**30,
+                           fetch=("org/a", shas["org/a"], "model.safetensors", server.endpoint))
+    out = analyze_chunk(chunk, AnalysisOptions())
+    direct = analyze_model(str(folders["org/a"])).layers
+    assert [r["tensor_name"] for r in out["rows"]] == direct["tensor_name"].tolist()
+    assert [r["alpha"] for r in out["rows"]] == pytest.approx(direct["alpha"].tolist(), rel=1e-12, nan_ok=True)
+    assert list(hub_env.rglob("model.safetensors"))  # fetched into this node's temp folder

@@ -1,0 +1,139 @@
+"""Scan throughput for 1 and 2 Ray workers on the same zoo, and the Prefect + Ray overhead per model.
+
+    .venv/bin/python benchmarks/bench_scan.py [--models 6] [--layers 6] [--side 2048] [--out FILE.md]
+
+Zoo: --models HF model folders of --layers float32 side x side matrices each (6 x 2048^2 x 4 B = 100.7 MB
+per model by default: the ">= 100 MB" class of the target).
+Measures:
+  bare      analyze_model(folder, workers=1, threads=1) per model, one after another, in this process
+            (the library alone, one BLAS thread): the reference time per model.
+  scan/w    scan_folder(folder, workers=w) into a fresh DATA root on a local Ray started with w CPUs.
+            "fan-out" = the analysis phase of the flow (first model task submitted -> last finished),
+            i.e. steady-state throughput; "end to end" adds Prefect's ephemeral API start, Ray start,
+            listing and the catalog refresh (fixed costs per scan, not per model).
+Prints models/minute for each, the speed-up of 2 workers over 1 (target >= 1.7x on 2 cores) and the
+overhead per model of the 1-worker scan against bare analysis (target <= 10% for models >= 100 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# isort: off
+import pipelines.ray_runtime  # noqa: F401  (telemetry switches before prefect/ray import)
+# isort: on
+
+
+def build_zoo(root: Path, n_models: int, n_layers: int, side: int) -> list[Path]:
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folders = []
+    for i in range(n_models):
+        folder = root / f"bench-m{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "model.safetensors").exists():
+            rng = np.random.default_rng(i)
+            tensors = {f"model.layers.{j}.mlp.proj.weight": rng.standard_normal((side, side), dtype=np.float32)
+                       for j in range(n_layers)}
+            save_file(tensors, str(folder / "model.safetensors"))
+            (folder / "config.json").write_text(json.dumps({"model_type": "bench", "architectures": ["Bench"]}))
+        folders.append(folder)
+    return folders
+
+
+def bare_seconds(folders: list[Path]) -> list[float]:
+    from ww_spectral.analysis import analyze_model
+
+    out = []
+    for folder in folders:
+        t0 = time.perf_counter()
+        analyze_model(str(folder), workers=1, threads=1)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def scan(zoo: Path, workers: int, data_root: Path) -> dict:
+    from pipelines.flows import scan_folder
+
+    shutil.rmtree(data_root, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = scan_folder(folder=str(zoo), data_root=str(data_root), workers=workers)
+    summary["wall"] = time.perf_counter() - t0
+    if summary["done"] != len(list(zoo.iterdir())):
+        raise SystemExit(f"scan with {workers} worker(s) did not analyse every model: {summary}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=int, default=6)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--side", type=int, default=2048)
+    ap.add_argument("--zoo", help="zoo folder (default: a temp folder, deleted afterwards)")
+    ap.add_argument("--out", help="also append the figures (markdown) to this file")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    work = Path(tempfile.mkdtemp(prefix="ww-bench-scan-"))
+    zoo = Path(args.zoo) if args.zoo else work / "zoo"
+    try:
+        folders = build_zoo(zoo, args.models, args.layers, args.side)
+        mb = sum(f.stat().st_size for f in folders[0].iterdir()) / 1e6
+        n = len(folders)
+        bare = bare_seconds(folders)
+        s1 = scan(zoo, 1, work / "data1")
+        s2 = scan(zoo, 2, work / "data2")
+    finally:
+        if not args.zoo:
+            shutil.rmtree(work, ignore_errors=True)
+
+    bare_mean = sum(bare) / n
+    per1 = s1["fanout_seconds"] / n
+    overhead = per1 - bare_mean
+    # Steady state: per-model task wall time inside the scan (Prefect task + Ray dispatch + chunk) vs bare.
+    task_mean = sum(m["seconds"] for m in s1["models"]) / n
+    rate = {w: 60.0 * n / s["fanout_seconds"] for w, s in ((1, s1), (2, s2))}
+    e2e = {w: 60.0 * n / s["wall"] for w, s in ((1, s1), (2, s2))}
+    speedup = s1["fanout_seconds"] / s2["fanout_seconds"]
+    lines = [
+        f"### bench_scan: {n} models x {args.layers} x {args.side}^2 float32 ({mb:.1f} MB each)",
+        "",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average at end "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}",
+        f"- bare analysis (library, 1 thread): {bare_mean:.2f} s per model (min {min(bare):.2f}, "
+        f"max {max(bare):.2f})",
+        "",
+        "| workers | fan-out s | models/min (fan-out) | end-to-end s | models/min (end to end) |",
+        "|---|---|---|---|---|",
+        f"| 1 | {s1['fanout_seconds']:.1f} | {rate[1]:.1f} | {s1['wall']:.1f} | {e2e[1]:.1f} |",
+        f"| 2 | {s2['fanout_seconds']:.1f} | {rate[2]:.1f} | {s2['wall']:.1f} | {e2e[2]:.1f} |",
+        "",
+        f"- speed-up 2 vs 1 workers (fan-out): **{speedup:.2f}x** (target >= 1.7x); end to end: "
+        f"{s1['wall'] / s2['wall']:.2f}x",
+        f"- Prefect + Ray overhead per model (1 worker, fan-out / models - bare): **{overhead:+.2f} s = "
+        f"{100 * overhead / bare_mean:+.1f}%** of bare (target <= 10%); per-model task wall time "
+        f"{task_mean:.2f} s ({100 * (task_mean - bare_mean) / bare_mean:+.1f}%)",
+        f"- fixed cost per scan (end to end - fan-out, 1 worker): {s1['wall'] - s1['fanout_seconds']:.1f} s "
+        "(Prefect ephemeral API + local Ray start + listing + catalog)",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
