@@ -234,8 +234,12 @@ def plot_alpha_histogram(layers, *, path: str | os.PathLike, title: str = "layer
     ax.axvspan(*GOOD_BAND, color="tab:green", alpha=0.12, label="2 ≤ alpha ≤ 6")
     ax.axvspan(GOOD_BAND[1], hi, color="tab:orange", alpha=0.10, label="alpha > 6 (under-trained)")
     if a.size:
-        ax.hist(a, bins=max(5, min(30, a.size)), range=(0, hi), color="tab:blue", alpha=0.85,
+        width = 0.25 if a.size >= 30 else 0.5  # alpha units per bin
+        ax.hist(a, bins=np.arange(0.0, hi + width, width), color="tab:blue", alpha=0.85, edgecolor="white",
                 label=f"{a.size} layers")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0, hi)
     ax.set_xlabel("alpha (power-law exponent, dimensionless)")
     ax.set_ylabel("number of layers")
