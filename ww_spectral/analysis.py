@@ -40,7 +40,7 @@ from .fit import fit_power_law, hill_alpha
 from .layers import eigenvalue_scale, layer_matrices, plan_layer
 from .metrics import layer_metrics
 from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo
-from .spectrum import layer_spectrum, noise_floor
+from .spectrum import NonFiniteSpectrumError, layer_spectrum, noise_floor
 from .summary import summarize
 
 log = logging.getLogger("ww_spectral")
@@ -125,10 +125,10 @@ def _resolve_workers(plans: list[LayerPlan], workers: int | None, threads: int) 
         if workers < 1:
             raise OptionError(f"workers={workers}: need at least 1")
         return max(1, min(workers, threads, len(todo) or 1))
-    # Big layers: one layer at a time with every core in BLAS (a k-worker split measured no faster and
-    # needs k working sets); many small layers: Python overhead dominates, so run them side by side.
-    largest = max((p.M for p in todo), default=0)
-    return 1 if largest >= 512 else max(1, min(threads, len(todo) or 1))
+    # One single-threaded BLAS per worker, one worker per core. Measured here (2 cores, 4 x 2048^2 f32):
+    # 2 workers x 1 BLAS thread 7 s; 1 worker x 2 BLAS threads 61-84 s on a shared, busy machine
+    # (multithreaded BLAS/LAPACK spin-waits when a core is taken). Spare cores go to BLAS.
+    return max(1, min(threads, len(todo) or 1))
 
 
 # ---------------------------------------------------------------- sources
@@ -253,12 +253,16 @@ def _failed_row(plan: LayerPlan, code: str, detail: str) -> dict:
 
 def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions) -> dict:
     """One layer's row from its tensor data (already read in the compute dtype)."""
-    if not np.isfinite(array).all():
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        return _failed_row(plan, "nonfinite", f"{bad} NaN/Inf weight(s); the ESD is undefined")
     mats = layer_matrices(plan, array)
-    slices = layer_spectrum(mats, scale=eigenvalue_scale(plan), backend=options.backend,
-                            precision=options.precision, device=options.device)
+    try:
+        slices = layer_spectrum(mats, scale=eigenvalue_scale(plan), backend=options.backend,
+                                precision=options.precision, device=options.device)
+    except NonFiniteSpectrumError:
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            return _failed_row(plan, "nonfinite", f"{bad} NaN/Inf weight(s); the ESD is undefined")
+        return _failed_row(plan, "nonfinite", f"W^T W overflows in {options.precision}; "
+                                              "use precision='float64'")
     evals = np.sort(np.concatenate(slices))
     row = _empty_row(plan)
     if not evals.size or not evals[-1] > 0:

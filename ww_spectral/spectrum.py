@@ -22,6 +22,10 @@ from scipy.linalg import blas
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+class NonFiniteSpectrumError(ValueError):
+    """W^T W has NaN/Inf entries: NaN/Inf weights, or overflow of the Gram products in float32."""
+
+
 def gram(W: np.ndarray, *, precision: str = "float32") -> np.ndarray:
     """The smaller Gram matrix of W (a x b): W^T W (b x b) if b <= a else W W^T (a x a).
 
@@ -64,6 +68,8 @@ def _eigenvalues_cuda(W: np.ndarray, precision: str) -> np.ndarray:
     dtype = torch.float32 if precision == "float32" else torch.float64
     A = torch.from_numpy(np.ascontiguousarray(W)).to("cuda", dtype=dtype)
     G = A.T @ A if A.shape[1] <= A.shape[0] else A @ A.T
+    if not bool(torch.isfinite(G).all()):
+        raise NonFiniteSpectrumError("W^T W has NaN/Inf entries")
     return torch.linalg.eigvalsh(G).cpu().numpy()
 
 
@@ -75,6 +81,10 @@ def eigenvalues(
         ev = _eigenvalues_cuda(W, precision)
     else:
         G = gram(W, precision=precision)
+        # Checking the m x m Gram (not the n x m weights) is cheaper and also catches overflow; LAPACK
+        # must never see NaN (some ?syevd builds loop on it).
+        if not np.isfinite(G).all():
+            raise NonFiniteSpectrumError("W^T W has NaN/Inf entries")
         ev = _eigvalsh_torch(G) if backend == "torch" else _eigvalsh_numpy(G)
     ev = np.asarray(ev, dtype=np.float64)
     np.maximum(ev, 0.0, out=ev)

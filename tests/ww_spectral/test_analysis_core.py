@@ -159,3 +159,12 @@ def test_summarize_closed_form():
     assert (s["n_tensors"], s["n_layers_analysed"], s["n_layers_failed"], s["n_layers_skipped"]) == (5, 3, 1, 1)
     empty = summarize(layers.iloc[3:])
     assert math.isnan(empty["alpha"]) and math.isnan(empty["share_alpha_2_6"])
+
+
+def test_float32_overflow_is_reported_and_float64_works():
+    rng = np.random.default_rng(7)
+    sd = {"big.weight": (1e20 * heavy_tailed(rng, 40, 20)).astype(np.float32)}
+    r32 = ww_spectral.analyze(sd, threads=1).iloc[0]
+    assert r32["status"] == "failed" and r32["fit_status"] == "nonfinite" and "float64" in r32["skip_reason"]
+    r64 = ww_spectral.analyze(sd, precision="float64", threads=1).iloc[0]
+    assert r64["status"] == "success" and r64["norm"] > 1e40

@@ -1,0 +1,177 @@
+"""Benchmark: ww-spectral vs WeightWatcher 0.7.7 on a Llama-shaped bf16 checkpoint, in one run.
+
+    .venv/bin/python benchmarks/bench_core.py [--threads N] [--backend numpy|torch] [--dir DIR] [--skip-ww]
+
+Builds a bf16 safetensors checkpoint of 16 matrices of 2048+ on a side (2 Llama blocks: q/k/v/o
+2048x2048, gate/up 5632x2048, down 2048x5632; embed_tokens and lm_head 8192x2048), then runs, each in
+its own fresh subprocess so they never compete or share caches:
+  1. ww-spectral `analyze_model` (default options, --threads cores): wall time and peak memory
+     (VmHWM reset after start-up; RSS includes the memory-mapped file pages it touches);
+  2. the floor: the same Gram products + eigenvalue solves alone (ssyrk + eigensolver, same worker and
+     thread layout) on matrices read beforehand;
+  3. ww-spectral on ONE core (threads=1) for a per-core comparison;
+  4. WeightWatcher 0.7.7 `analyze()` on the loaded state dict (loading not timed), CUDA hidden, with
+     one BLAS thread (its fastest setting on a shared machine: multithreaded LAPACK spin-waits).
+Prints the time ratios, total/floor, peak memory vs (largest matrix in float64 + 300 MB) and the alpha
+agreement between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHAPES = {}
+for _b in range(2):
+    for _p in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        SHAPES[f"model.layers.{_b}.self_attn.{_p}.weight"] = (2048, 2048)
+    SHAPES[f"model.layers.{_b}.mlp.gate_proj.weight"] = (5632, 2048)
+    SHAPES[f"model.layers.{_b}.mlp.up_proj.weight"] = (5632, 2048)
+    SHAPES[f"model.layers.{_b}.mlp.down_proj.weight"] = (2048, 5632)
+SHAPES["model.embed_tokens.weight"] = (8192, 2048)
+SHAPES["lm_head.weight"] = (8192, 2048)
+
+
+def build_checkpoint(path: Path) -> None:
+    """Write the bf16 checkpoint (init-like Gaussian weights plus 1-D norms, seed 0)."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for name, shape in SHAPES.items():
+        sd[name] = (0.02 * torch.randn(*shape, generator=g)).to(torch.bfloat16)
+    for b in range(2):
+        sd[f"model.layers.{b}.input_layernorm.weight"] = torch.ones(2048, dtype=torch.bfloat16)
+    save_file(sd, str(path))
+
+
+_OURS = r"""
+import json, sys, time
+from ww_spectral.analysis import analyze_model
+import numpy as np, scipy.linalg, pandas  # imports before the baseline
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+path, threads, backend = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+analyze_model({"warm.weight": np.ones((16, 8), np.float32)}, threads=1)  # lazy imports, thread pools
+try:
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark
+except OSError:
+    pass
+base = status("VmRSS")
+t = time.perf_counter()
+m = analyze_model(path, threads=threads, backend=backend)
+sec = time.perf_counter() - t
+out = {"seconds": sec, "peak_rss": status("VmHWM"), "base_rss": base,
+       "alpha": dict(zip(m.layers["longname"], m.layers["alpha"])), "n": int(m.summary["n_layers_analysed"])}
+json.dump(out, open(sys.argv[4], "w"))
+"""
+
+_FLOOR = r"""
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from threadpoolctl import threadpool_limits
+from ww_spectral.checkpoint import open_checkpoint
+from ww_spectral.spectrum import gram, _eigvalsh_numpy, _eigvalsh_torch
+path, threads, backend = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if backend == "torch":
+    import torch
+    torch.set_num_threads(1)
+solve = _eigvalsh_torch if backend == "torch" else _eigvalsh_numpy
+with open_checkpoint(path) as ck:
+    mats = [ck.read(i.name) for i in ck.tensors() if len(i.shape) == 2]
+def job(W):
+    return solve(gram(W, precision="float32"))
+with threadpool_limits(1):
+    job(np.ones((64, 32), np.float32))
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(job, mats))
+    sec = time.perf_counter() - t
+json.dump({"seconds": sec, "n": len(mats)}, open(sys.argv[4], "w"))
+"""
+
+_WW = r"""
+import json, sys, time, io, contextlib, logging, warnings
+warnings.simplefilter("ignore"); logging.disable(logging.CRITICAL)
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    import weightwatcher as ww
+    from safetensors.torch import load_file
+    sd = load_file(sys.argv[1])
+    t = time.perf_counter()
+    df = ww.WeightWatcher(model=sd).analyze()
+    sec = time.perf_counter() - t
+json.dump({"seconds": sec, "alpha": dict(zip(df["name"], df["alpha"])), "n": len(df)}, open(sys.argv[2], "w"))
+"""
+
+
+def _child(code: str, args: list[str], env_threads: int) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    n = str(env_threads)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
+               MKL_NUM_THREADS=n, MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", code, *args, out], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(Path(out).read_text())
+    os.unlink(out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
+    ap.add_argument("--dir", default=None, help="where to write the checkpoint (default: a temp dir)")
+    ap.add_argument("--skip-ww", action="store_true", help="skip WeightWatcher (minutes)")
+    args = ap.parse_args(argv)
+
+    tmp = tempfile.TemporaryDirectory(prefix="ww-bench-") if args.dir is None else None
+    root = Path(args.dir or tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    ckpt = root / "llama-shaped-bf16.safetensors"
+    t = time.perf_counter()
+    if not ckpt.exists():
+        build_checkpoint(ckpt)
+    print(f"checkpoint: {ckpt} ({ckpt.stat().st_size / 1e6:.0f} MB, {len(SHAPES)} matrices, bf16), "
+          f"built in {time.perf_counter() - t:.1f} s")
+    print(f"machine: {os.cpu_count()} cores, using --threads {args.threads}, backend {args.backend}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+    ours = _child(_OURS, [str(ckpt), str(args.threads), args.backend], 1)
+    floor = _child(_FLOOR, [str(ckpt), str(args.threads), args.backend], 1)
+    ours1 = _child(_OURS, [str(ckpt), "1", args.backend], 1)
+    largest64 = max(a * b for a, b in SHAPES.values()) * 8
+    budget = 3 * largest64 + 300e6
+    peak_delta = ours["peak_rss"] - ours["base_rss"]
+    print(f"ww-spectral ({args.threads} cores): {ours['seconds']:.2f} s for {ours['n']} layers")
+    print(f"floor (Gram + eigensolve only, same layout): {floor['seconds']:.2f} s  ->  total/floor = "
+          f"{ours['seconds'] / floor['seconds']:.2f} (target <= 1.25)")
+    print(f"ww-spectral (1 core): {ours1['seconds']:.2f} s")
+    print(f"peak memory: +{peak_delta / 1e6:.0f} MB over start-up ({ours['peak_rss'] / 1e6:.0f} MB RSS in all, "
+          f"mapped file pages included); budget 3 x largest matrix in float64 ({largest64 / 1e6:.0f} MB) "
+          f"+ 300 MB = {budget / 1e6:.0f} MB -> {'OK' if peak_delta <= budget else 'OVER'}")
+    if not args.skip_ww:
+        ww = _child(_WW, [str(ckpt)], 1)
+        da = max(abs(ours["alpha"][k] - v) for k, v in ww["alpha"].items())
+        print(f"weightwatcher 0.7.7 (1 BLAS thread): {ww['seconds']:.2f} s for {ww['n']} layers")
+        print(f"speed-up: {ww['seconds'] / ours['seconds']:.1f}x ({args.threads} cores vs WW), "
+              f"{ww['seconds'] / ours1['seconds']:.1f}x (1 core each) (target >= 4x)")
+        print(f"max |alpha difference| vs WW over {len(ww['alpha'])} layers: {da:.2e}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
