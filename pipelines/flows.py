@@ -238,7 +238,12 @@ def run_scan(
 
 
 def _fan_out(rt: ScanRuntime, todo: list[WorkItem]) -> None:
-    """One Prefect task per model, `rt.slots` models in flight (threads of this process)."""
+    """One Prefect task per model, `rt.slots + 1` models in flight (threads of this process).
+
+    Ray chunks in flight stay capped at `rt.slots` by the shared limiter; the one extra model thread does the
+    next model's Prefect bookkeeping, download and header planning while the Ray slots are busy, so that
+    per-model overhead overlaps with analysis instead of adding to it.
+    """
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.tasks import exponential_backoff
 
@@ -246,7 +251,7 @@ def _fan_out(rt: ScanRuntime, todo: list[WorkItem]) -> None:
         retries=rt.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=rt.retry_delay_s) if rt.retries else 0,
     )
-    with ThreadPoolTaskRunner(max_workers=max(1, rt.slots)) as runner:
+    with ThreadPoolTaskRunner(max_workers=max(1, rt.slots) + 1) as runner:
         futures = [(item, runner.submit(task, {"item": item, "scan_id": rt.scan_id})) for item in todo]
         for item, future in futures:
             future.wait()
