@@ -10,7 +10,8 @@ Public API (CONTRACTS.md):
 
 Options (keyword arguments): the fields of records.AnalysisOptions (fix_fingers, backend, precision,
 device, min_evals, max_evals, max_N, ww_compat_conv_nm), plus where-it-runs settings that never change
-numbers: workers (layers analysed at once), threads (cores to use; default: all this process may use).
+numbers: workers (layers analysed at once), threads (cores to use; default: all this process may use);
+and for hub/cache sources: revision, token, endpoint, cache_dir (passed to open_checkpoint).
 
 One bad layer never stops a model: NaN/Inf weights, all-zero matrices, unreadable tensors and
 unsupported dtypes become rows with status 'failed' / 'skipped', a fit_status code and a reason.
@@ -47,6 +48,7 @@ log = logging.getLogger("ww_spectral")
 
 _OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(AnalysisOptions))
 _RUN_FIELDS = ("workers", "threads")
+_OPEN_FIELDS = ("revision", "token", "endpoint", "cache_dir")  # passed to open_checkpoint
 _INT_COLUMNS = tuple(c.name for c in LAYER_COLUMNS if c.kind == "int")
 _FLOAT_COLUMNS = tuple(c.name for c in LAYER_COLUMNS if c.kind == "float")
 _STR_COLUMNS = tuple(c.name for c in LAYER_COLUMNS if c.kind == "str")
@@ -81,13 +83,17 @@ def make_options(options: AnalysisOptions | Mapping[str, Any] | None = None, **k
     base.update(kwargs)
     unknown = sorted(set(base) - set(_OPTION_FIELDS))
     if unknown:
-        raise OptionError(f"unknown analysis option(s) {unknown}; allowed: {list(_OPTION_FIELDS + _RUN_FIELDS)}")
+        raise OptionError(f"unknown analysis option(s) {unknown}; allowed: "
+                          f"{list(_OPTION_FIELDS + _RUN_FIELDS + _OPEN_FIELDS)}")
     return AnalysisOptions(**base)
 
 
-def _split_options(kwargs: dict[str, Any]) -> tuple[AnalysisOptions, dict[str, Any]]:
+def _split_options(kwargs: dict[str, Any]) -> tuple[AnalysisOptions, dict[str, Any], dict[str, Any]]:
     run = {k: kwargs.pop(k) for k in _RUN_FIELDS if k in kwargs}
-    return make_options(**kwargs), run
+    opening = {k: kwargs.pop(k) for k in _OPEN_FIELDS if k in kwargs and kwargs[k] is not None}
+    for k in _OPEN_FIELDS:
+        kwargs.pop(k, None)
+    return make_options(**kwargs), run, opening
 
 
 def available_cores() -> int:
@@ -196,8 +202,9 @@ def _is_checkpoint(obj: Any) -> bool:
 
 
 @contextmanager
-def _opened(source: Any):
-    """Yield a Checkpoint for any SOURCE; closes what it opened (not a checkpoint passed in)."""
+def _opened(source: Any, **open_kwargs: Any):
+    """Yield a Checkpoint for any SOURCE; closes what it opened (not a checkpoint passed in).
+    open_kwargs (revision, token, endpoint, cache_dir) go to open_checkpoint."""
     if _is_checkpoint(source):
         yield source
         return
@@ -213,7 +220,7 @@ def _opened(source: Any):
         raise WWSpectralError(
             f"cannot open {source!r}: the checkpoint reader (ww_spectral.checkpoint) is not installed"
         ) from exc
-    ckpt = open_checkpoint(source)
+    ckpt = open_checkpoint(source, **open_kwargs)
     try:
         yield ckpt
     finally:
@@ -390,9 +397,9 @@ def analyze_model(source: Any, *, include_skipped: bool = True, progress: bool =
                   **options: Any) -> ModelAnalysis:
     """Analyse every tensor of SOURCE; the rows (skipped included unless include_skipped=False),
     the model summary and the checkpoint reference."""
-    opts, run = _split_options(dict(options))
+    opts, run, opening = _split_options(dict(options))
     t0 = time.perf_counter()
-    with _opened(source) as ckpt:
+    with _opened(source, **opening) as ckpt:
         plans = plan_layers(ckpt, opts)
         rows = analyze_layers(ckpt, plans, opts, progress=progress, **run)
         ref = ckpt.ref
@@ -414,8 +421,8 @@ def analyze(source: Any, **options: Any) -> pd.DataFrame:
 def describe(source: Any, **options: Any) -> pd.DataFrame:
     """Every tensor of SOURCE with its plan (shape, N, M, rf, num_evals, analysed, skip reason); no
     eigenvalues are computed and no tensor data is read."""
-    opts, _ = _split_options(dict(options))
-    with _opened(source) as ckpt:
+    opts, _, opening = _split_options(dict(options))
+    with _opened(source, **opening) as ckpt:
         plans = plan_layers(ckpt, opts)
     recs = [{
         "layer_id": p.layer_id, "tensor_name": p.tensor_name, "longname": p.longname,

@@ -46,14 +46,6 @@ def register(subparsers) -> None:
     d.set_defaults(handler=cmd_describe)
 
 
-def _source(args: argparse.Namespace):
-    if args.revision:
-        from .checkpoint import open_checkpoint
-
-        return open_checkpoint(args.source, revision=args.revision)
-    return args.source
-
-
 def _check_out(out: str | None) -> Path | None:
     if out is None:
         return None
@@ -94,7 +86,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = analyze_model(
-        _source(args), include_skipped=args.include_skipped, progress=progress,
+        args.source, include_skipped=args.include_skipped, progress=progress, revision=args.revision,
         fix_fingers=args.fix_fingers, backend=args.backend, precision=args.precision, device=args.device,
         workers=args.workers,
     )
@@ -117,7 +109,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
     from .analysis import describe
 
-    table = describe(_source(args))
+    table = describe(args.source, revision=args.revision)
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 60):
         print(table.drop(columns=["skip_detail"]).to_string(index=False))
