@@ -17,4 +17,4 @@ WHERE starts_with(parse_filename(filename), 'c-')
    );
 
 CREATE OR REPLACE VIEW raw_layers AS
-FROM raw_layers_in('{{root}}/layers/*/*.parquet', '{{root}}/layers/*/c-*.parquet');
+FROM raw_layers_in({{root}} || '/layers/*/*.parquet', {{root}} || '/layers/*/c-*.parquet');

@@ -17,4 +17,4 @@ WHERE starts_with(parse_filename(filename), 'c-')
    );
 
 CREATE OR REPLACE VIEW raw_models AS
-FROM raw_models_in('{{root}}/models/*/*.parquet', '{{root}}/models/*/c-*.parquet');
+FROM raw_models_in({{root}} || '/models/*/*.parquet', {{root}} || '/models/*/c-*.parquet');

@@ -17,4 +17,4 @@ WHERE starts_with(parse_filename(filename), 'c-')
    );
 
 CREATE OR REPLACE VIEW raw_failures AS
-FROM raw_failures_in('{{root}}/failures/*/*.parquet', '{{root}}/failures/*/c-*.parquet');
+FROM raw_failures_in({{root}} || '/failures/*/*.parquet', {{root}} || '/failures/*/c-*.parquet');

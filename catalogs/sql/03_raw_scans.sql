@@ -17,4 +17,4 @@ WHERE starts_with(parse_filename(filename), 'c-')
    );
 
 CREATE OR REPLACE VIEW raw_scans AS
-FROM raw_scans_in('{{root}}/scans/*/*.parquet', '{{root}}/scans/*/c-*.parquet');
+FROM raw_scans_in({{root}} || '/scans/*/*.parquet', {{root}} || '/scans/*/c-*.parquet');

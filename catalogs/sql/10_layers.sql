@@ -25,4 +25,4 @@ SELECT
 FROM raw_layers_in(files, compacted_files);
 
 CREATE OR REPLACE VIEW layers AS
-FROM layers_in('{{root}}/layers/*/*.parquet', '{{root}}/layers/*/c-*.parquet');
+FROM layers_in({{root}} || '/layers/*/*.parquet', {{root}} || '/layers/*/c-*.parquet');

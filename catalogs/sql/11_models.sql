@@ -20,4 +20,4 @@ SELECT
 FROM raw_models_in(files, compacted_files);
 
 CREATE OR REPLACE VIEW models AS
-FROM models_in('{{root}}/models/*/*.parquet', '{{root}}/models/*/c-*.parquet');
+FROM models_in({{root}} || '/models/*/*.parquet', {{root}} || '/models/*/c-*.parquet');
