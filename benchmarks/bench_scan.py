@@ -74,6 +74,19 @@ def scan(zoo: Path, workers: int, data_root: Path) -> dict:
     return summary
 
 
+def warm_prefect() -> float:
+    """Start Prefect's ephemeral API once (a no-op flow), so both scans see the same fixed costs."""
+    from prefect import flow
+
+    @flow(name="bench-warm-up")
+    def _noop() -> None:
+        return None
+
+    t0 = time.perf_counter()
+    _noop()
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=6)
@@ -81,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=2048)
     ap.add_argument("--zoo", help="zoo folder (default: a temp folder, deleted afterwards)")
     ap.add_argument("--out", help="also append the figures (markdown) to this file")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of (bare, 1 worker, 2 workers); best kept")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -90,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         folders = build_zoo(zoo, args.models, args.layers, args.side)
         mb = sum(f.stat().st_size for f in folders[0].iterdir()) / 1e6
         n = len(folders)
-        bare = bare_seconds(folders)
-        s1 = scan(zoo, 1, work / "data1")
-        s2 = scan(zoo, 2, work / "data2")
+        prefect_start = warm_prefect()
+        bare, s1, s2 = None, None, None
+        for _ in range(max(1, args.repeat)):  # interleaved rounds; the best of each kept (load drifts)
+            b = bare_seconds(folders)
+            r1 = scan(zoo, 1, work / "data1")
+            r2 = scan(zoo, 2, work / "data2")
+            bare = b if bare is None or sum(b) < sum(bare) else bare
+            s1 = r1 if s1 is None or r1["fanout_seconds"] < s1["fanout_seconds"] else s1
+            s2 = r2 if s2 is None or r2["fanout_seconds"] < s2["fanout_seconds"] else s2
     finally:
         if not args.zoo:
             shutil.rmtree(work, ignore_errors=True)
@@ -102,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     overhead = per1 - bare_mean
     # Steady state: per-model task wall time inside the scan (Prefect task + Ray dispatch + chunk) vs bare.
     task_mean = sum(m["seconds"] for m in s1["models"]) / n
+    # Same run, same load: the analysis time inside the Ray workers (open + plan-free analyse of the chunks).
+    in_worker = sum(m["ray_seconds"] for m in s1["models"]) / n
+    overhead_same_run = per1 - in_worker
     rate = {w: 60.0 * n / s["fanout_seconds"] for w, s in ((1, s1), (2, s2))}
     e2e = {w: 60.0 * n / s["wall"] for w, s in ((1, s1), (2, s2))}
     speedup = s1["fanout_seconds"] / s2["fanout_seconds"]
@@ -123,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         f"- Prefect + Ray overhead per model (1 worker, fan-out / models - bare): **{overhead:+.2f} s = "
         f"{100 * overhead / bare_mean:+.1f}%** of bare (target <= 10%); per-model task wall time "
         f"{task_mean:.2f} s ({100 * (task_mean - bare_mean) / bare_mean:+.1f}%)",
+        f"- same-run view (1 worker): fan-out per model {per1:.2f} s vs analysis inside the Ray worker "
+        f"{in_worker:.2f} s: overhead **{overhead_same_run:+.2f} s = {100 * overhead_same_run / in_worker:+.1f}%**"
+        " (Prefect task + Ray dispatch + worker cold start + planning + Parquet write)",
         f"- fixed cost per scan (end to end - fan-out, 1 worker): {s1['wall'] - s1['fanout_seconds']:.1f} s "
-        "(Prefect ephemeral API + local Ray start + listing + catalog)",
+        f"(local Ray start + listing + catalog); Prefect ephemeral API start, once per process: "
+        f"{prefect_start:.1f} s",
+        f"- rounds: {max(1, args.repeat)} (best of each configuration kept)",
         "",
     ]
     text = "\n".join(lines)

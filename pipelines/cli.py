@@ -77,8 +77,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import logging
+    import os
+
+    # Our progress lines report each failure once; Prefect's own task-failure tracebacks would repeat them.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from . import flows
 
+    logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
     flows.PROGRESS["enabled"] = True
     if args.folder:
         summary = flows.scan_folder(folder=args.folder, data_root=args.data, ray_address=args.ray_address,

@@ -197,6 +197,7 @@ def run_scan(
                 print(f"[scan] Ray at {handle.address}: {handle.slots} slot(s)"
                       f"{' (started here)' if handle.started else ''}", file=sys.stderr, flush=True)
         fan_t0 = time.perf_counter()
+        rt.started = time.monotonic()  # throughput in the progress lines counts from here
         try:
             if todo:
                 _fan_out(rt, todo)
