@@ -53,12 +53,20 @@ def _layers_block(rng: np.random.Generator, n_layers: int) -> dict:
             cols[c.name] = np.full(n_layers, "", dtype=object)
     cols.update(
         layer_id=np.arange(n_layers, dtype=np.int64),
-        tensor_name=np.array([f"model.layers.{i // 7}.proj{i % 7}.weight" for i in range(n_layers)], dtype=object),
+        tensor_name=np.array(
+            [f"model.layers.{i // 7}.proj{i % 7}.weight" for i in range(n_layers)], dtype=object
+        ),
         layer_type=np.full(n_layers, "dense", dtype=object),
         status=np.full(n_layers, "success", dtype=object),
-        alpha=alpha, alpha_weighted=alpha * np.log10(lam), lambda_max=lam, N=np.full(n_layers, 2 * m),
-        M=np.full(n_layers, m), Q=np.full(n_layers, 2.0), num_evals=np.full(n_layers, m),
-        norm=lam * 20, num_fingers=np.zeros(n_layers, dtype=np.int64),
+        alpha=alpha,
+        alpha_weighted=alpha * np.log10(lam),
+        lambda_max=lam,
+        N=np.full(n_layers, 2 * m),
+        M=np.full(n_layers, m),
+        Q=np.full(n_layers, 2.0),
+        num_evals=np.full(n_layers, m),
+        norm=lam * 20,
+        num_fingers=np.zeros(n_layers, dtype=np.int64),
     )
     return cols
 
@@ -103,8 +111,11 @@ def generate(root: str, n_models: int, n_layers: int, n_owners: int, seed: int =
         rows = pa.Table.from_pydict({k: v for k, v in _layers_block(rng, n_layers).items()}).to_pylist()
         t1 = time.perf_counter()
         for i in range(sample):
-            s2.write_model(model={"alpha": 3.0, "alpha_weighted": 3.0}, layers=rows,
-                           provenance=Provenance(repo_id=f"w/m{i}", revision="r", options_hash=opt))
+            s2.write_model(
+                model={"alpha": 3.0, "alpha_weighted": 3.0},
+                layers=rows,
+                provenance=Provenance(repo_id=f"w/m{i}", revision="r", options_hash=opt),
+            )
         writer_s = (time.perf_counter() - t1) / sample
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -300,7 +300,7 @@ def show_model(con, model: str, *, storage_options: dict | None = None):
     if not summary[1]:
         raise CatalogError(
             f"model {model!r} is not in the store; list stored models with "
-            f"`ww-spectral sql --data ROOT \"SELECT repo_id, revision FROM models\"`"
+            f'`ww-spectral sql --data ROOT "SELECT repo_id, revision FROM models"`'
         )
     key = summary[1][0][summary[0].index("record_key")]
     layer_params = {"repo_id": repo_id, "record_key": key, **files}

@@ -29,8 +29,21 @@ LEADERBOARD_COLUMNS = (
     "alpha_weighted", "alpha", "alpha_median", "log_norm", "log_spectral_norm", "log_alpha_norm",
     "stable_rank", "hill_alpha", "share_alpha_2_6", "n_layers_analysed",
 )  # fmt: skip
-LAYER_COLUMNS = ("layer_id", "longname", "shape", "status", "alpha", "D", "xmin", "num_pl_spikes",
-                 "alpha_weighted", "log_spectral_norm", "stable_rank", "hill_alpha", "warning")
+LAYER_COLUMNS = (
+    "layer_id",
+    "longname",
+    "shape",
+    "status",
+    "alpha",
+    "D",
+    "xmin",
+    "num_pl_spikes",
+    "alpha_weighted",
+    "log_spectral_norm",
+    "stable_rank",
+    "hill_alpha",
+    "warning",
+)
 
 SORT_JS = """
 // Click a header to sort by that column; click again to reverse. Empty cells always sort last.
@@ -120,9 +133,11 @@ def _cell(v, *, text: bool = False, cls: str = "") -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<link rel="icon" href="data:,"><style>{CSS}</style></head>\n<body>\n{body}\n'
-            f"<script>{SORT_JS}</script>\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<link rel="icon" href="data:,"><style>{CSS}</style></head>\n<body>\n{body}\n'
+        f"<script>{SORT_JS}</script>\n</body></html>\n"
+    )
 
 
 def _load(data_root: str):
@@ -134,7 +149,8 @@ def _load(data_root: str):
         models = con.sql("SELECT * FROM models WHERE is_latest").df()
         layers = con.sql(
             "SELECT l.* FROM layers l JOIN (SELECT repo_id, revision, options_hash FROM models WHERE is_latest) m"
-            " USING (repo_id, revision, options_hash) ORDER BY l.repo_id, l.layer_id").df()
+            " USING (repo_id, revision, options_hash) ORDER BY l.repo_id, l.layer_id"
+        ).df()
     finally:
         con.close()
     return models, layers
@@ -166,8 +182,11 @@ def _validation_html(v) -> str:
             txt = "" if not math.isfinite(float(t)) else f"{float(t):+.2f} ({float(r):+.2f})"
             val = "" if not math.isfinite(float(t)) else repr(float(t))
             cells.append(f'<td class="{cls}" data-value="{val}" title="{html.escape(str(vd))}">{txt}</td>')
-        rows.append(f'<tr><td class="text">{html.escape(str(sweep))}</td><td>{int(ns[sweep])}</td>'
-                    + "".join(cells) + "</tr>")
+        rows.append(
+            f'<tr><td class="text">{html.escape(str(sweep))}</td><td>{int(ns[sweep])}</td>'
+            + "".join(cells)
+            + "</tr>"
+        )
     items = "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines(v))
     return (
         "<h2>Does the metric predict accuracy?</h2>"
@@ -181,9 +200,16 @@ def _validation_html(v) -> str:
     )
 
 
-def build_report(data_root: str, out_dir: str | os.PathLike, *, truth: str | os.PathLike | None = None,
-                 models_dir: str | None = None, metric: str | None = None, layer_plots: bool = True,
-                 log=None) -> ReportResult:
+def build_report(
+    data_root: str,
+    out_dir: str | os.PathLike,
+    *,
+    truth: str | os.PathLike | None = None,
+    models_dir: str | None = None,
+    metric: str | None = None,
+    layer_plots: bool = True,
+    log=None,
+) -> ReportResult:
     """Write OUT_DIR/index.html, OUT_DIR/models/*.html and their PNGs; returns where and how much.
 
     truth: truth.csv (or the zoo folder holding it): adds test accuracy, the validation table and the
@@ -226,7 +252,9 @@ def build_report(data_root: str, out_dir: str | os.PathLike, *, truth: str | os.
         t = truth_df.assign(_key=truth_df["repo_id"].astype(str).map(lambda r: r.split("/")[-1]))
         models = models.merge(t[["_key", "sweep", "test_accuracy"]], on="_key", how="left")
     # predicted rank: 1 = best by the metric's direction (catalogs/metrics.py)
-    models["rank"] = (m.sign * models[m.column].astype(float)).rank(method="min", na_option="bottom").astype(int)
+    models["rank"] = (
+        (m.sign * models[m.column].astype(float)).rank(method="min", na_option="bottom").astype(int)
+    )
     models = models.sort_values(["rank", "repo_id"]).reset_index(drop=True)
 
     n_layer_plots = 0
@@ -237,8 +265,12 @@ def build_report(data_root: str, out_dir: str | os.PathLike, *, truth: str | os.
             log(f"report: {i + 1}/{len(models)} {repo_id}")
         ml = layers[(layers["repo_id"] == row["repo_id"]) & (layers["revision"] == row["revision"])]
         img = out / "img" / slug
-        figs = [plots.plot_alpha_by_depth(ml, path=img / "alpha_by_depth.png", title=f"{repo_id}: alpha by depth"),
-                plots.plot_alpha_histogram(ml, path=img / "alpha_hist.png", title=f"{repo_id}: layer alphas")]
+        figs = [
+            plots.plot_alpha_by_depth(
+                ml, path=img / "alpha_by_depth.png", title=f"{repo_id}: alpha by depth"
+            ),
+            plots.plot_alpha_histogram(ml, path=img / "alpha_hist.png", title=f"{repo_id}: layer alphas"),
+        ]
         layer_figs: dict[str, dict] = {}
         weights = _find_weights(repo_id, models_dir) if layer_plots else None
         note = ""
@@ -247,21 +279,33 @@ def build_report(data_root: str, out_dir: str | os.PathLike, *, truth: str | os.
                 layer_figs[name] = plots.plot_layer(ev, out_dir=img, name=name)
                 n_layer_plots += len(layer_figs[name])
         else:
-            note = ("ESD plots need the weights: pass --models-dir with the scanned folder"
-                    if layer_plots else "ESD plots were not requested (--no-layer-plots)")
+            note = (
+                "ESD plots need the weights: pass --models-dir with the scanned folder"
+                if layer_plots
+                else "ESD plots were not requested (--no-layer-plots)"
+            )
         (out / "models" / f"{slug}.html").write_text(
-            _model_page(row, ml, figs, layer_figs, note, out, m.column), encoding="utf-8")
+            _model_page(row, ml, figs, layer_figs, note, out, m.column), encoding="utf-8"
+        )
 
     scatter = []
     if validation is not None:
         for col in dict.fromkeys([m.column, "alpha"]):
             if col in validation.joined.columns:
-                scatter.append(plots.plot_metric_vs_accuracy(
-                    validation.joined, metric=col, path=out / "img" / f"scatter_{col}.png"))
-    (out / "index.html").write_text(_index_page(models, m, validation, scatter, out, data_root),
-                                    encoding="utf-8")
-    return ReportResult(index=out / "index.html", n_models=len(models), n_layer_plots=n_layer_plots,
-                        seconds=time.perf_counter() - t0)
+                scatter.append(
+                    plots.plot_metric_vs_accuracy(
+                        validation.joined, metric=col, path=out / "img" / f"scatter_{col}.png"
+                    )
+                )
+    (out / "index.html").write_text(
+        _index_page(models, m, validation, scatter, out, data_root), encoding="utf-8"
+    )
+    return ReportResult(
+        index=out / "index.html",
+        n_models=len(models),
+        n_layer_plots=n_layer_plots,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -272,13 +316,17 @@ def _index_page(models, metric, validation, scatter, out: Path, data_root: str) 
     has_truth = "test_accuracy" in models.columns
     cols = [c for c in LEADERBOARD_COLUMNS if c in models.columns]
     head = ["rank", "repo_id"] + (["sweep", "test_accuracy"] if has_truth else []) + cols
-    th = "".join(f'<th class="{"text" if h in ("repo_id", "sweep") else ""}">{html.escape(h)}</th>' for h in head)
+    th = "".join(
+        f'<th class="{"text" if h in ("repo_id", "sweep") else ""}">{html.escape(h)}</th>' for h in head
+    )
     body = []
     for _, r in models.iterrows():
         slug = _slug(str(r["repo_id"]))
-        cells = [_cell(r["rank"]),
-                 f'<td class="text" data-value="{html.escape(str(r["repo_id"]))}">'
-                 f'<a href="models/{slug}.html">{html.escape(str(r["repo_id"]))}</a></td>']
+        cells = [
+            _cell(r["rank"]),
+            f'<td class="text" data-value="{html.escape(str(r["repo_id"]))}">'
+            f'<a href="models/{slug}.html">{html.escape(str(r["repo_id"]))}</a></td>',
+        ]
         if has_truth:
             cells += [_cell(r.get("sweep"), text=True), _cell(r.get("test_accuracy"))]
         cells += [_cell(r[c]) for c in cols]
@@ -303,32 +351,46 @@ def _model_page(row, layers, figs, layer_figs, note, out: Path, metric_col: str)
     if "test_accuracy" in row.index:
         facts += [("sweep", row.get("sweep")), ("test accuracy (truth)", row.get("test_accuracy"))]
     facts += [(c, row.get(c)) for c in LEADERBOARD_COLUMNS if c in row.index]
-    facts += [(c, row.get(c)) for c in ("architecture", "model_type", "parameter_count", "dtype") if c in row.index]
-    summary = "".join(f'<tr><th class="text">{html.escape(k)}</th>'
-                      f'{_cell(v, text=isinstance(v, str) or v is None)}</tr>' for k, v in facts)
+    facts += [
+        (c, row.get(c)) for c in ("architecture", "model_type", "parameter_count", "dtype") if c in row.index
+    ]
+    summary = "".join(
+        f'<tr><th class="text">{html.escape(k)}</th>{_cell(v, text=isinstance(v, str) or v is None)}</tr>'
+        for k, v in facts
+    )
     lcols = [c for c in LAYER_COLUMNS if c in layers.columns]
-    lhead = "".join(f'<th class="{"text" if c in ("longname", "shape", "status", "warning") else ""}">{c}</th>'
-                    for c in lcols)
+    lhead = "".join(
+        f'<th class="{"text" if c in ("longname", "shape", "status", "warning") else ""}">{c}</th>'
+        for c in lcols
+    )
     lrows = "".join(
-        "<tr>" + "".join(_cell(r[c], text=c in ("longname", "shape", "status", "warning")) for c in lcols) + "</tr>"
-        for _, r in layers.iterrows())
+        "<tr>"
+        + "".join(_cell(r[c], text=c in ("longname", "shape", "status", "warning")) for c in lcols)
+        + "</tr>"
+        for _, r in layers.iterrows()
+    )
     imgs = "".join(f'<img src="{_rel(p, base)}" alt="{html.escape(p.stem)}">' for p in figs)
     per_layer = []
     for name, kinds in layer_figs.items():
-        per_layer.append(f"<h3>{html.escape(name)}</h3>"
-                         + "".join(f'<img src="{_rel(p, base)}" alt="{html.escape(name)} {k}">'
-                                   for k, p in kinds.items()))
+        per_layer.append(
+            f"<h3>{html.escape(name)}</h3>"
+            + "".join(f'<img src="{_rel(p, base)}" alt="{html.escape(name)} {k}">' for k, p in kinds.items())
+        )
     body = [
         '<p><a href="../index.html">&larr; leaderboard</a></p>',
         f"<h1>{html.escape(repo_id)}</h1>",
         f'<table id="summary"><tbody>{summary}</tbody></table>',
-        "<h2>Alpha by depth</h2>", imgs,
+        "<h2>Alpha by depth</h2>",
+        imgs,
         "<h2>Layers</h2>",
         f'<table class="sortable" id="layers"><thead><tr>{lhead}</tr></thead><tbody>{lrows}</tbody></table>',
         "<h2>Layer spectra</h2>",
-        ('<p class="note">ESD on log-log axes with the fitted power law and xmin; histogram of log10 '
-         "eigenvalues; KS distance D against candidate xmin. Eigenvalues recomputed from the weights "
-         "with default analysis options.</p>" + "".join(per_layer)) if per_layer
+        (
+            '<p class="note">ESD on log-log axes with the fitted power law and xmin; histogram of log10 '
+            "eigenvalues; KS distance D against candidate xmin. Eigenvalues recomputed from the weights "
+            "with default analysis options.</p>" + "".join(per_layer)
+        )
+        if per_layer
         else f'<p class="note">{html.escape(note)}</p>',
     ]
     return _page(f"{repo_id} - ww-spectral", "\n".join(body))

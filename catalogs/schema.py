@@ -92,13 +92,17 @@ PROVENANCE_FIELDS = (
     _f("ww_spectral_version", pa.string(), "ww-spectral version that wrote the row", required=True),
     _f("options_hash", pa.string(), "AnalysisOptions.fingerprint() of the analysis", required=True),
     _f("analyzed_at", _TS, "when the analysis (or failure) happened, UTC", required=True),
-    _f("record_key", pa.string(), "hash naming the source file; compaction de-duplicates on it", required=True),
+    _f(
+        "record_key",
+        pa.string(),
+        "hash naming the source file; compaction de-duplicates on it",
+        required=True,
+    ),
     _f("schema_version", pa.int32(), "SCHEMA_VERSION of the writer", required=True),
 )
 
 LAYERS_SCHEMA = pa.schema(
-    [*PROVENANCE_FIELDS]
-    + [_f(c.name, _KIND_TO_ARROW[c.kind], c.doc, required=True) for c in LAYER_COLUMNS],
+    [*PROVENANCE_FIELDS] + [_f(c.name, _KIND_TO_ARROW[c.kind], c.doc, required=True) for c in LAYER_COLUMNS],
     metadata={"table": "layers", "schema_version": str(SCHEMA_VERSION)},
 )
 
@@ -187,7 +191,11 @@ def conform(data, table: str) -> pa.Table:
     if isinstance(data, pa.Table):
         tbl = data
     elif isinstance(data, list):
-        tbl = pa.Table.from_pylist(data) if data else pa.table({n: pa.array([], pa.null()) for n in schema.names})
+        tbl = (
+            pa.Table.from_pylist(data)
+            if data
+            else pa.table({n: pa.array([], pa.null()) for n in schema.names})
+        )
     else:  # pandas DataFrame
         tbl = pa.Table.from_pandas(data, preserve_index=False)
     unknown = [n for n in tbl.column_names if n not in schema.names]

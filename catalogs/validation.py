@@ -119,11 +119,22 @@ def correlate(joined, *, metrics: tuple[str, ...] = VALIDATION_METRICS) -> objec
             if n >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
                 tau, tau_p = stats.kendalltau(x, y)
                 rho, rho_p = stats.spearmanr(x, y)
-            rows.append({"sweep": sweep, "metric": metric, "direction": direction, "n": n,
-                         "tau": float(tau), "tau_p": float(tau_p), "rho": float(rho), "rho_p": float(rho_p),
-                         "verdict": verdict(float(tau), float(tau_p))})
-    return pd.DataFrame(rows, columns=["sweep", "metric", "direction", "n", "tau", "tau_p", "rho", "rho_p",
-                                       "verdict"])
+            rows.append(
+                {
+                    "sweep": sweep,
+                    "metric": metric,
+                    "direction": direction,
+                    "n": n,
+                    "tau": float(tau),
+                    "tau_p": float(tau_p),
+                    "rho": float(rho),
+                    "rho_p": float(rho_p),
+                    "verdict": verdict(float(tau), float(tau_p)),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["sweep", "metric", "direction", "n", "tau", "tau_p", "rho", "rho_p", "verdict"]
+    )
 
 
 def verdict(tau: float, p: float) -> str:
@@ -141,8 +152,10 @@ def validate_frames(models, truth, *, metrics: tuple[str, ...] = VALIDATION_METR
     """Join and correlate in-memory tables (see join_truth, correlate)."""
     joined, unmatched = join_truth(models, truth)
     if joined.empty:
-        raise ValidationError("no model of the catalog matches a repo_id of the truth file; scan the zoo "
-                              "folder into this data root first (`ww-spectral scan --folder DIR --data ROOT`)")
+        raise ValidationError(
+            "no model of the catalog matches a repo_id of the truth file; scan the zoo "
+            "folder into this data root first (`ww-spectral scan --folder DIR --data ROOT`)"
+        )
     return Validation(long=correlate(joined, metrics=metrics), joined=joined, unmatched=unmatched)
 
 
@@ -159,8 +172,9 @@ def load_models(data_root: str):
             close()
 
 
-def validate(data_root: str, truth_path: str | os.PathLike, *,
-             metrics: tuple[str, ...] = VALIDATION_METRICS) -> Validation:
+def validate(
+    data_root: str, truth_path: str | os.PathLike, *, metrics: tuple[str, ...] = VALIDATION_METRICS
+) -> Validation:
     """Validate the models stored under data_root against a truth file (truth.csv or the zoo folder)."""
     from pipelines.zoo import read_truth
 
@@ -180,11 +194,16 @@ def summary_lines(v: Validation, *, focus: tuple[str, ...] = ("alpha", "alpha_we
         g = long[long["sweep"] == sweep]
         works = g.loc[g["verdict"] == "works", "metric"].tolist()
         wrong = g.loc[g["verdict"] == "wrong sign", "metric"].tolist()
-        f = "; ".join(f"{m} tau {_fmt(g.loc[g['metric'] == m, 'tau'].iloc[0])}"
-                      for m in focus if (g["metric"] == m).any())
+        f = "; ".join(
+            f"{m} tau {_fmt(g.loc[g['metric'] == m, 'tau'].iloc[0])}"
+            for m in focus
+            if (g["metric"] == m).any()
+        )
         n = int(g["n"].max()) if len(g) else 0
-        lines.append(f"{sweep} (n={n}): {f}. works: {', '.join(works) or 'none'}; "
-                     f"wrong sign: {', '.join(wrong) or 'none'}")
+        lines.append(
+            f"{sweep} (n={n}): {f}. works: {', '.join(works) or 'none'}; "
+            f"wrong sign: {', '.join(wrong) or 'none'}"
+        )
     return lines
 
 
@@ -195,17 +214,23 @@ def format_table(v: Validation) -> str:
     width = max(16, *(len(c) + 2 for c in cols))
     head = f"{'sweep':<14}{'n':>4}  " + "".join(f"{c:>{width}}" for c in cols)
     ns = v.long.groupby("sweep", sort=False)["n"].max()
-    out = ["Kendall tau (Spearman rho) of each metric with test accuracy, expected sign (+1 = perfect):",
-           head, "-" * len(head)]
+    out = [
+        "Kendall tau (Spearman rho) of each metric with test accuracy, expected sign (+1 = perfect):",
+        head,
+        "-" * len(head),
+    ]
     for sweep in tau.index:
-        cells = "".join(f"{_fmt(tau.loc[sweep, c]) + ' (' + _fmt(rho.loc[sweep, c]).strip() + ')':>{width}}"
-                        for c in cols)
+        cells = "".join(
+            f"{_fmt(tau.loc[sweep, c]) + ' (' + _fmt(rho.loc[sweep, c]).strip() + ')':>{width}}" for c in cols
+        )
         out.append(f"{sweep:<14}{int(ns[sweep]):>4}  {cells}")
     out.append("")
     out += summary_lines(v)
     if v.unmatched:
-        out.append(f"({len(v.unmatched)} truth rows had no model in the catalog: {', '.join(v.unmatched[:5])}"
-                   f"{' ...' if len(v.unmatched) > 5 else ''})")
+        out.append(
+            f"({len(v.unmatched)} truth rows had no model in the catalog: {', '.join(v.unmatched[:5])}"
+            f"{' ...' if len(v.unmatched) > 5 else ''})"
+        )
     return "\n".join(out)
 
 
@@ -216,8 +241,10 @@ def format_markdown(v: Validation) -> str:
     for stat, label in (("tau", "Kendall tau"), ("rho", "Spearman rho")):
         w = v.wide(stat)
         cols = list(w.columns)
-        out.append(f"{label} with test accuracy (expected sign: +1 = the metric ranks models exactly as "
-                   "their accuracy; negative = wrong direction)")
+        out.append(
+            f"{label} with test accuracy (expected sign: +1 = the metric ranks models exactly as "
+            "their accuracy; negative = wrong direction)"
+        )
         out.append("")
         out.append("| sweep | n | " + " | ".join(cols) + " |")
         out.append("|---|---:|" + "---:|" * len(cols))
@@ -250,6 +277,12 @@ def render(v: Validation, fmt: str = "table") -> str:
             for k, val in r.items():
                 if isinstance(val, float) and not math.isfinite(val):
                     r[k] = None
-        return json.dumps({"convention": "expected sign: +1 = metric ranks models as their accuracy",
-                           "correlations": recs, "unmatched": list(v.unmatched)}, indent=2)
+        return json.dumps(
+            {
+                "convention": "expected sign: +1 = metric ranks models as their accuracy",
+                "correlations": recs,
+                "unmatched": list(v.unmatched),
+            },
+            indent=2,
+        )
     raise ValidationError(f"unknown format {fmt!r}; use table, csv, json or markdown")

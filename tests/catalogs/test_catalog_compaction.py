@@ -24,13 +24,20 @@ VIEWS = ("layers", "models", "failures", "scans", "models_latest", "model_summar
 def _fill(store: ResultStore) -> None:
     for i in range(6):
         owner = "org" if i % 2 else "lab"
-        write(store, f"{owner}/m{i}", [1.5 + i, 2.5 + i, 3.0], model_type="llama" if i < 3 else "gpt2",
-              parameter_count=10 ** (7 + i))
+        write(
+            store,
+            f"{owner}/m{i}",
+            [1.5 + i, 2.5 + i, 3.0],
+            model_type="llama" if i < 3 else "gpt2",
+            parameter_count=10 ** (7 + i),
+        )
     write(store, "org/m1", [2.2, 2.4, 2.6], revision="r2", minutes=10)
-    store.write_failure(repo_id="org/bad", revision="r", stage="read", error_type="CheckpointError",
-                        message="x", attempt=1)
-    store.write_failure(repo_id="org/bad", revision="r", stage="read", error_type="CheckpointError",
-                        message="x", attempt=2)
+    store.write_failure(
+        repo_id="org/bad", revision="r", stage="read", error_type="CheckpointError", message="x", attempt=1
+    )
+    store.write_failure(
+        repo_id="org/bad", revision="r", stage="read", error_type="CheckpointError", message="x", attempt=2
+    )
     store.write_scan({"scan_id": "s1", "source": "folder", "counts": {"done": 7}})
     store.write_scan({"scan_id": "s2", "source": "hub", "counts": {"done": 0}})
 
@@ -128,16 +135,32 @@ def test_older_schema_version_files_still_query(tmp_path):
     new_layer = store.read("layers").to_pylist()[0]
     # version-0 files: no hill_alpha / stable_rank in layers; no likes/base_model/hill_alpha in models
     old_key = store.model_key("org/old", "r1", "opt0")
-    m_row = {**new_model, "repo_id": "org/old", "record_key": old_key, "schema_version": 0, "alpha": 2.5,
-             "alpha_weighted": 2.5}
+    m_row = {
+        **new_model,
+        "repo_id": "org/old",
+        "record_key": old_key,
+        "schema_version": 0,
+        "alpha": 2.5,
+        "alpha_weighted": 2.5,
+    }
     l_row = {**new_layer, "repo_id": "org/old", "record_key": old_key, "schema_version": 0}
-    _old_version_file(tmp_path / f"models/owner=org/m-old.{old_key}.parquet", MODELS_SCHEMA, m_row,
-                      ("likes", "base_model", "hill_alpha", "hill_alpha_median"))
-    _old_version_file(tmp_path / f"layers/owner=org/m-old.{old_key}.parquet", LAYERS_SCHEMA, l_row,
-                      ("hill_alpha", "stable_rank"))
+    _old_version_file(
+        tmp_path / f"models/owner=org/m-old.{old_key}.parquet",
+        MODELS_SCHEMA,
+        m_row,
+        ("likes", "base_model", "hill_alpha", "hill_alpha_median"),
+    )
+    _old_version_file(
+        tmp_path / f"layers/owner=org/m-old.{old_key}.parquet",
+        LAYERS_SCHEMA,
+        l_row,
+        ("hill_alpha", "stable_rank"),
+    )
     con = catalog.connect(tmp_path)
     try:
-        _, rows = catalog.query(con, "SELECT repo_id, schema_version, hill_alpha FROM layers ORDER BY repo_id, layer_id")
+        _, rows = catalog.query(
+            con, "SELECT repo_id, schema_version, hill_alpha FROM layers ORDER BY repo_id, layer_id"
+        )
         assert rows[0] == ("org/new", 1, 3.0) and rows[-1] == ("org/old", 0, None)
         assert [r[1] for r in catalog.leaderboard(con)[1]] == ["org/old", "org/new"]
         summary, layers = catalog.show_model(con, "org/old")
@@ -152,6 +175,8 @@ def test_older_schema_version_files_still_query(tmp_path):
 def _results_small(root):
     con = catalog.connect(root)
     try:
-        return {v: sorted(map(str, catalog.query(con, f"SELECT * FROM {v}")[1])) for v in ("layers", "models")}
+        return {
+            v: sorted(map(str, catalog.query(con, f"SELECT * FROM {v}")[1])) for v in ("layers", "models")
+        }
     finally:
         con.close()

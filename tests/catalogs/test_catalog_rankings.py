@@ -68,8 +68,9 @@ def test_every_metric_follows_its_direction(con, metric):
     values = [r[cols.index(m.column)] for r in rows]
     assert values == sorted(values, reverse=(m.direction == "higher"))
     # the rankings view agrees with the leaderboard query
-    _, view = catalog.query(con, "SELECT repo_id, rank FROM rankings WHERE metric = ? ORDER BY rank, repo_id",
-                            [m.column])
+    _, view = catalog.query(
+        con, "SELECT repo_id, rank FROM rankings WHERE metric = ? ORDER BY rank, repo_id", [m.column]
+    )
     assert [(r, repo) for repo, r in view] == [(r[0], r[1]) for r in rows]
 
 
@@ -77,29 +78,47 @@ def test_group_by_model_type_ranks_within_groups(con):
     cols, rows = catalog.leaderboard(con, metric="alpha", group_by="model_type")
     assert cols[:3] == ["model_type", "rank", "repo_id"]
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("gpt2", 1, "org/c"), ("gpt2", 2, "x/d"), ("llama", 1, "org/a"), ("llama", 2, "org/b")]
+        ("gpt2", 1, "org/c"),
+        ("gpt2", 2, "x/d"),
+        ("llama", 1, "org/a"),
+        ("llama", 2, "org/b"),
+    ]
 
 
 def test_group_by_param_bucket_and_family(con):
     _, rows = catalog.leaderboard(con, metric="alpha", group_by="param_bucket")
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("100M-1B", 1, "org/c"), ("100M-1B", 2, "x/d"), ("1B-10B", 1, "org/a"), ("1B-10B", 2, "org/b")]
+        ("100M-1B", 1, "org/c"),
+        ("100M-1B", 2, "x/d"),
+        ("1B-10B", 1, "org/a"),
+        ("1B-10B", 2, "org/b"),
+    ]
     _, rows = catalog.leaderboard(con, metric="alpha", group_by="family")
     assert ("org/c", 2, "x/d") in [(r[0], r[1], r[2]) for r in rows]  # the fine-tune joins its base's family
 
 
 def test_where_and_top(con):
     assert _order(con, metric="alpha", where="pipeline_tag = 'text-generation'") == [
-        (1, "org/a"), (2, "org/b"), (2, "x/d")]
+        (1, "org/a"),
+        (2, "org/b"),
+        (2, "x/d"),
+    ]
     _, rows = catalog.leaderboard(con, metric="alpha", group_by="model_type", top=1)
     assert [(r[0], r[2]) for r in rows] == [("gpt2", "org/c"), ("llama", "org/a")]
 
 
 def test_rankings_by_group_view(con):
-    _, rows = catalog.query(con, "SELECT group_value, rank, repo_id FROM rankings_by_group WHERE metric = 'alpha' "
-                                 "AND group_by = 'pipeline_tag' ORDER BY group_value, rank, repo_id")
-    assert rows == [("fill-mask", 1, "org/c"), ("text-generation", 1, "org/a"),
-                    ("text-generation", 2, "org/b"), ("text-generation", 2, "x/d")]
+    _, rows = catalog.query(
+        con,
+        "SELECT group_value, rank, repo_id FROM rankings_by_group WHERE metric = 'alpha' "
+        "AND group_by = 'pipeline_tag' ORDER BY group_value, rank, repo_id",
+    )
+    assert rows == [
+        ("fill-mask", 1, "org/c"),
+        ("text-generation", 1, "org/a"),
+        ("text-generation", 2, "org/b"),
+        ("text-generation", 2, "x/d"),
+    ]
 
 
 def test_unknown_metric_or_group_lists_allowed(con):

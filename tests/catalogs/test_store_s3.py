@@ -24,10 +24,19 @@ def s3(tmp_path_factory):
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     client.create_bucket(Bucket="wwdata")
-    opts = {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    opts = {
+        "key": "test",
+        "secret": "test",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
     yield {"endpoint": endpoint, "client": client, "opts": opts}
     server.stop()
 
@@ -40,7 +49,7 @@ def root(s3):
 def _keys(s3, root):
     prefix = root.removeprefix("s3://wwdata/") + "/"
     resp = s3["client"].list_objects_v2(Bucket="wwdata", Prefix=prefix)
-    return sorted(o["Key"][len(prefix):] for o in resp.get("Contents", []))
+    return sorted(o["Key"][len(prefix) :] for o in resp.get("Contents", []))
 
 
 def test_write_has_model_and_noop_on_s3(s3, root):
@@ -48,8 +57,11 @@ def test_write_has_model_and_noop_on_s3(s3, root):
     assert not store.has_model("org/a", "r1", "opt0")
     assert write(store, "org/a", [3.0, 4.0])
     key = store.model_key("org/a", "r1", "opt0")
-    assert _keys(s3, root) == [f"_markers/owner=org/a.{key}.json", f"layers/owner=org/m-a.{key}.parquet",
-                               f"models/owner=org/m-a.{key}.parquet"]
+    assert _keys(s3, root) == [
+        f"_markers/owner=org/a.{key}.json",
+        f"layers/owner=org/m-a.{key}.parquet",
+        f"models/owner=org/m-a.{key}.parquet",
+    ]
     assert store.has_model("org/a", "r1", "opt0")
     etags = {o["Key"]: o["ETag"] for o in s3["client"].list_objects_v2(Bucket="wwdata")["Contents"]}
     assert write(store, "org/a", [9.0]) is False

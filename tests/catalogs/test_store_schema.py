@@ -18,7 +18,11 @@ from ww_spectral.columns import LAYER_COLUMN_NAMES
 
 def _prov_cols(n=1):
     p = Provenance(repo_id="o/m", revision="abc", options_hash="h")
-    return {**{k: [v] * n for k, v in p.as_columns().items()}, "record_key": ["k"] * n, "schema_version": [1] * n}
+    return {
+        **{k: [v] * n for k, v in p.as_columns().items()},
+        "record_key": ["k"] * n,
+        "schema_version": [1] * n,
+    }
 
 
 def test_layers_schema_is_provenance_plus_layer_columns_in_order():
@@ -34,8 +38,20 @@ def test_layers_schema_is_provenance_plus_layer_columns_in_order():
 
 
 def test_models_schema_has_summary_keys_and_facts():
-    for k in ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "share_alpha_2_6", "n_tensors",
-              "parameter_count", "architecture", "model_type", "pipeline_tag", "base_model", "downloads"):
+    for k in (
+        "alpha",
+        "alpha_weighted",
+        "log_norm",
+        "log_spectral_norm",
+        "share_alpha_2_6",
+        "n_tensors",
+        "parameter_count",
+        "architecture",
+        "model_type",
+        "pipeline_tag",
+        "base_model",
+        "downloads",
+    ):
         assert k in MODELS_SCHEMA.names
 
 
@@ -98,13 +114,18 @@ def test_write_model_rejects_bad_layers_before_writing_anything(tmp_path):
     rows = layer_rows([3.0])
     rows[0]["alpha"] = "bad"
     with pytest.raises(SchemaError, match="alpha"):
-        store.write_model(model={}, layers=rows, provenance=Provenance(repo_id="o/m", revision="r", options_hash="h"))
+        store.write_model(
+            model={}, layers=rows, provenance=Provenance(repo_id="o/m", revision="r", options_hash="h")
+        )
     assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.json"))
 
 
 def test_nan_summary_values_are_stored_as_null(tmp_path):
     store = ResultStore(tmp_path)
-    store.write_model(model={"alpha": math.nan, "alpha_weighted": 2.5}, layers=layer_rows([2.5]),
-                      provenance=Provenance(repo_id="o/m", revision="r", options_hash="h"))
+    store.write_model(
+        model={"alpha": math.nan, "alpha_weighted": 2.5},
+        layers=layer_rows([2.5]),
+        provenance=Provenance(repo_id="o/m", revision="r", options_hash="h"),
+    )
     t = store.read("models")
     assert t.column("alpha").to_pylist() == [None] and t.column("alpha_weighted").to_pylist() == [2.5]

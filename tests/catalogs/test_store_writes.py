@@ -74,17 +74,44 @@ def test_extra_model_keys_go_to_extra_json_and_provenance_must_agree(tmp_path):
 
 def test_failures_and_scans(tmp_path):
     store = ResultStore(tmp_path)
-    a = store.write_failure(repo_id="org/x", revision="r", stage="read", error_type="CheckpointError",
-                            message="truncated", attempt=1)
-    again = store.write_failure(repo_id="org/x", revision="r", stage="read", error_type="CheckpointError",
-                                message="truncated", attempt=1)
-    store.write_failure(repo_id="org/x", revision=None, stage="download", error_type="TransientHubError",
-                        message="503", attempt=2)
+    a = store.write_failure(
+        repo_id="org/x",
+        revision="r",
+        stage="read",
+        error_type="CheckpointError",
+        message="truncated",
+        attempt=1,
+    )
+    again = store.write_failure(
+        repo_id="org/x",
+        revision="r",
+        stage="read",
+        error_type="CheckpointError",
+        message="truncated",
+        attempt=1,
+    )
+    store.write_failure(
+        repo_id="org/x",
+        revision=None,
+        stage="download",
+        error_type="TransientHubError",
+        message="503",
+        attempt=2,
+    )
     assert a == again  # same attempt overwrites its own file
     f = store.read("failures").to_pylist()
-    assert sorted((r["stage"], r["attempt"], r["revision"]) for r in f) == [("download", 2, "unknown"), ("read", 1, "r")]
-    rel = store.write_scan({"source": "hub", "filters": {"author": "org", "limit": 3},
-                            "counts": {"done": 2, "skipped": 1, "failed": 0}, "seconds": 1.25})
+    assert sorted((r["stage"], r["attempt"], r["revision"]) for r in f) == [
+        ("download", 2, "unknown"),
+        ("read", 1, "r"),
+    ]
+    rel = store.write_scan(
+        {
+            "source": "hub",
+            "filters": {"author": "org", "limit": 3},
+            "counts": {"done": 2, "skipped": 1, "failed": 0},
+            "seconds": 1.25,
+        }
+    )
     assert rel.startswith("scans/month=")
     s = store.read("scans").to_pylist()[0]
     assert (s["n_done"], s["n_skipped"], s["n_failed"], s["seconds"]) == (2, 1, 0, 1.25)
@@ -114,8 +141,9 @@ def test_killed_writer_leaves_no_visible_partial_file(tmp_path):
     store = ResultStore(root)
     write(store, "org/fine", [3.0, 4.0])
     script = _KILLED_WRITER.format(tests=str(Path(__file__).parents[1]), root=str(root))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+    )
     try:
         for _ in range(2):  # two chunks are on disk in the temp file
             line = proc.stdout.readline()

@@ -22,14 +22,30 @@ def layer_rows(alphas, *, lambda_max=10.0, norm=None, num_fingers=0, N=64, M=32,
         for c in LAYER_COLUMNS:
             row[c.name] = {"str": "", "int": 0, "float": math.nan, "bool": False}[c.kind]
         row.update(
-            layer_id=i, tensor_name=f"model.layers.{i}.mlp.weight", longname=f"model.layers.{i}.mlp",
-            layer_type="dense", shape=f"{N}x{M}", dtype="F32", N=N, M=M, Q=N / M, rf=1, num_evals=M,
+            layer_id=i,
+            tensor_name=f"model.layers.{i}.mlp.weight",
+            longname=f"model.layers.{i}.mlp",
+            layer_type="dense",
+            shape=f"{N}x{M}",
+            dtype="F32",
+            N=N,
+            M=M,
+            Q=N / M,
+            rf=1,
+            num_evals=M,
             alpha=float(a) if ok else math.nan,
             alpha_weighted=float(a) * math.log10(lambda_max) if ok else math.nan,
-            D=0.05 if ok else math.nan, num_pl_spikes=8 if ok else 0, num_fingers=num_fingers,
-            status=status, fit_status="ok" if ok else "size_filter",
-            norm=nrm, log_norm=math.log10(nrm), spectral_norm=lambda_max,
-            log_spectral_norm=math.log10(lambda_max), lambda_max=lambda_max, stable_rank=nrm / lambda_max,
+            D=0.05 if ok else math.nan,
+            num_pl_spikes=8 if ok else 0,
+            num_fingers=num_fingers,
+            status=status,
+            fit_status="ok" if ok else "size_filter",
+            norm=nrm,
+            log_norm=math.log10(nrm),
+            spectral_norm=lambda_max,
+            log_spectral_norm=math.log10(lambda_max),
+            lambda_max=lambda_max,
+            stable_rank=nrm / lambda_max,
             hill_alpha=float(a) if ok else math.nan,
         )
         rows.append(row)
@@ -52,13 +68,18 @@ def summary(alphas, **facts) -> dict:
 
 
 def prov(repo_id, revision="r1", options_hash="opt0", *, minutes=0) -> Provenance:
-    return Provenance(repo_id=repo_id, revision=revision, options_hash=options_hash,
-                      analyzed_at=T0 + dt.timedelta(minutes=minutes))
+    return Provenance(
+        repo_id=repo_id,
+        revision=revision,
+        options_hash=options_hash,
+        analyzed_at=T0 + dt.timedelta(minutes=minutes),
+    )
 
 
 def write(store, repo_id, alphas, *, revision="r1", options_hash="opt0", minutes=0, **facts) -> bool:
     return store.write_model(
-        model=summary(alphas, **facts), layers=layer_rows(alphas),
+        model=summary(alphas, **facts),
+        layers=layer_rows(alphas),
         provenance=prov(repo_id, revision, options_hash, minutes=minutes),
     )
 
