@@ -127,3 +127,14 @@ def test_failures_view(con):
 def test_scans_view(con):
     _, rows = catalog.query(con, "SELECT scan_id, source, n_done, filters->>'author' FROM scans")
     assert rows == [("s1", "hub", 2, "org")]
+
+
+def test_show_latest_and_given_revision(con):
+    (cols, rows), (lcols, layers) = catalog.show_model(con, "org/a")
+    assert rows[0][cols.index("revision")] == "r2" and [r[lcols.index("alpha")] for r in layers][:2] == [
+        2.5,
+        3.0,
+    ]
+    (cols, rows), (lcols, layers) = catalog.show_model(con, "org/a@r1")
+    assert rows[0][cols.index("revision")] == "r1" and layers[0][lcols.index("alpha")] == 1.5
+    assert rows[0][cols.index("n_alpha_lt_2")] == 1 and len(layers) == 4  # skipped tensor listed too
