@@ -438,7 +438,8 @@ def _chunk_stats(outs: list[dict], chunks: list[Chunk]) -> dict:
     """How the model was spread: chunks, distinct worker processes, largest declared memory, Ray seconds."""
     return {"chunks": len(chunks), "worker_pids": sorted({o["pid"] for o in outs}),
             "max_chunk_memory": max((c.memory for c in chunks), default=0),
-            "ray_seconds": sum(o["seconds"] for o in outs)}
+            "ray_seconds": sum(o["seconds"] for o in outs),
+            "prefect_in_workers": any(o.get("prefect_loaded") for o in outs)}
 
 
 def _plan_of_row(row: dict):

@@ -9,6 +9,7 @@ No Prefect code runs in a Ray worker, so Prefect's ephemeral mode never starts a
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -107,4 +108,6 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
     # workers=1, threads=blas_threads: inside a Ray task the library must not fan out over the node's cores.
     with threadpool_limits(limits=blas_threads), open_checkpoint(_local_copy(chunk)) as ckpt:
         rows = analyze_layers(ckpt, list(chunk.plans), options, workers=1, threads=blas_threads)
-    return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid()}
+    # "prefect" in sys.modules here would mean Prefect code reached a Ray worker (it must not: see tasks.py).
+    return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
+            "prefect_loaded": "prefect" in sys.modules}

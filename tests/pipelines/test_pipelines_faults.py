@@ -101,3 +101,19 @@ def test_scan_killed_and_restarted_finishes_without_duplicates(ray_local, prefec
     assert summary["failed"] == 0
     assert summary["skipped"] >= stored_at_kill and summary["done"] + summary["skipped"] == len(names)
     _assert_each_once(data, names, tensors_per_model=4)
+
+
+@pytest.mark.slow
+def test_a_model_past_its_timeout_is_retried_then_recorded(ray_local, prefect_api, tmp_path, monkeypatch):
+    make_big_model(tmp_path / "zoo" / "slow", n_layers=4, side=1024)
+    monkeypatch.setenv("WW_SCAN_MODEL_TIMEOUT_S", "0.3")
+    monkeypatch.setenv("WW_SCAN_RETRIES", "1")
+    monkeypatch.setenv("WW_SCAN_RETRY_DELAY_S", "0.1")
+    data = str(tmp_path / "data")
+    summary = scan_folder(folder=str(tmp_path / "zoo"), data_root=data, workers=2)
+    assert (summary["done"], summary["failed"]) == (0, 1)
+    (fail,) = ResultStore(data).read("failures").to_pylist()
+    # A timeout is transient: retried once (WW_SCAN_RETRIES=1), then recorded with the final attempt number.
+    assert (fail["repo_id"], fail["stage"], fail["error_type"], fail["attempt"]) == ("slow", "analyze",
+                                                                                      "TimeoutError", 2)
+    assert not _chunk_worker_pids()  # the timed-out chunks were cancelled

@@ -84,6 +84,7 @@ def test_big_model_is_split_over_ray_tasks_with_memory_declared(ray_local, prefe
     (info,) = summary["models"]
     per_layer = 8 * 256 * 256 + 2 * 8 * 256 * 256
     assert info["chunks"] == 3
+    assert not info["prefect_in_workers"]  # no Prefect code runs inside Ray workers
     assert info["max_chunk_memory"] == per_layer + 256 * 2**20  # the largest layer + the fixed base
     # Split or not, the rows equal the direct analysis, in checkpoint order.
     direct = analyze_model(str(folder))
