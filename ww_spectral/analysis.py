@@ -40,7 +40,7 @@ from .errors import OptionError, UnsupportedDtypeError, WWSpectralError
 from .fit import fit_power_law, hill_alpha
 from .layers import eigenvalue_scale, layer_matrices, plan_layer
 from .metrics import layer_metrics
-from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo
+from .records import AnalysisOptions, CheckpointRef, LayerPlan
 from .spectrum import NonFiniteSpectrumError, layer_spectrum, noise_floor
 from .summary import summarize
 
@@ -140,63 +140,6 @@ def _resolve_workers(plans: list[LayerPlan], workers: int | None, threads: int) 
 # ---------------------------------------------------------------- sources
 
 
-class _MappingCheckpoint:
-    """Minimal in-memory checkpoint over a Mapping[str, array|tensor] or an nn.Module's state dict.
-
-    Used only when ww_spectral.checkpoint (the reader) is not importable; same interface.
-    """
-
-    _TORCH_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64",
-                    "int8": "I8", "int32": "I32", "int64": "I64", "uint8": "U8", "bool": "BOOL",
-                    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "int16": "I16"}
-    _NP_CODES = {"float32": "F32", "float16": "F16", "float64": "F64", "bfloat16": "BF16", "int8": "I8",
-                 "int32": "I32", "int64": "I64", "uint8": "U8", "bool": "BOOL", "int16": "I16",
-                 "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
-
-    def __init__(self, source: Any) -> None:
-        if hasattr(source, "state_dict") and callable(source.state_dict):
-            source = source.state_dict()
-        self._data = dict(source)
-        self.ref = CheckpointRef(repo_id="<mapping>", revision="", files=(), kind="mapping")
-
-    def _code(self, value: Any) -> str:
-        dt = getattr(value, "dtype", None)
-        name = str(dt).replace("torch.", "")
-        if type(value).__module__.startswith("torch"):
-            return self._TORCH_CODES.get(name, name.upper())
-        return self._NP_CODES.get(name, name.upper())
-
-    def tensors(self) -> list[TensorInfo]:
-        out = []
-        for name, value in self._data.items():
-            shape = tuple(int(s) for s in getattr(value, "shape", ()))
-            nbytes = int(getattr(value, "nbytes", 0) or 0)
-            out.append(TensorInfo(name=name, shape=shape, dtype=self._code(value), file=None, nbytes=nbytes))
-        return out
-
-    def read(self, name: str, *, dtype: Any = np.float32) -> np.ndarray:
-        value = self._data[name]
-        code = self._code(value)
-        if code not in ("F32", "F16", "BF16", "F64"):
-            raise UnsupportedDtypeError(f"{name}: dtype {code} is not analysed")
-        if type(value).__module__.startswith("torch"):
-            import torch
-
-            t = value.detach().to("cpu")
-            t = t.to(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
-            return t.numpy()
-        return np.asarray(value).astype(dtype, copy=False)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
 def _is_checkpoint(obj: Any) -> bool:
     return callable(getattr(obj, "tensors", None)) and callable(getattr(obj, "read", None))
 
@@ -208,18 +151,8 @@ def _opened(source: Any, **open_kwargs: Any):
     if _is_checkpoint(source):
         yield source
         return
-    try:
-        from .checkpoint import open_checkpoint
-    except ModuleNotFoundError as exc:  # the reader is not installed in this build
-        if exc.name != f"{__package__}.checkpoint":
-            raise
-        if isinstance(source, Mapping) or hasattr(source, "state_dict"):
-            with _MappingCheckpoint(source) as ckpt:
-                yield ckpt
-            return
-        raise WWSpectralError(
-            f"cannot open {source!r}: the checkpoint reader (ww_spectral.checkpoint) is not installed"
-        ) from exc
+    from .checkpoint import open_checkpoint
+
     ckpt = open_checkpoint(source, **open_kwargs)
     try:
         yield ckpt
