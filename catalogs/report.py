@@ -236,9 +236,7 @@ def build_report(
     validation = None
     truth_df = None
     if truth is not None:
-        from pipelines.zoo import read_truth
-
-        from .validation import validate_frames
+        from .validation import read_truth, validate_frames
 
         truth_df = read_truth(truth)
         validation = validate_frames(models, truth_df)

@@ -172,12 +172,36 @@ def load_models(data_root: str):
             close()
 
 
+def read_truth(path: str | os.PathLike):
+    """A truth file as a DataFrame: CSV with repo_id, test_accuracy and optionally sweep (else 'all').
+
+    path: the CSV, or a folder holding truth.csv (e.g. the demo zoo's folder).
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "truth.csv"
+    if not p.is_file():
+        raise ValidationError(
+            f"truth file {p} not found; build the demo zoo (`ww-spectral zoo build DIR`) "
+            "or pass a CSV with columns repo_id, test_accuracy[, sweep]"
+        )
+    df = pd.read_csv(p)
+    missing = [c for c in ("repo_id", "test_accuracy") if c not in df.columns]
+    if missing:
+        raise ValidationError(f"truth file {p} lacks columns {missing}; it needs repo_id and test_accuracy")
+    if "sweep" not in df.columns:
+        df["sweep"] = "all"
+    return df
+
+
 def validate(
     data_root: str, truth_path: str | os.PathLike, *, metrics: tuple[str, ...] = VALIDATION_METRICS
 ) -> Validation:
     """Validate the models stored under data_root against a truth file (truth.csv or the zoo folder)."""
-    from pipelines.zoo import read_truth
-
     return validate_frames(load_models(data_root), read_truth(truth_path), metrics=metrics)
 
 

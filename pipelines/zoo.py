@@ -359,7 +359,7 @@ def build_zoo(root: str | os.PathLike, *, grid: ZooGrid = DEFAULT_GRID, workers:
     todo: list[ModelSpec] = []
     for spec in specs:
         meta = read_meta(root_p / spec.name)
-        if meta is None:
+        if meta is None or not _matches(meta, spec):
             todo.append(spec)
         else:
             metas[spec.name] = meta
@@ -399,7 +399,13 @@ def zoo_is_complete(root: str | os.PathLike, *, grid: ZooGrid = DEFAULT_GRID) ->
         return False
     if manifest.get("grid_hash") != grid.grid_hash() or not (root_p / "truth.csv").is_file():
         return False
-    return all(read_meta(root_p / s.name) is not None for s in grid.specs())
+    return all(_matches(read_meta(root_p / s.name), s) for s in grid.specs())
+
+
+def _matches(meta: dict | None, spec: ModelSpec) -> bool:
+    """A stored model is this spec: the folder name fixes the swept factors and the seed; check the rest."""
+    return meta is not None and meta.get("hidden_sizes") == list(spec.hidden_sizes) \
+        and meta.get("lr") == spec.lr and meta.get("momentum") == spec.momentum
 
 
 def _truth_csv(metas: list[dict]) -> str:
@@ -422,18 +428,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def read_truth(path: str | os.PathLike):
-    """truth.csv as a DataFrame (columns TRUTH_COLUMNS at least)."""
-    import pandas as pd
+    """truth.csv (or the zoo folder holding it) as a DataFrame; see catalogs.validation.read_truth."""
+    from catalogs.validation import read_truth as _read
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / "truth.csv"
-    if not p.is_file():
-        raise ZooError(f"truth file {p} not found; build the zoo first (`ww-spectral zoo build DIR`)")
-    df = pd.read_csv(p)
-    missing = [c for c in ("repo_id", "test_accuracy") if c not in df.columns]
-    if missing:
-        raise ZooError(f"truth file {p} lacks columns {missing}; it needs repo_id and test_accuracy")
-    if "sweep" not in df.columns:
-        df["sweep"] = "all"
-    return df
+    return _read(path)

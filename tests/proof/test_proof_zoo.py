@@ -86,3 +86,14 @@ def test_file_in_place_of_folder_is_an_error(tmp_path):
     f.write_text("x")
     with pytest.raises(ZooError, match="is a file"):
         build_zoo(f, grid=TINY_GRID, workers=1)
+
+
+def test_changed_architecture_is_not_reused(tmp_path):
+    import dataclasses
+
+    one = dataclasses.replace(TINY_GRID, sweeps=TINY_GRID.sweeps[:1], seeds=(0,))
+    build_zoo(tmp_path, grid=one, workers=1)
+    wider = dataclasses.replace(one, hidden_sizes=(48, 16))
+    res = build_zoo(tmp_path, grid=wider, workers=1)
+    assert res.trained == 2 and res.reused == 0  # same folder names, different models: retrained
+    assert json.loads((tmp_path / one.specs()[0].name / "config.json").read_text())["hidden_sizes"] == [48, 16]
