@@ -27,7 +27,7 @@ from typing import Any
 from . import metrics as _metrics
 from .errors import CatalogError, ReadOnlyError
 from .schema import SCHEMA_VERSION
-from .store import SEED_VALUE, ResultStore, owner_of
+from .store import SEED_VALUE, ResultStore, owner_of, safe_name
 
 SQL_DIR = Path(__file__).parent / "sql"
 CATALOG_NAME = "catalog.duckdb"
@@ -272,27 +272,32 @@ def leaderboard(con, metric: str = _metrics.DEFAULT_METRIC, group_by: str | None
     return query(con, leaderboard_sql(metric, group_by, where, top))
 
 
-def _partition_files(store: ResultStore, table: str, owner: str) -> tuple[list[str], list[str]]:
-    """(all files, compacted files) of one owner= folder of `table`, as URLs, the seed file first."""
+def _model_files(store: ResultStore, table: str, repo_id: str) -> tuple[list[str], list[str]]:
+    """(files, compacted files) that can hold `repo_id`'s rows in `table`, as URLs, the seed file first:
+    the compacted files of its owner= folder and the per-model files whose name starts with its safe name
+    (a safe-name collision only adds a file; the SQL still filters on repo_id)."""
+    owner = owner_of(repo_id)
     seed = store.url(f"{table}/owner={SEED_VALUE}/c-seed-v{SCHEMA_VERSION}.parquet")
     rels = store.list(f"{table}/owner={owner}/*.parquet") if owner != SEED_VALUE else []
-    files = [seed] + [store.url(r) for r in rels]
-    return files, [seed] + [store.url(r) for r in rels if r.rsplit("/", 1)[-1].startswith("c-")]
+    mine = f"m-{safe_name(repo_id)}."
+    compacted = [store.url(r) for r in rels if r.rsplit("/", 1)[-1].startswith("c-")]
+    singles = [store.url(r) for r in rels if r.rsplit("/", 1)[-1].startswith(mine)]
+    return [seed, *compacted, *singles], [seed, *compacted]
 
 
 def show_model(con, model: str, *, storage_options: dict | None = None):
     """Summary and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision':
     ((summary columns, [one row]), (layer columns, layer rows in depth order)).
 
-    Reads only the files of the model's owner= folder (listed here, passed to the *_in macros), so the
-    drill-down costs the same however many other models the store holds.
+    Reads only the files that can hold this model (its per-model files and its owner's compacted files,
+    listed here and passed to the *_in macros), so the drill-down costs the same however many other
+    models the store holds.
     Raises CatalogError when the model is not in the store."""
     repo_id, _, revision = model.partition("@")
     data_root = query(con, "SELECT data_root FROM _catalog_meta")[1][0][0]
     store = ResultStore(data_root, storage_options=storage_options)
-    owner = owner_of(repo_id)
-    model_files, model_cfiles = _partition_files(store, "models", owner)
-    layer_files, layer_cfiles = _partition_files(store, "layers", owner)
+    model_files, model_cfiles = _model_files(store, "models", repo_id)
+    layer_files, layer_cfiles = _model_files(store, "layers", repo_id)
     files = {"layer_files": layer_files, "layer_cfiles": layer_cfiles}
     params = {"repo_id": repo_id, "revision": revision or None, "model_files": model_files,
               "model_cfiles": model_cfiles, **files}  # fmt: skip

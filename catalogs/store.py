@@ -65,7 +65,8 @@ def owner_of(repo_id: str) -> str:
     return repo_id.split("/", 1)[0] if _HUB_ID.match(repo_id) else "_local"
 
 
-def _safe_name(repo_id: str) -> str:
+def safe_name(repo_id: str) -> str:
+    """File-name part of a repo id: the name after the org, reduced to [A-Za-z0-9._-], at most 80 chars."""
     name = repo_id.split("/", 1)[1] if _HUB_ID.match(repo_id) else repo_id
     return (_UNSAFE.sub("_", name).strip("._") or "model")[:80]
 
@@ -130,11 +131,11 @@ class ResultStore:
     def model_file(self, table: str, repo_id: str, revision: str, options_hash: str) -> str:
         """Relative path of a model revision's file in `layers` or `models`."""
         key = self.model_key(repo_id, revision, options_hash)
-        return f"{table}/owner={owner_of(repo_id)}/m-{_safe_name(repo_id)}.{key}.parquet"
+        return f"{table}/owner={owner_of(repo_id)}/m-{safe_name(repo_id)}.{key}.parquet"
 
     def marker_file(self, repo_id: str, revision: str, options_hash: str) -> str:
         key = self.model_key(repo_id, revision, options_hash)
-        return f"{MARKERS_DIR}/owner={owner_of(repo_id)}/{_safe_name(repo_id)}.{key}.json"
+        return f"{MARKERS_DIR}/owner={owner_of(repo_id)}/{safe_name(repo_id)}.{key}.json"
 
     # ---------------------------------------------------------------- file primitives
     def exists(self, rel: str) -> bool:
@@ -273,7 +274,7 @@ class ResultStore:
             "attempt": int(attempt),
             "failed_at": failed_at,
         }
-        rel = f"failures/owner={owner_of(p.repo_id)}/m-{_safe_name(p.repo_id)}.{key}.parquet"
+        rel = f"failures/owner={owner_of(p.repo_id)}/m-{safe_name(p.repo_id)}.{key}.parquet"
         self.write_table(rel, conform([row], "failures"))
         return rel
 
