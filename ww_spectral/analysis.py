@@ -97,11 +97,16 @@ def _split_options(kwargs: dict[str, Any]) -> tuple[AnalysisOptions, dict[str, A
 
 
 def available_cores() -> int:
-    """Cores this process may run on (affinity-aware)."""
+    """Cores this process is given: its CPU affinity, capped by OMP_NUM_THREADS when set (Ray sets it
+    to a task's num_cpus, so k tasks on one node never oversubscribe it)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    return max(1, n)
 
 
 @contextmanager

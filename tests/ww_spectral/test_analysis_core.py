@@ -168,3 +168,15 @@ def test_float32_overflow_is_reported_and_float64_works():
     assert r32["status"] == "failed" and r32["fit_status"] == "nonfinite" and "float64" in r32["skip_reason"]
     r64 = ww_spectral.analyze(sd, precision="float64", threads=1).iloc[0]
     assert r64["status"] == "success" and r64["norm"] > 1e40
+
+
+def test_cores_given_respect_omp_num_threads(monkeypatch):
+    from ww_spectral.analysis import available_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = available_cores()
+    assert n >= 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray gives a num_cpus=1 task
+    assert available_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not-a-number")
+    assert available_cores() == n
