@@ -7,8 +7,14 @@ read-write lock (DuckDB 2.0 locks a file opened read-write against every other p
 
 Object-store roots: DuckDB's httpfs extension cannot be installed offline here (INSTALL httpfs fails to
 download), so every connection registers the fsspec filesystem of the root (s3fs, gcsfs) with
-`con.register_filesystem(fs)`; DuckDB then reads s3:// / gs:// globs through it. Their catalog file lives
-in a local cache folder (the views reference the s3:// globs), and the registration happens on connect.
+`con.register_filesystem(fs)`; DuckDB then reads s3:// / gs:// globs through it (verified against moto's
+S3 server: globs, hive partitions and union_by_name all work). Their catalog file lives in a local cache
+folder (the views reference the s3:// globs); the registration happens on connect(), so opening that file
+in a bare `duckdb` shell needs httpfs and an S3 secret instead.
+
+Build cost does not grow with the store: a view's CREATE binds it, and binding reads the footer of every
+file it matches, so build_catalog binds the views against a folder holding only the zero-row seed files
+(DuckDB variable ww_spectral_bind_root); sessions that leave the variable unset read ROOT.
 
 DuckDB 2.0 API: execute() results stream and hold the connection, so every result is consumed with
 fetchall() before the next statement.
