@@ -180,3 +180,13 @@ def test_cores_given_respect_omp_num_threads(monkeypatch):
     assert available_cores() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "not-a-number")
     assert available_cores() == n
+
+
+def test_progress_reports_each_layer(capsys):
+    rng = np.random.default_rng(8)
+    sd = {f"l{i}.weight": heavy_tailed(rng, 30, 20) for i in range(3)}
+    ww_spectral.analyze_model(sd, progress=True, threads=1)
+    err = capsys.readouterr().err
+    assert "3/3" in err or err.count("l") >= 3  # tqdm bar (or per-layer lines) on stderr
+    ww_spectral.analyze_model(sd, progress=False, threads=1)
+    assert capsys.readouterr().err == ""

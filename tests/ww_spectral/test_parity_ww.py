@@ -125,9 +125,10 @@ def test_layers_match_weightwatcher(parity, family, precision):
                                                                   ww.loc[name, "rf"])
 
 
-def test_clip_xmax_matches_weightwatcher(parity):
-    ours = ww_spectral.analyze(str(parity["files"]["dense"]), fix_fingers="clip_xmax", precision="float64")
-    _compare(ours, parity["ww_clip"], "float64", clip=True)
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_clip_xmax_matches_weightwatcher(parity, precision):
+    ours = ww_spectral.analyze(str(parity["files"]["dense"]), fix_fingers="clip_xmax", precision=precision)
+    _compare(ours, parity["ww_clip"], precision, clip=True)
 
 
 def test_conv_even_kernel_n_m_fixed_by_default(parity):
