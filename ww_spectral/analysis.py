@@ -252,12 +252,13 @@ def _analyse_one(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions, rea
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    if not enabled or total == 0:
+    """A tqdm bar on a terminal; None elsewhere (then each layer gets one log line on stderr)."""
+    if not enabled or total == 0 or not sys.stderr.isatty():
         return None
     try:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, leave=False)
+        return tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, leave=True)
     except ImportError:  # pragma: no cover
         return None
 
