@@ -79,7 +79,7 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-td.text, th.text { text-align: left; }
+td.text, th.text { text-align: left; white-space: nowrap; }
 table.sortable th { cursor: pointer; background: #f0f0f0; user-select: none; }
 th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
