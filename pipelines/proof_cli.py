@@ -113,7 +113,9 @@ def _cmd_plot(args) -> int:
     from ww_spectral import plots
 
     src = args.source
-    out = Path(args.out) if args.out else Path("ww-plots") / plots._slug(src.replace("/", "__"))
+    local = Path(src).expanduser().exists()
+    name = Path(src).expanduser().resolve().name if local else src.replace("/", "__")
+    out = Path(args.out) if args.out else Path("ww-plots") / plots._slug(name)
     if not Path(src).expanduser().exists():
         layers = _catalog_layers(args.data, src)
         if layers is not None:  # a model stored in the catalog: alpha plots from the stored numbers

@@ -353,7 +353,10 @@ def _analyze_local(item: WorkItem, rt: ScanRuntime, deadline: float):
         tensors = ckpt.tensors()
         plans = plan_layers(ckpt, rt.options)
         _check_architecture(item, plans)
-        source = ref.files[0] if len(ref.files) == 1 else item.source
+        # What the workers open: the one file, or the folder holding all the files (for a cached repo that is
+        # the snapshot listed now, not whatever refs/main points to when a chunk runs).
+        parents = {os.path.dirname(f) for f in ref.files}
+        source = ref.files[0] if len(ref.files) == 1 else (parents.pop() if len(parents) == 1 else item.source)
     # A pickle (torch) checkpoint is loaded whole by each chunk: keep it to one chunk.
     chunk_bytes = rt.chunk_bytes if ref.kind == "safetensors" else 2**62
     chunks = plan_chunks(source, plans, chunk_bytes=chunk_bytes, min_chunks=rt.slots if ref.kind == "safetensors"
@@ -461,7 +464,9 @@ def process_model(item: WorkItem, rt: ScanRuntime) -> dict:
         revision, rows, facts, source_kind, stats = _analyze_hub(item, rt, deadline)
     else:
         revision, rows, facts, source_kind, stats = _analyze_local(item, rt, deadline)
-    revision = item.revision or revision
+    # Local sources: the revision of the bytes actually analysed (a folder edited since listing is stored as
+    # its new revision); hub sources: the listed commit.
+    revision = revision if item.kind == "local" else (item.revision or revision)
     seconds = time.perf_counter() - t0
     with stage("write"):
         layers = rows_to_frame(rows)

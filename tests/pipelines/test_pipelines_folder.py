@@ -26,7 +26,7 @@ def test_folder_scan_writes_expected_parquet_and_second_run_skips(ray_local, pre
     data = str(tmp_path / "data")
 
     first = scan_folder(folder=str(tmp_path / "zoo"), data_root=data, workers=2)
-    assert (first["requested"], first["done"], first["skipped"], first["failed"]) == (8, 6, 0, 2)
+    assert (first["requested"], first["done"], first["skipped"], first["failed"]) == (8, 6, 0, 2), first["failures"]
 
     store = ResultStore(data)
     models = store.read("models")
@@ -62,14 +62,14 @@ def test_folder_scan_writes_expected_parquet_and_second_run_skips(ray_local, pre
 
     # Second run: every stored revision is skipped; nothing is written twice.
     second = scan_folder(folder=str(tmp_path / "zoo"), data_root=data, workers=2)
-    assert (second["done"], second["skipped"], second["failed"]) == (0, 6, 2)
+    assert (second["done"], second["skipped"], second["failed"]) == (0, 6, 2), second["failures"]
     assert store.read("models").num_rows == 6 and store.read("layers").num_rows == layers.num_rows
     assert store.read("failures").num_rows == 2  # the same (revision, stage, attempt) rewrites its own file
 
     # Editing one model's weights makes a new revision: only that model is analysed again.
     write_hf_model_folder(zoo["m3"], model_tensors(333), n_shards=2)
     third = scan_folder(folder=str(tmp_path / "zoo"), data_root=data, workers=2)
-    assert (third["done"], third["skipped"]) == (1, 5)
+    assert (third["done"], third["skipped"]) == (1, 5), third["failures"]
     revs = [r["revision"] for r in store.read("models").to_pylist() if r["repo_id"] == "m3"]
     assert len(revs) == 2 and len(set(revs)) == 2
     assert len(store.read("scans")) == 3
@@ -92,3 +92,16 @@ def test_big_model_is_split_over_ray_tasks_with_memory_declared(ray_local, prefe
     assert [r["tensor_name"] for r in layers] == direct.layers["tensor_name"].tolist()
     alphas = [np.nan if r["alpha"] is None else r["alpha"] for r in layers]
     np.testing.assert_allclose(alphas, direct.layers["alpha"].to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_scan_of_a_hugging_face_cache_stores_repo_ids_and_commits(ray_local, prefect_api, tmp_path):
+    from support.checkpoints import write_hf_cache
+
+    src = write_hf_model_folder(tmp_path / "src", model_tensors(5), n_shards=2)
+    write_hf_cache(tmp_path / "hf" / "hub", "org/tiny", src, commit="b" * 40)
+    summary = scan_folder(folder=str(tmp_path / "hf"), data_root=str(tmp_path / "data"), workers=2)
+    assert (summary["done"], summary["failed"]) == (1, 0)
+    (row,) = ResultStore(str(tmp_path / "data")).read("models").to_pylist()
+    assert (row["repo_id"], row["revision"]) == ("org/tiny", "b" * 40)
+    assert row["alpha"] == pytest.approx(analyze_model(str(src)).summary["alpha"], rel=1e-12)
