@@ -13,8 +13,9 @@ gets its own seeds, so no two models in the zoo share weights.
 GRID FIXED 2026-11-25 14:05 UTC, BEFORE ANY MODEL WAS TRAINED OR ANY METRIC WAS LOOKED AT.
 Do not change DEFAULT_GRID to make the validation look better; a changed grid is a new experiment.
 
-Cost: about 85 k SGD steps in total (a 64-512-512-256-10 MLP), a minute or two on 2 cores; reruns with
-the same grid train nothing (complete model folders are skipped; each folder is written to a temp
+Cost: about 85 k SGD steps in total (a 64-512-512-256-10 MLP), about 400 CPU-seconds: roughly 3.5 min
+with 2 workers on an idle 2-core machine (measured: 819 s wall on a shared 2-core box at load average 7-8,
+where the build got under half a core). Reruns with the same grid train nothing (complete model folders are skipped; each folder is written to a temp
 name and renamed, so a folder that exists is complete).
 """
 
