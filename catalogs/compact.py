@@ -6,7 +6,8 @@ let DuckDB skip most of a compacted file when one model is asked for.
 
 Crash safety, step by step, for one partition:
   1. read the record_keys already held by the partition's compacted files;
-  2. per-model files whose record_key is already compacted (left by an earlier crash) are deleted;
+  2. per-model files whose record_key (part of their name) is already compacted (left by an earlier
+     crash) are deleted;
   3. the remaining per-model files are merged and written as ONE new compacted file, atomically
      (temp name + rename locally; single PUT on an object store);
   4. only then the merged per-model files are deleted.
@@ -30,7 +31,7 @@ import pyarrow.parquet as pq
 
 from .errors import CatalogError
 from .schema import SCHEMAS, TABLES
-from .store import SEED_VALUE, ResultStore, _to_schema
+from .store import SEED_VALUE, ResultStore
 
 _ROW_GROUP = 64 * 1024  # small enough that min/max stats on repo_id prune a drill-down
 
@@ -58,24 +59,34 @@ def _compacted_keys(store: ResultStore, files: list[str]) -> set[str]:
     return keys
 
 
+def key_of(rel: str) -> str:
+    """record_key of a per-model file: the last dot-separated part of its name (m-<name>.<key>.parquet)."""
+    return rel.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit(".", 1)[-1]
+
+
+def _read_many(store: ResultStore, rels: list[str], schema: pa.Schema) -> pa.Table:
+    """Read many small files as one table of `schema` (older files gain NULL columns), multi-threaded."""
+    import pyarrow.dataset as ds
+
+    if store.remote:
+        paths, fs = [store._join(r) for r in rels], store.fs
+    else:
+        paths, fs = [os.path.join(store.root, r) for r in rels], None
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table()
+
+
 def _compact_partition(store: ResultStore, table: str, part: str, singles: list[str], compacted: list[str],
                        *, min_files: int) -> tuple[int, int, int, int]:  # fmt: skip
     """(merged, written, leftovers_deleted, rows) for one partition folder."""
     done = _compacted_keys(store, compacted)
-    todo, leftovers, tables = [], [], []
-    for rel in singles:
-        t = store.read_table(rel)
-        keys = set(t.column("record_key").to_pylist())
-        if keys and keys <= done:
-            leftovers.append(rel)  # its rows are already in a compacted file (an earlier run crashed)
-        else:
-            todo.append(rel)
-            tables.append(_to_schema(t, SCHEMAS[table]))
+    # A per-model file holds exactly one record_key, the one in its name.
+    leftovers = [rel for rel in singles if key_of(rel) in done]  # already compacted; an earlier run crashed
+    todo = [rel for rel in singles if key_of(rel) not in done]
     for rel in leftovers:
         store.remove(rel)
     if len(todo) < max(min_files, 1):
         return 0, 0, len(leftovers), 0
-    merged = pa.concat_tables(tables)
+    merged = _read_many(store, todo, SCHEMAS[table])
     sort = [("repo_id", "ascending"), ("record_key", "ascending")]
     if table == "layers":
         sort.append(("layer_id", "ascending"))

@@ -345,7 +345,8 @@ class ResultStore:
 
 def _to_schema(t: pa.Table, schema: pa.Schema) -> pa.Table:
     """Add NULL columns an older file lacks and order columns as declared (files of older versions)."""
-    cols = [t.column(f.name) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+    names = set(t.column_names)
+    cols = [t.column(f.name) if f.name in names else pa.nulls(t.num_rows, f.type) for f in schema]
     return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(cols, schema)], schema=schema)
 
 
