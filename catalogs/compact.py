@@ -24,7 +24,9 @@ import datetime as _dt
 import io
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,27 +102,49 @@ def _compact_partition(store: ResultStore, table: str, part: str, singles: list[
     return len(todo), 1, len(leftovers), merged.num_rows
 
 
+def _take_lock(root: str) -> str:
+    """Create ROOT/_compact.lock holding 'host pid'; a lock left by a dead process on this host is taken over."""
+    import socket
+
+    os.makedirs(root, exist_ok=True)
+    lock = os.path.join(root, "_compact.lock")
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = Path(lock).read_text().split()
+                if host == socket.gethostname():
+                    os.kill(int(pid), 0)  # raises when that process is gone
+            except ProcessLookupError:
+                os.unlink(lock)  # stale: its compaction was killed; the store is consistent at every step
+                continue
+            except (ValueError, OSError):
+                pass
+            raise CatalogError(
+                f"another compaction is running on {root} (lock {lock}); if none is, delete the lock"
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        return lock
+    raise CatalogError(f"could not take the compaction lock {lock}; delete it if no compaction runs")
+
+
 def compact(data_root: str | os.PathLike, *, tables: tuple[str, ...] = TABLES, min_files: int = 2,
-            storage_options: dict | None = None) -> CompactionStats:  # fmt: skip
+            storage_options: dict | None = None,
+            on_progress: Callable[[int], None] | None = None) -> CompactionStats:  # fmt: skip
     """Merge each partition's per-model files of `tables` into one compacted file per partition.
 
     min_files: partitions with fewer per-model files are left alone (leftovers of a crashed run are
-    still cleaned). Returns CompactionStats. Raises CatalogError when another compaction holds the lock.
+    still cleaned). on_progress(bytes_written) is called while a compacted file is written (local roots).
+    Returns CompactionStats. Raises CatalogError when another live compaction holds the lock.
     """
-    store = ResultStore(data_root, storage_options=storage_options)
+    store = ResultStore(data_root, storage_options=storage_options, on_chunk=on_progress)
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
         raise CatalogError(f"unknown tables {unknown}; tables are {list(TABLES)}")
-    lock = None
-    if not store.remote:
-        os.makedirs(store.root, exist_ok=True)
-        lock = os.path.join(store.root, "_compact.lock")
-        try:
-            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            raise CatalogError(
-                f"another compaction is running on {store.root} (lock {lock}); if none is, delete the lock"
-            ) from None
+    lock = _take_lock(store.root) if not store.remote else None
     try:
         totals = {"files_merged": 0, "files_written": 0, "leftovers_deleted": 0, "rows": 0}
         per_table = {}

@@ -180,3 +180,44 @@ def _results_small(root):
         }
     finally:
         con.close()
+
+
+_KILLED_COMPACTION = """
+import sys, time
+from catalogs import store as st
+from catalogs.compact import compact
+
+st._CHUNK_BYTES = 512
+def slow(n):  # block between chunks of the compacted file so the parent can kill us mid-write
+    print("chunk", n, flush=True)
+    time.sleep(0.2)
+
+compact({root!r}, on_progress=slow)
+print("finished", flush=True)
+"""
+
+
+def test_killed_compaction_changes_nothing_and_is_resumed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    store = ResultStore(tmp_path)
+    _fill(store)
+    before = _results(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_COMPACTION.format(root=str(tmp_path))],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("chunk")
+        assert list(tmp_path.rglob("*.tmp"))  # a compacted file is half-written
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (tmp_path / "_compact.lock").exists()  # left behind by the killed process
+    assert _results(tmp_path) == before  # no partial file read, nothing lost or doubled
+    stats = compact(tmp_path)  # the stale lock (dead pid) is taken over
+    assert stats.files_written > 0 and _data_files(tmp_path, "m") == []
+    assert _results(tmp_path) == before
+    assert not (tmp_path / "_compact.lock").exists()
