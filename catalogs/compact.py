@@ -15,7 +15,8 @@ Readers never see a row twice: the raw views read a per-model file only while no
 its record_key (catalogs/sql/0*_raw_*.sql), so between steps 3 and 4 the per-model copies are shadowed.
 They never miss a row: before step 3 the per-model files are the only copies and are read.
 has_model() stays correct: it looks at the per-model marker under _markers/, which compaction keeps.
-Run one compaction at a time per root (a lock file guards local roots).
+Run one compaction at a time per root: a lock file guards local roots (a lock left by a killed process
+is taken over); on an object store the scheduler must not start two at once.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ Layout (every path below is relative to ROOT):
     catalog.duckdb                                   views only (catalogs/catalog.py); rebuildable
 
 <owner> is the hub org ("meta-llama" for "meta-llama/Llama-3-8B") or "_local" for paths; DuckDB prunes
-files on it (`WHERE owner = ...`), which is what a drill-down to one model filters on. Leaderboards read
-the small `models` table (one row per revision), so they need no layer partitioning.
+files on it (`WHERE owner = ...`), and compaction keeps one file per owner, so a drill-down to one model
+(`show`) reads only that model's per-model files plus its owner's compacted files. Leaderboards read the
+small `models` table (one row per revision), so they need no finer partitioning; the model facts they
+group on (architecture, pipeline tag, size) are not known from (repo_id, revision, options) alone, and
+partitioning on them would cost has_model() its single stat.
 <key> = record_key(repo_id, revision, options_hash): the file name is known without listing, so
 has_model() is one stat (local) or one HEAD (object store) on the marker.
 
