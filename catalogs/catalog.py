@@ -131,6 +131,8 @@ def build_catalog(
     import duckdb
 
     store = ResultStore(data_root, storage_options=storage_options)
+    if not store.remote and not os.path.isdir(store.root):
+        raise CatalogError(f"no store at {store.root}: check --data, or run a scan that writes there first")
     store.ensure_seeds()
     path = Path(db_path) if db_path is not None else _default_db_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,14 @@ def test_entry_point_pipes_csv_and_refuses_writes(root):
         "runs one SELECT over the views layers, models, failures, scans (and the other "
         "catalog views)"
     )
+
+
+def test_missing_root_is_a_clear_error_and_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "typo"
+    assert run_cli(["leaderboard", "--data", str(missing)]) == 2
+    assert "no store at" in capsys.readouterr().err and not missing.exists()
+
+
+def test_empty_store_gives_empty_leaderboard(tmp_path, capsys):
+    assert run_cli(["leaderboard", "--data", str(tmp_path), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "rank,repo_id,alpha_weighted,revision\n"
