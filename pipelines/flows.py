@@ -148,7 +148,7 @@ def run_scan(
     """The body every flow shares: list -> skip -> analyse on Ray -> catalog -> scans row -> summary."""
     from catalogs.store import ResultStore
 
-    from .ray_runtime import ensure_ray, release
+    from .ray_runtime import ensure_ray, prewarm, release
 
     t0 = time.perf_counter()
     started_at = _dt.datetime.now(_dt.UTC)
@@ -188,6 +188,8 @@ def run_scan(
         handle = None
         if todo:
             handle = ensure_ray(ray_address=ray_address, workers=workers)
+            if handle.started:  # fresh workers: let their imports overlap with the flow's own start-up
+                prewarm(handle.slots)
             rt.slots = handle.slots
             rt.limiter = type(rt.limiter)(handle.slots)
             from .tasks import _node_memory_cap

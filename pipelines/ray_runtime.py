@@ -103,6 +103,16 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
     return RayHandle(address=str(address_now), started=started, slots=max(1, slots))
 
 
+def prewarm(slots: int) -> list:
+    """Start `slots` warm-up tasks (imports + a tiny analysis) without waiting for them; returns their refs."""
+    import ray
+
+    from .work import warm_up
+
+    remote = ray.remote(num_cpus=1, max_retries=0)(warm_up)
+    return [remote.options(name="ww-warm-up").remote() for _ in range(slots)]
+
+
 def release(handle: RayHandle) -> None:
     """Shut Ray down if `ensure_ray` started it; a Ray someone else started stays up."""
     if handle.started:

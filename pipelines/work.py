@@ -111,3 +111,19 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
     # "prefect" in sys.modules here would mean Prefect code reached a Ray worker (it must not: see tasks.py).
     return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
             "prefect_loaded": "prefect" in sys.modules}
+
+
+def warm_up() -> int:
+    """Import what a chunk needs and run one tiny analysis (lazy imports, BLAS pools) in this worker.
+
+    Submitted once per slot when a scan starts Ray, so the seconds a fresh worker spends importing overlap
+    with the flow's own start-up (Prefect task runs, listing, header planning) instead of the first chunks.
+    """
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from ww_spectral.analysis import analyze_model
+
+    with threadpool_limits(limits=1):
+        analyze_model({"warm.weight": np.ones((16, 8), np.float32)}, workers=1, threads=1)
+    return os.getpid()
