@@ -70,8 +70,8 @@ def list_folder(folder: str) -> tuple[list[WorkItem], list[tuple[WorkItem, BaseE
     if not any(p.name.startswith("models--") for p in root.iterdir()) and (root / "hub").is_dir():
         root = root / "hub"  # HF_HOME given instead of its hub cache
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not subdirs:  # the folder itself is one model
-        subdirs = [root]
+    if not subdirs and any(p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth") for p in root.iterdir()):
+        subdirs = [root]  # the folder itself is one model
     items, failed = [], []
     for sub in subdirs:
         try:
@@ -207,6 +207,14 @@ def run_scan(
             fanout_seconds = time.perf_counter() - fan_t0
             if handle is not None:
                 release(handle)
+        seconds = time.perf_counter() - t0
+        # The scans row first, so the refreshed catalog includes this scan (and the root exists even when
+        # nothing was listed).
+        store.write_scan({
+            "scan_id": scan_id, "source": source, "filters": filters, "options_hash": fp,
+            "n_requested": rt.total, "n_done": rt.done, "n_skipped": rt.skipped, "n_failed": rt.failed,
+            "seconds": seconds, "started_at": started_at, "finished_at": _dt.datetime.now(_dt.UTC),
+        })
         catalog = None
         try:
             from catalogs.catalog import build_catalog
@@ -215,7 +223,6 @@ def run_scan(
         except Exception as exc:  # noqa: BLE001 - the Parquet is the data; the catalog is rebuildable
             print(f"[scan] warning: catalog refresh failed ({type(exc).__name__}: {exc}); run "
                   f"`ww-spectral catalog build --data {data_root}`", file=sys.stderr)
-        seconds = time.perf_counter() - t0
         summary = {
             "scan_id": scan_id,
             "source": source,
@@ -230,11 +237,6 @@ def run_scan(
             "models": sorted(rt.results, key=lambda r: (r["repo_id"], r["revision"])),
             "catalog": catalog,
         }
-        store.write_scan({
-            "scan_id": scan_id, "source": source, "filters": filters, "options_hash": fp,
-            "n_requested": rt.total, "n_done": rt.done, "n_skipped": rt.skipped, "n_failed": rt.failed,
-            "seconds": seconds, "started_at": started_at, "finished_at": _dt.datetime.now(_dt.UTC),
-        })
         return summary
     finally:
         RUNTIMES.pop(scan_id, None)

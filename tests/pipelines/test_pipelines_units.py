@@ -145,3 +145,11 @@ def test_cli_module_imports_neither_prefect_nor_ray():
     code = "import sys, pipelines.cli; print('prefect' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_empty_folder_lists_nothing_and_a_model_folder_lists_itself(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert list_folder(str(tmp_path / "empty")) == ([], [])
+    folder = write_hf_model_folder(tmp_path / "solo", model_tensors(0))
+    items, failed = list_folder(str(folder))
+    assert failed == [] and [it.repo_id for it in items] == ["solo"]
