@@ -255,6 +255,8 @@ def _fan_out(rt: ScanRuntime, todo: list[WorkItem]) -> None:
     task = analyze_model_task.with_options(
         retries=rt.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=rt.retry_delay_s) if rt.retries else 0,
+        # Jitter: models rate-limited together (HTTP 429) must not come back together.
+        retry_jitter_factor=0.5,
     )
     with ThreadPoolTaskRunner(max_workers=max(1, rt.slots) + 1) as runner:
         futures = [(item, runner.submit(task, {"item": item, "scan_id": rt.scan_id})) for item in todo]
