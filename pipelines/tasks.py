@@ -480,7 +480,8 @@ def process_model(item: WorkItem, rt: ScanRuntime) -> dict:
             model=model, layers=layers,
             provenance=Provenance(repo_id=item.repo_id, revision=revision, options_hash=rt.fingerprint))
     return {"repo_id": item.repo_id, "revision": revision, "status": "done" if wrote else "skipped",
-            "seconds": seconds, "n_layers": int((layers["status"] == "success").sum()), **stats}
+            "seconds": seconds, "n_layers": int((layers["status"] == "success").sum()),
+            "finished_monotonic": time.monotonic(), **stats}
 
 
 def record_failure(rt: ScanRuntime, item: WorkItem, exc: BaseException, attempt: int) -> dict:
