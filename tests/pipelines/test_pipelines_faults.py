@@ -105,7 +105,7 @@ def test_scan_killed_and_restarted_finishes_without_duplicates(ray_local, prefec
 
 @pytest.mark.slow
 def test_a_model_past_its_timeout_is_retried_then_recorded(ray_local, prefect_api, tmp_path, monkeypatch):
-    make_big_model(tmp_path / "zoo" / "slow", n_layers=4, side=1024)
+    make_big_model(tmp_path / "zoo" / "slow", n_layers=8, side=1536)  # chunks of >= 1 s; timeout 0.3 s
     monkeypatch.setenv("WW_SCAN_MODEL_TIMEOUT_S", "0.3")
     monkeypatch.setenv("WW_SCAN_RETRIES", "1")
     monkeypatch.setenv("WW_SCAN_RETRY_DELAY_S", "0.1")
