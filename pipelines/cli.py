@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def _positive_int(text: str) -> int:
@@ -117,7 +116,3 @@ def format_summary(summary: dict) -> str:
     if summary.get("catalog"):
         lines.append(f"catalog: {summary['catalog']}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)
