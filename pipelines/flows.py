@@ -219,6 +219,16 @@ def run_scan(
         })
         catalog = None
         try:
+            # Merge this scan's per-model files first: DuckDB opens every file footer, so a store of
+            # thousands of single-model files makes the leaderboard slow (bench_catalog: 6.4 s for 10,000
+            # models uncompacted, 0.13 s compacted). Crash-safe and incremental (only new files move).
+            from catalogs.compact import compact
+
+            compact(data_root)
+        except Exception as exc:  # noqa: BLE001 - the per-model files stay valid; compaction can re-run
+            print(f"[scan] warning: compaction failed ({type(exc).__name__}: {exc}); run "
+                  f"`ww-spectral catalog compact --data {data_root}`", file=sys.stderr)
+        try:
             from catalogs.catalog import build_catalog
 
             catalog = str(build_catalog(data_root))
