@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import (
     GatedRepoError,
@@ -461,12 +461,12 @@ def iter_weight_shards(repo_id: str, revision: str | None = None, *, endpoint: s
     shutil.rmtree(dest / ".cache", ignore_errors=True)  # the client's per-file download metadata
 
 
-def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
-                        token: str | None = None) -> list[TensorInfo]:
-    """Every tensor of a safetensors repo from its headers alone (HTTP Range reads, no weights downloaded).
 
-    For memory planning before a download: TensorInfo.file is the file name inside the repo. A repo with
-    only .bin/.pt weights has no readable header: NoWeightsError says so.
+def _remote_safetensors(repo_id: str, revision: str | None, endpoint: str | None,
+                        token: str | None) -> tuple[Any, Any, list[str], list[str]]:
+    """(HfApi client, model info, every file name, the safetensors weight files) of a hub repo; NoWeightsError without them.
+
+    Range reads need safetensors headers: a repo with only .bin/.pt weights must be downloaded instead.
     """
     api = _api(endpoint, token)
     info = _info(api, repo_id, revision, endpoint)
@@ -474,7 +474,17 @@ def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: 
     files, kind = select_weight_files(names)
     if kind != "safetensors":
         raise NoWeightsError(f"{repo_id}@{info.sha}: no safetensors weights on the hub (found {kind} weights); "
-                             "headers can only be range-read from .safetensors files - download it instead")
+                             "tensors can only be range-read from .safetensors files - download it instead")
+    return api, info, names, files
+
+def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
+                        token: str | None = None) -> list[TensorInfo]:
+    """Every tensor of a safetensors repo from its headers alone (HTTP Range reads, no weights downloaded).
+
+    For memory planning before a download: TensorInfo.file is the file name inside the repo. A repo with
+    only .bin/.pt weights has no readable header: NoWeightsError says so.
+    """
+    api, info, names, files = _remote_safetensors(repo_id, revision, endpoint, token)
     out: list[TensorInfo] = []
     seen: set[str] = set()
     for filename in files:
@@ -534,13 +544,7 @@ def open_remote_checkpoint(repo_id: str, revision: str | None = None, *, endpoin
     from .checkpoint import Checkpoint
     from .readers import SafetensorsRangeReader
 
-    api = _api(endpoint, token)
-    info = _info(api, repo_id, revision, endpoint)
-    names = [s.rfilename for s in info.siblings or []]
-    files, kind = select_weight_files(names)
-    if kind != "safetensors":
-        raise NoWeightsError(f"{repo_id}@{info.sha}: no safetensors weights on the hub (found {kind} weights); "
-                             "tensors can only be range-read from .safetensors files - download it instead")
+    api, info, names, files = _remote_safetensors(repo_id, revision, endpoint, token)
     config: dict = {}
     if "config.json" in names:
         fetch = _range_fetcher(repo_id, "config.json", info.sha, endpoint, token)
