@@ -91,6 +91,11 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
         else:
             if address.startswith("ray://") and "RAY_AUTH_MODE" not in os.environ and _token_available():
                 os.environ["RAY_AUTH_MODE"] = "token"
+            # Nodes of a remote cluster may lack the driver's HF_TOKEN (a `ray up` cluster has no secret
+            # wiring): a worker that must refetch a gated shard needs it. Sent only to a token-auth cluster's
+            # workers; a local Ray inherits the driver's environment anyway.
+            if os.environ.get("HF_TOKEN"):
+                runtime_env["env_vars"]["HF_TOKEN"] = os.environ["HF_TOKEN"]
             # Attaching: num_cpus must not be passed (Ray refuses it for an existing cluster).
             ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
         started = True
