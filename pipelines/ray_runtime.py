@@ -92,8 +92,8 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
             if address.startswith("ray://") and "RAY_AUTH_MODE" not in os.environ and _token_available():
                 os.environ["RAY_AUTH_MODE"] = "token"
             # Nodes of a remote cluster may lack the driver's HF_TOKEN (a `ray up` cluster has no secret
-            # wiring): a worker that must refetch a gated shard needs it. Sent only to a token-auth cluster's
-            # workers; a local Ray inherits the driver's environment anyway.
+            # wiring): a worker that must refetch a gated shard needs it. Sent only when attaching to a remote cluster, to its
+            # workers (visible to whoever can read the cluster's job metadata); a local Ray inherits it anyway.
             if os.environ.get("HF_TOKEN"):
                 runtime_env["env_vars"]["HF_TOKEN"] = os.environ["HF_TOKEN"]
             # Attaching: num_cpus must not be passed (Ray refuses it for an existing cluster).
