@@ -38,10 +38,6 @@ __all__ = [
     "WWSpectralError",
 ]
 
-try:  # the analysis entry points (ww_spectral.analysis) are added as the core lands
-    from .analysis import ModelAnalysis, analyze, analyze_model, describe, summarize  # noqa: F401
+from .analysis import ModelAnalysis, analyze, analyze_model, describe, summarize  # noqa: E402
 
-    __all__ += ["ModelAnalysis", "analyze", "analyze_model", "describe", "summarize"]
-except ModuleNotFoundError as _exc:  # pragma: no cover - only while the core is being built
-    if _exc.name != f"{__name__}.analysis":
-        raise
+__all__ += ["ModelAnalysis", "analyze", "analyze_model", "describe", "summarize"]
