@@ -50,9 +50,46 @@ def _local_copy(chunk: Chunk) -> str:
     from ww_spectral.hub import resolve_endpoint, resolve_token
 
     repo_id, commit, filename, endpoint = chunk.fetch
-    dest = os.path.join(tempfile.gettempdir(), "ww-spectral-shards", repo_id.replace("/", "--"), commit)
+    root = os.path.join(tempfile.gettempdir(), "ww-spectral-shards")
+    dest = os.path.join(root, repo_id.replace("/", "--"), commit)
+    prune_stale_shards(root, keep=dest)
     return hf_hub_download(repo_id, filename, revision=commit, endpoint=resolve_endpoint(endpoint),
                            token=resolve_token(None), local_dir=dest)
+
+
+# A node-local shard copy is shared by the chunks of its model that land on this node, so it cannot be
+# deleted when one chunk ends; copies untouched for this long belong to models finished long ago.
+STALE_SHARD_SECONDS = 3600.0
+
+
+def prune_stale_shards(root: str, *, keep: str, max_age_s: float = STALE_SHARD_SECONDS) -> list[str]:
+    """Delete `root/<repo>/<commit>` shard folders not modified for `max_age_s` (never `keep`).
+
+    Bounds a worker node's disk to the shards of recently analysed models. Returns the folders removed.
+    """
+    import shutil
+
+    removed: list[str] = []
+    now = time.time()
+    try:
+        repos = os.scandir(root)
+    except FileNotFoundError:
+        return removed
+    for repo in repos:
+        if not repo.is_dir():
+            continue
+        for commit in os.scandir(repo.path):
+            path = commit.path
+            if path == keep or not commit.is_dir():
+                continue
+            try:
+                newest = max([commit.stat().st_mtime] + [e.stat().st_mtime for e in os.scandir(path)])
+            except FileNotFoundError:  # another worker pruned it first
+                continue
+            if now - newest > max_age_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def plan_chunks(
