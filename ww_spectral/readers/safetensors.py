@@ -124,6 +124,17 @@ def read_header_bytes(path: str) -> tuple[bytes, int]:
         return f.read(n), n
 
 
+def _checked(by_name: dict[str, TensorInfo], name: str, dtype) -> tuple[np.dtype, TensorInfo]:
+    """(target dtype, header entry) of a tensor about to be read; KeyError / UnsupportedDtypeError first."""
+    target = dtypes.check_target(dtype)
+    info = by_name.get(name)
+    if info is None:
+        raise KeyError(name)
+    if not dtypes.is_analysable(info.dtype):
+        raise dtypes.unsupported(name, info.dtype)
+    return target, info
+
+
 class SafetensorsReader:
     """One .safetensors file: validated header at open, one memory map, one tensor per `read()`.
 
@@ -161,12 +172,7 @@ class SafetensorsReader:
 
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` in its stored shape, converted exactly to `dtype` (float32 or float64)."""
-        target = dtypes.check_target(dtype)
-        info = self._by_name.get(name)
-        if info is None:
-            raise KeyError(name)
-        if not dtypes.is_analysable(info.dtype):
-            raise dtypes.unsupported(name, info.dtype)
+        target, info = _checked(self._by_name, name, dtype)
         spec = dtypes.spec(info.dtype)
         begin, end = self._spans[name]
         if os.path.getsize(self.path) < self._data_start + end:  # shrank since open
@@ -225,12 +231,7 @@ class SafetensorsRangeReader:
 
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` (one Range request for exactly its bytes), converted exactly to float32/float64."""
-        target = dtypes.check_target(dtype)
-        info = self._by_name.get(name)
-        if info is None:
-            raise KeyError(name)
-        if not dtypes.is_analysable(info.dtype):
-            raise dtypes.unsupported(name, info.dtype)
+        target, info = _checked(self._by_name, name, dtype)
         begin, end = self._spans[name]
         if end == begin:
             return np.zeros(info.shape, dtype=target)
