@@ -5,23 +5,14 @@ No heavy imports at module top: torch, matplotlib, duckdb, prefect and ray load 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+from .cli import _positive_int  # one validator for every count option
+
 DEFAULT_DATA = "ww-data"
 DEFAULT_ZOO = "ww-data/zoo"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
 
 
 def register(subparsers) -> None:

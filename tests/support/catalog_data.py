@@ -85,23 +85,7 @@ def write(store, repo_id, alphas, *, revision="r1", options_hash="opt0", minutes
 
 
 def run_cli(argv: list[str]) -> int:
-    """Run a catalogs CLI command in-process, with ww_spectral.cli.main's error handling (exit 2).
+    """Run a `ww-spectral` command in-process through the real dispatcher (errors: one line, exit 2)."""
+    from ww_spectral.cli import main
 
-    In-process because under pytest `tests/` is on sys.path and the test folder tests/ww_spectral/
-    shadows the ww_spectral package (namespace package), which breaks ww_spectral.cli's own imports;
-    the real entry point is exercised in subprocesses by test_catalog_cli.py.
-    """
-    import argparse
-    import sys
-
-    from catalogs import cli
-    from ww_spectral.errors import WWSpectralError
-
-    parser = argparse.ArgumentParser(prog="ww-spectral")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except WWSpectralError as exc:
-        print(f"ww-spectral: error: {exc}", file=sys.stderr)
-        return 2
+    return main(argv)
