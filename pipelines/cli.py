@@ -1,118 +1,59 @@
-"""`ww-spectral scan`: the nightly hub scan, an explicit list of models, or a local folder.
+"""`ww-spectral`: the console-script dispatcher, on the top floor of the packages.
 
-    ww-spectral scan --folder DIR --data ROOT
-    ww-spectral scan --hub [--author A] [--library L] [--pipeline-tag T] [--min-downloads N]
-                     [--min-params N] [--max-params N] [--sort S] [--limit N] [--endpoint URL] --data ROOT
-    ww-spectral scan --models ID[@REV] ... --data ROOT
-    each with [--ray-address ADDR] [--workers N]
-
-Progress goes to stderr (one line per model: done / failed / skipped counts and models per minute),
-then a closing summary. Exit 0 when the scan ran, even if some models failed (they are in `failures`).
-No prefect/ray import at module top: `ww-spectral --help` stays fast.
+It imports every command module plainly (the library never imports the applications, not even by name).
+Each command module keeps Prefect, Ray and DuckDB imports inside its handlers, so `ww-spectral --help`
+stays fast. Every module exposes `register(subparsers)`, which adds parsers whose `handler(args) -> int`
+runs them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
+
+from catalogs import cli as catalog_cli
+from ww_spectral import __version__, cli_core
+from ww_spectral.errors import WWSpectralError
+
+from . import scan_cli
+from .proof import cli as proof_cli
+
+# Order is the order of `ww-spectral --help`.
+COMMAND_MODULES = (
+    cli_core,  # analyze, describe
+    catalog_cli,  # catalog build|compact, leaderboard, sql, show
+    scan_cli,  # scan
+    proof_cli,  # zoo, validate, plot, report, demo
+)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; use a positive integer")
-    return value
-
-
-def _count(text: str) -> int:
-    """Integers with an optional K/M/B suffix (parameter counts: 7B, 500M)."""
-    t = text.strip().upper()
-    mult = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}.get(t[-1:], 1)
-    try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count (e.g. 1000, 500M, 7B)") from None
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "scan",
-        help="analyse many models: the hub (nightly scan), explicit ids, or a local folder (Prefect + Ray)",
-        description="Analyse many models and write them to the store: --hub lists hub models with filters, "
-        "--models takes explicit ids (org/name[@rev]), --folder a folder of model folders or a Hugging Face "
-        "cache. Revisions already stored with the same analysis options are skipped. The embedded default "
-        "needs no configuration (local Ray with all cores, Prefect without a separate server).",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ww-spectral",
+        description="Data-free model quality from weight spectra (WeightWatcher-compatible), at hub scale.",
     )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--folder", metavar="DIR", help="a folder of model folders (or a Hugging Face cache)")
-    which.add_argument("--hub", action="store_true", help="list models from the Hugging Face hub")
-    which.add_argument("--models", nargs="+", metavar="ID[@REV]", help="explicit hub ids (or local paths)")
-    p.add_argument("--data", default="ww-data", metavar="ROOT",
-                   help="DATA root: local folder or s3:// / gs:// URI (default: ./ww-data)")
-    hub = p.add_argument_group("hub filters (--hub)")
-    hub.add_argument("--author", help="only models of this org/user")
-    hub.add_argument("--library", help="library name, e.g. transformers")
-    hub.add_argument("--pipeline-tag", help="e.g. text-generation")
-    hub.add_argument("--min-downloads", type=int, metavar="N")
-    hub.add_argument("--min-params", type=_count, metavar="N", help="e.g. 100M")
-    hub.add_argument("--max-params", type=_count, metavar="N", help="e.g. 8B")
-    hub.add_argument("--sort", default="downloads",
-                     choices=["downloads", "likes", "last_modified", "created_at", "trending_score"],
-                     help="order of the listing, descending (default: downloads)")
-    hub.add_argument("--limit", type=_positive_int, default=100, help="models to consider (default: 100)")
-    hub.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT or https://huggingface.co)")
-    ray = p.add_argument_group("execution")
-    ray.add_argument("--ray-address", metavar="ADDR",
-                     help="existing Ray cluster: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, "
-                     "else a local Ray started on demand). ray:// needs RAY_AUTH_MODE=token and the token "
-                     "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
-    ray.add_argument("--workers", type=_positive_int, metavar="N",
-                     help="concurrent Ray tasks (default: all CPUs of the local machine / cluster)")
-    ray.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    p.set_defaults(handler=run)
+    parser.add_argument("--version", action="version", version=f"ww-spectral {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
 
 
-def run(args) -> int:
-    import logging
-    import os
-
-    # Our progress lines report each failure once; Prefect's own task-failure tracebacks would repeat them.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from . import flows
-
-    logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-    flows.PROGRESS["enabled"] = True
-    if args.folder:
-        summary = flows.scan_folder(folder=args.folder, data_root=args.data, ray_address=args.ray_address,
-                                    workers=args.workers)
-    elif args.models:
-        summary = flows.analyze_models(model_ids=list(args.models), data_root=args.data,
-                                       ray_address=args.ray_address, workers=args.workers, endpoint=args.endpoint)
-    else:
-        summary = flows.nightly_scan(
-            data_root=args.data, author=args.author, library=args.library, pipeline_tag=args.pipeline_tag,
-            min_downloads=args.min_downloads, min_params=args.min_params, max_params=args.max_params,
-            sort=args.sort, limit=args.limit, ray_address=args.ray_address, workers=args.workers,
-            endpoint=args.endpoint)
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        print(format_summary(summary))
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except WWSpectralError as exc:
+        # File-level faults: one line, no traceback, non-zero exit.
+        print(f"ww-spectral: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ww-spectral: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `ww-spectral ... | head` must exit quietly
+        return 0
 
 
-def format_summary(summary: dict) -> str:
-    lines = [
-        f"scan {summary['scan_id']} ({summary['source']}): {summary['requested']} model revision(s): "
-        f"{summary['done']} analysed, {summary['skipped']} skipped (already stored), {summary['failed']} failed "
-        f"in {summary['seconds']:.1f} s ({summary['models_per_minute']:.1f} models/min)",
-    ]
-    for f in summary.get("failures", []):
-        lines.append(f"  failed [{f['stage']}] {f['repo_id']}@{str(f['revision'])[:12]}: {f['error_type']}: "
-                     f"{f['message'][:200]}")
-    if summary.get("catalog"):
-        lines.append(f"catalog: {summary['catalog']}")
-    return "\n".join(lines)
+if __name__ == "__main__":
+    sys.exit(main())

@@ -82,7 +82,7 @@ def test_scan_killed_and_restarted_finishes_without_duplicates(ray_local, prefec
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(),
                RAY_ADDRESS=ray_local.get_runtime_context().gcs_address)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ww_spectral.cli", "scan", "--folder", str(tmp_path / "zoo"), "--data", data,
+        [sys.executable, "-m", "pipelines.cli", "scan", "--folder", str(tmp_path / "zoo"), "--data", data,
          "--workers", "1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     store = ResultStore(data)

@@ -122,7 +122,7 @@ def test_folder_listing_reads_a_hugging_face_cache(tmp_path):
 def test_scan_cli_forms_parse():
     import argparse
 
-    from pipelines.cli import register
+    from pipelines.scan_cli import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
@@ -142,7 +142,7 @@ def test_scan_cli_forms_parse():
 
 
 def test_cli_module_imports_neither_prefect_nor_ray():
-    code = "import sys, pipelines.cli; print('prefect' in sys.modules, 'ray' in sys.modules)"
+    code = "import sys, pipelines.scan_cli; print('prefect' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

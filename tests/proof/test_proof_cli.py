@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ww_spectral.cli import main
+from pipelines.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_validate_without_truth_file_is_one_line_error(tmp_path, capsys):
 def test_demo_end_to_end_on_a_tiny_zoo(tmp_path):
     """The README command on the tiny grid, in a fresh process as a user runs it; a second run re-uses all."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ww_spectral.cli", "demo", "--tiny", "--zoo", "z", "--data", "d", "--workers", "2"]
+    cmd = [sys.executable, "-m", "pipelines.cli", "demo", "--tiny", "--zoo", "z", "--data", "d", "--workers", "2"]
     first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
@@ -53,7 +53,7 @@ def test_demo_end_to_end_on_a_tiny_zoo(tmp_path):
     assert sum(line.startswith("   ") and "mlp-" in line for line in out.splitlines()) == 4
     assert (tmp_path / "d" / "catalog.duckdb").is_file() and (tmp_path / "z" / "truth.csv").is_file()
     # the validate command reads the same catalog and truth
-    val = subprocess.run([sys.executable, "-m", "ww_spectral.cli", "validate", "--data", "d", "--truth", "z",
+    val = subprocess.run([sys.executable, "-m", "pipelines.cli", "validate", "--data", "d", "--truth", "z",
                           "--format", "csv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert val.returncode == 0, val.stderr[-2000:]
     assert val.stdout.startswith("sweep,metric,direction,n,tau") and "pooled,alpha_weighted" in val.stdout

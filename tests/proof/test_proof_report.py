@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from catalogs.report import build_report
 from catalogs.schema import Provenance
 from catalogs.store import ResultStore
-from pipelines.zoo import TINY_GRID, build_zoo
+from pipelines.proof.report import build_report
+from pipelines.proof.zoo import TINY_GRID, build_zoo
 from ww_spectral.analysis import analyze_model
 
 CHROMIUM = "/usr/bin/chromium"

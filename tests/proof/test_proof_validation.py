@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catalogs.validation import VALIDATION_METRICS, ValidationError, render, validate_frames, verdict
+from pipelines.proof.validation import VALIDATION_METRICS, ValidationError, render, validate_frames, verdict
 
 
 def make(seed: int = 0):

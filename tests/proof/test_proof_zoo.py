@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load_file
 
-from pipelines.zoo import (
+from pipelines.proof.zoo import (
     DEFAULT_GRID,
     TINY_GRID,
     TRUTH_COLUMNS,

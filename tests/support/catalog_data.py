@@ -86,6 +86,6 @@ def write(store, repo_id, alphas, *, revision="r1", options_hash="opt0", minutes
 
 def run_cli(argv: list[str]) -> int:
     """Run a `ww-spectral` command in-process through the real dispatcher (errors: one line, exit 2)."""
-    from ww_spectral.cli import main
+    from pipelines.cli import main
 
     return main(argv)

@@ -1,4 +1,4 @@
-"""`ww-spectral analyze` / `describe` through the real dispatcher (ww_spectral.cli.main) and the entry point."""
+"""`ww-spectral analyze` / `describe` through the real dispatcher (pipelines.cli.main) and the entry point."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import save_file
 from support.planted_models import heavy_tailed
 
-from ww_spectral.cli import main
+from pipelines.cli import main
 from ww_spectral.columns import LAYER_COLUMN_NAMES
 
 
@@ -63,7 +63,7 @@ def test_describe_lists_layers(model, capsys):
 
 
 def test_file_faults_are_one_line_and_exit_2(model, tmp_path):
-    exe = [sys.executable, "-m", "ww_spectral.cli"]
+    exe = [sys.executable, "-m", "pipelines.cli"]
     r = subprocess.run(exe + ["analyze", model, "--out", str(tmp_path / "x.txt")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and ".parquet" in r.stderr
     assert not (tmp_path / "x.txt").exists()

@@ -18,7 +18,7 @@ def test_library_and_cli_startup_import_no_orchestration_or_sql_engine():
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        "from ww_spectral.cli import build_parser\n"
+        "from pipelines.cli import build_parser\n"
         "build_parser()\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )

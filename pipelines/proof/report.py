@@ -142,7 +142,7 @@ def _page(title: str, body: str) -> str:
 
 def _load(data_root: str):
     """(models, layers) DataFrames: latest revision per repo_id, and the layers of exactly those rows."""
-    from .catalog import connect
+    from catalogs.catalog import connect
 
     con = connect(data_root)
     try:
@@ -217,10 +217,9 @@ def build_report(
     zoo folder's truth.csv and models_dir is not given, that zoo folder is used.
     """
 
+    from catalogs.errors import CatalogError
+    from catalogs.metrics import DEFAULT_METRIC, get_metric
     from ww_spectral import plots
-
-    from .errors import CatalogError
-    from .metrics import DEFAULT_METRIC, get_metric
 
     t0 = time.perf_counter()
     m = get_metric(metric or DEFAULT_METRIC)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import _positive_int  # one validator for every count option
+from ..scan_cli import _positive_int  # one validator for every count option
 
 DEFAULT_DATA = "ww-data"
 DEFAULT_ZOO = "ww-data/zoo"
@@ -94,7 +94,7 @@ def _cmd_zoo_build(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from catalogs.validation import render, validate
+    from .validation import render, validate
 
     print(render(validate(args.data, args.truth), args.format))
     return 0
@@ -110,7 +110,7 @@ def _cmd_plot(args) -> int:
     if not Path(src).expanduser().exists():
         layers = _catalog_layers(args.data, src)
         if layers is not None:  # a model stored in the catalog: alpha plots from the stored numbers
-            from catalogs.report import _find_weights
+            from .report import _find_weights
 
             files = [plots.plot_alpha_by_depth(layers, path=out / "alpha_by_depth.png", title=f"{src}: alpha by depth"),
                      plots.plot_alpha_histogram(layers, path=out / "alpha_hist.png", title=f"{src}: layer alphas")]
@@ -156,7 +156,7 @@ def _catalog_layers(data_root: str, repo_id: str):
 
 
 def _cmd_report(args) -> int:
-    from catalogs.report import build_report
+    from .report import build_report
 
     res = build_report(args.data, args.out, truth=args.truth, models_dir=args.models_dir, metric=args.metric,
                        layer_plots=not args.no_layer_plots, log=_log)
@@ -198,7 +198,7 @@ def run_demo(*, zoo_dir: str = DEFAULT_ZOO, data_root: str = DEFAULT_DATA, metri
     times["zoo"] = zres.seconds
 
     t1 = time.perf_counter()
-    from . import flows
+    from .. import flows
 
     flows.PROGRESS["enabled"] = True
     log(f"demo: scanning {zoo_dir} into {data_root} (Prefect flow scan-folder, Ray, Parquet, DuckDB) ...")
@@ -207,7 +207,8 @@ def run_demo(*, zoo_dir: str = DEFAULT_ZOO, data_root: str = DEFAULT_DATA, metri
     times["scan"] = time.perf_counter() - t1
 
     from catalogs.catalog import connect, leaderboard
-    from catalogs.validation import format_markdown, load_models, validate_frames
+
+    from .validation import format_markdown, load_models, validate_frames
 
     truth = read_truth(Path(zoo_dir) / "truth.csv")
     con = connect(data_root)

@@ -21,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .errors import CatalogError
+from catalogs.errors import CatalogError
 
 # Model-level metrics validated, in table column order (names of the `models` view / catalogs.metrics).
 VALIDATION_METRICS = (
@@ -60,7 +60,7 @@ class Validation:
 
 
 def _direction(metric: str) -> str:
-    from .metrics import get_metric
+    from catalogs.metrics import get_metric
 
     return get_metric(metric).direction
 
@@ -161,7 +161,7 @@ def validate_frames(models, truth, *, metrics: tuple[str, ...] = VALIDATION_METR
 
 def load_models(data_root: str):
     """The catalog's `models` view as a DataFrame (DuckDB via catalogs.catalog.connect)."""
-    from .catalog import connect
+    from catalogs.catalog import connect
 
     con = connect(data_root)
     try:

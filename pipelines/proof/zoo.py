@@ -429,7 +429,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def read_truth(path: str | os.PathLike):
-    """truth.csv (or the zoo folder holding it) as a DataFrame; see catalogs.validation.read_truth."""
-    from catalogs.validation import read_truth as _read
+    """truth.csv (or the zoo folder holding it) as a DataFrame; see pipelines/proof/validation.py read_truth."""
+    from .validation import read_truth as _read
 
     return _read(path)
