@@ -1,0 +1,193 @@
+"""Marchenko-Pastur fit of an ESD's bulk, reproducing WeightWatcher 0.7.7's `mp_fit=True` columns.
+
+Definitions (read from weightwatcher 0.7.7: WeightWatcher.mp_fit, RMT_Util.fit_density_with_range,
+resid_mp, marchenko_pastur_fun, quarter_circle_fun). Input: the layer's n eigenvalues lambda (all of
+them, zeros included; conv2d: all slices pooled, already scaled by 0.5), N, M with Q = N / M.
+
+1. Rescale to mean 1: W_scale = sqrt(n) / sqrt(sum lambda); x = W_scale^2 * lambda.
+2. The fitted variable is x when Q != 1, sqrt(x) when Q == 1 (quarter-circle law on singular values).
+3. Empirical density: a linear-kernel KDE with bandwidth bw = 0.1,
+   rho(t) = 1/(n bw) * sum_i max(0, 1 - |t - v_i| / bw), on 1000 points t = linspace(0, max v + 0.5);
+   points with rho <= 0.01 are dropped (their residual counts as 0).
+4. Residual of a trial sigma s: r = sum over kept points of (f_s(t) - rho(t))^2, where
+   - Q != 1: f_s(t) = sqrt((b - t)(t - a)) / (2 pi s^2 t / Q), a = (s (1 - Q^-1/2))^2, b = (s (1 + Q^-1/2))^2,
+     0 outside [a, b] (and at t = 0); r = 1e6 * (kept points) when b < t_peak or b > max t or a > t_peak,
+     t_peak = the first kept t where rho is largest;
+   - Q == 1: f_s(t) = sqrt(4 - t^2) / (pi s^2), 0 for t > 2 (WW's formula: sigma only in the prefactor).
+5. sigma_mp = argmin over the grid s = np.mgrid[0.05 c : 2 c : 0.01 c] (first minimum), polished by
+   scipy.optimize.fmin (Nelder-Mead, its defaults) from there, where c = sqrt(max x) / (1 + Q^-1/2)
+   (scipy.optimize.brute(..., finish=fmin), as WW calls it).
+6. In rescaled units: bulk_max = (sigma_mp (1 + Q^-1/2))^2, bulk_min = (sigma_mp (1 - Q^-1/2))^2;
+   Tracy-Widom pad TW = Q^-1/2 * bulk_max^(2/3) * M^(-2/3); num_spikes = #{x > bulk_max + sqrt(TW)};
+   mp_softrank = bulk_max / max x.
+7. Reported: num_spikes, sigma_mp (rescaled units), mp_softrank, W_scale, and bulk_max, bulk_min back in
+   the units of lambda (divided by W_scale^2).
+
+The KDE is computed once (it does not depend on sigma) from prefix sums of the sorted values, and the
+residual is vectorised over the whole sigma grid: the same numbers as WW, without WW's 195 + ~20
+KDE refits (WW: 22.3 s for mp_fit on MiniLM-L6 against 1.7 s for its default analysis).
+
+Failures (no positive eigenvalue, NaN/Inf, fewer than 2 eigenvalues) give NaN columns with
+status 'failed' and a fit_status code, never WW's -1 values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+MP_BANDWIDTH = 0.1  # WW's bw in fit_density_with_range / resid_mp
+KDE_POINTS = 1000  # WW: xde = linspace(0, max + 0.5, 1000)
+KDE_THRESH = 0.01  # WW: density points below this are dropped from the residual
+PENALTY = 1000.0  # WW: residual per point when the MP edges are implausible
+_GRID = (0.05, 2.0, 0.01)  # WW: sigma grid as multiples of calc_sigma(Q, evals)
+
+COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "bulk_min", "W_scale")
+
+
+@dataclass(frozen=True)
+class MPFit:
+    """WeightWatcher's mp_fit columns for one ESD (see the module docstring for the definitions).
+
+    num_spikes: eigenvalues beyond the MP bulk edge + Tracy-Widom pad (None when failed);
+    sigma_mp: fitted MP scale in units where the mean eigenvalue is 1; mp_softrank: bulk_max / lambda_max;
+    bulk_max, bulk_min: MP bulk edges in eigenvalue units; W_scale: sqrt(n / sum lambda);
+    spike_threshold: bulk edge + Tracy-Widom pad in eigenvalue units (eigenvalues above it are the spikes);
+    status: 'success' | 'failed'; fit_status: 'ok' | 'too_few_evals' | 'nonfinite' | 'all_zero'.
+    """
+
+    num_spikes: int | None
+    sigma_mp: float
+    mp_softrank: float
+    bulk_max: float
+    bulk_min: float
+    W_scale: float
+    spike_threshold: float = math.nan
+    status: str = "success"
+    fit_status: str = "ok"
+    detail: str = ""
+
+    def columns(self, prefix: str = "") -> dict:
+        """The six WW columns, e.g. prefix='rand_' gives rand_num_spikes, rand_sigma_mp, ..."""
+        return {prefix + name: getattr(self, name) for name in COLUMNS}
+
+
+def _failed(code: str, detail: str) -> MPFit:
+    nan = math.nan
+    return MPFit(None, nan, nan, nan, nan, nan, status="failed", fit_status=code, detail=detail)
+
+
+def _kde_linear(values: np.ndarray, grid: np.ndarray, bw: float) -> np.ndarray:
+    """sklearn KernelDensity(kernel='linear', bandwidth=bw) density of `values` at `grid` (exact sums).
+
+    rho(t) = 1/(n bw) * sum_{|t - v| < bw} (1 - |t - v| / bw), from prefix sums of the sorted values.
+    """
+    v = np.sort(values)
+    n = v.size
+    prefix = np.concatenate(([0.0], np.cumsum(v)))
+    lo = np.searchsorted(v, grid - bw, side="right")  # first v > t - bw
+    mid = np.searchsorted(v, grid, side="right")  # first v > t
+    hi = np.searchsorted(v, grid + bw, side="left")  # first v >= t + bw
+    n_left, n_right = mid - lo, hi - mid
+    left = n_left - (n_left * grid - (prefix[mid] - prefix[lo])) / bw  # sum of 1 - (t - v)/bw, v <= t
+    right = n_right - ((prefix[hi] - prefix[mid]) - n_right * grid) / bw  # sum of 1 - (v - t)/bw, v > t
+    return (left + right) / (n * bw)
+
+
+class _Residual:
+    """WW's resid_mp(sigma, ..., allresid=False) with the KDE computed once; vectorised over sigma."""
+
+    def __init__(self, fitted: np.ndarray, Q: float, bw: float) -> None:
+        grid = np.linspace(0.0, float(np.max(fitted)) + 0.5, KDE_POINTS)
+        dens = _kde_linear(fitted, grid, bw)
+        keep = dens > KDE_THRESH
+        self.n_dropped = int(np.count_nonzero(dens < KDE_THRESH))  # WW appends these as zero residuals
+        self.x = grid[keep]
+        self.y = dens[keep]
+        self.Q = Q
+        if self.x.size:
+            self.x_peak = float(self.x[int(np.argmax(self.y))])  # first maximum, as WW
+            self.x_top = float(np.max(self.x))
+
+    def __call__(self, sigmas: np.ndarray) -> np.ndarray:
+        s = np.asarray(sigmas, dtype=np.float64).reshape(-1, 1)
+        x = self.x[None, :]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.Q == 1:
+                model = np.nan_to_num((1.0 / (np.pi * s * s)) * np.sqrt(4.0 - x**2))
+                penalised = np.zeros(s.shape[0], dtype=bool)
+            else:
+                y = 1.0 / self.Q
+                b = np.power(s * (1.0 + np.sqrt(1.0 / self.Q)), 2)
+                a = np.power(s * (1.0 - np.sqrt(1.0 / self.Q)), 2)
+                model = np.nan_to_num((1.0 / (2.0 * np.pi * s * s * x * y)) * np.sqrt((b - x) * (x - a)))
+                penalised = ((b < self.x_peak) | (b > self.x_top) | (a > self.x_peak)).ravel()
+        resid = model - self.y[None, :]
+        resid[penalised] = PENALTY
+        if self.n_dropped:  # WW concatenates zeros: same value, kept for the same summation order
+            resid = np.concatenate([resid, np.zeros((resid.shape[0], self.n_dropped))], axis=1)
+        return np.sum(resid**2, axis=1)
+
+
+def _fit_sigma(x: np.ndarray, Q: float, bw: float) -> float:
+    """WW's fit_density_with_range: brute-force grid of sigma, then fmin from the best grid point."""
+    scale = math.sqrt(float(np.max(x)) / (1.0 + 1.0 / math.sqrt(Q)) ** 2)  # RMT_Util.calc_sigma
+    fitted = np.sqrt(x) if Q == 1 else x
+    resid = _Residual(fitted, Q, bw)
+    if resid.x.size == 0:
+        raise ValueError("the ESD's density is below 0.01 everywhere; no bulk to fit")
+    lo, hi, step = (f * scale for f in _GRID)
+    grid = np.mgrid[slice(lo, hi, step)]  # exactly the points scipy.optimize.brute evaluates
+    values = resid(grid)
+    start = grid[int(np.argmin(values))]
+
+    def objective(p: np.ndarray) -> float:
+        return float(resid(np.asarray(p).ravel()[:1])[0])
+
+    best = optimize.fmin(objective, np.array([start]), full_output=1, disp=0)
+    return float(np.asarray(best[0]).ravel()[0])
+
+
+def mp_fit(evals: np.ndarray, *, N: int, M: int, bw: float = MP_BANDWIDTH) -> MPFit:
+    """Marchenko-Pastur fit of the bulk of one ESD, WeightWatcher 0.7.7's `mp_fit` columns.
+
+    evals: all eigenvalues of the layer (any order, zeros included), shape (n,); for randomized ESDs
+    with replicas, all replicas pooled. N, M: the layer's sides (Q = N / M; M also sets the
+    Tracy-Widom pad). Deterministic; never raises on degenerate input (returns a failed MPFit).
+    """
+    lam = np.asarray(evals, dtype=np.float64).ravel()
+    if lam.size < 2:
+        return _failed("too_few_evals", f"{lam.size} eigenvalue(s); an MP fit needs at least 2")
+    if not np.all(np.isfinite(lam)):
+        return _failed("nonfinite", "eigenvalues contain NaN or Inf")
+    total = float(np.sum(lam))
+    if not total > 0.0 or not float(np.max(lam)) > 0.0:
+        return _failed("all_zero", "all eigenvalues are zero; no bulk to fit")
+    if not (N > 0 and M > 0):
+        return _failed("too_few_evals", f"N={N}, M={M}: need positive sides")
+    Q = N / M
+    w_scale = math.sqrt(lam.size) / math.sqrt(total)
+    x = (w_scale * w_scale) * lam
+    try:
+        sigma = _fit_sigma(x, Q, bw)
+    except (ValueError, FloatingPointError) as exc:
+        return _failed("degenerate_bulk", str(exc))
+    inv_sqrt_q = 1.0 / math.sqrt(Q)
+    bulk_max = (sigma * (1.0 + inv_sqrt_q)) ** 2
+    bulk_min = (sigma * (1.0 - inv_sqrt_q)) ** 2
+    tw = inv_sqrt_q * bulk_max ** (2.0 / 3.0) * M ** (-2.0 / 3.0)
+    threshold = bulk_max + math.sqrt(tw)
+    num_spikes = int(np.count_nonzero(x > threshold))
+    w2 = w_scale * w_scale
+    return MPFit(
+        num_spikes=num_spikes,
+        sigma_mp=sigma,
+        mp_softrank=bulk_max / float(np.max(x)),
+        bulk_max=bulk_max / w2,
+        bulk_min=bulk_min / w2,
+        W_scale=w_scale,
+        spike_threshold=threshold / w2,
+    )
