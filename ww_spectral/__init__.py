@@ -3,8 +3,10 @@
 Public API (see README):
     analyze(source, **options) -> pandas.DataFrame   one row per analysed layer (WW's columns + ours)
     describe(source) -> pandas.DataFrame             the layers, without eigenvalues
-    analyze_model(source, **options) -> ModelAnalysis  layers (incl. skipped), summary, checkpoint ref
+    analyze_model(source, **options) -> ModelAnalysis  layers (incl. skipped), summary, facts, checkpoint ref
     summarize(layers) -> dict                        WW's get_summary() means + robust aggregates
+    plan_model(checkpoint, options) -> ModelPlan     / assemble_model(plan, rows, seconds=...) -> ModelAnalysis:
+                                                     the per-model unit (ww_spectral/model.py)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .errors import (  # noqa: E402
     CheckpointError,
     GatedRepoError,
     HubError,
+    NoAnalysableLayerError,
     NoWeightsError,
     OptionError,
     SourceNotFoundError,
@@ -29,6 +32,7 @@ __all__ = [
     "CheckpointError",
     "GatedRepoError",
     "HubError",
+    "NoAnalysableLayerError",
     "NoWeightsError",
     "OptionError",
     "SourceNotFoundError",
@@ -38,6 +42,8 @@ __all__ = [
     "WWSpectralError",
 ]
 
-from .analysis import ModelAnalysis, analyze, analyze_model, describe, summarize  # noqa: E402
+from .analysis import analyze, analyze_model, describe, summarize  # noqa: E402
+from .model import ModelAnalysis, ModelFacts, ModelPlan, assemble_model, plan_model  # noqa: E402
 
-__all__ += ["ModelAnalysis", "analyze", "analyze_model", "describe", "summarize"]
+__all__ += ["ModelAnalysis", "ModelFacts", "ModelPlan", "analyze", "analyze_model", "assemble_model", "describe",
+            "plan_model", "summarize"]

@@ -1,20 +1,25 @@
 """The analysis: checkpoint -> layer plans -> ESDs -> power-law fits + metrics -> one row per tensor.
 
-Public API (CONTRACTS.md):
+Public API:
     analyze(source, **options) -> DataFrame            analysed + failed layers, columns LAYER_COLUMN_NAMES
-    describe(source, **options) -> DataFrame           the plans, no eigenvalues
+    describe(source, **options) -> DataFrame           the plans (DESCRIBE_COLUMNS), no eigenvalues
     analyze_model(source, *, include_skipped=True, progress=False, **options) -> ModelAnalysis
+        = open -> model.plan_model -> analyze_layers -> model.assemble_model
+    analyze_layers(checkpoint, plans, options, *, workers=None, threads=None, progress=None) -> list[dict]
+    layer_esd(plan, array, options) -> LayerESD        THE eigenvalues and fit of one layer (rows and plots)
+    layer_esds(source, *, layer=None, options=None) -> {longname: LayerESD}
     summarize(layers) -> dict                          WW get_summary() means + robust aggregates
-    plan_layers(checkpoint, options) -> list[LayerPlan]
-    analyze_layers(checkpoint, plans, options, *, workers=None, threads=None, progress=False) -> list[dict]
+    plan_layers, plan_model, assemble_model, rows_to_frame, ModelAnalysis: see ww_spectral/model.py
 
 Options (keyword arguments): the fields of records.AnalysisOptions (fix_fingers, backend, precision,
 device, min_evals, max_evals, max_N, ww_compat_conv_nm), plus where-it-runs settings that never change
 numbers: workers (layers analysed at once), threads (cores to use; default: all this process may use);
-and for hub/cache sources: revision, token, endpoint, cache_dir (passed to open_checkpoint).
+and for hub/cache sources: revision, token, endpoint, cache_dir, allow_external_links (passed to
+checkpoint.open_checkpoint).
 
 One bad layer never stops a model: NaN/Inf weights, all-zero matrices, unreadable tensors and
 unsupported dtypes become rows with status 'failed' / 'skipped', a fit_status code and a reason.
+A model with no analysable layer at all raises errors.NoAnalysableLayerError (model.plan_model).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import multiprocessing
 import os
 import sys
 import threading
@@ -35,64 +41,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .columns import LAYER_COLUMN_NAMES, LAYER_COLUMNS
+from .checkpoint import open_checkpoint
+from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
 from .errors import OptionError, UnsupportedDtypeError, WWSpectralError
-from .fit import fit_power_law, hill_alpha
-from .layers import eigenvalue_scale, layer_matrices, plan_layer
+from .fit import PowerLawFit, failed_fit, fit_power_law, hill_alpha
+from .layers import eigenvalue_scale, layer_matrices
 from .metrics import layer_metrics
-from .records import AnalysisOptions, CheckpointRef, LayerPlan
+from .model import ModelAnalysis, assemble_model, plan_layers, plan_model, rows_to_frame
+from .progress import ProgressReporter, safe_text
+from .records import OPTION_FIELDS, AnalysisOptions, LayerPlan, make_options
 from .spectrum import NonFiniteSpectrumError, layer_spectrum, noise_floor
 from .summary import summarize
 
 log = logging.getLogger("ww_spectral")
 
-_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(AnalysisOptions))
 _RUN_FIELDS = ("workers", "threads")
-_OPEN_FIELDS = ("revision", "token", "endpoint", "cache_dir")  # passed to open_checkpoint
-_INT_COLUMNS = tuple(c.name for c in LAYER_COLUMNS if c.kind == "int")
-_FLOAT_COLUMNS = tuple(c.name for c in LAYER_COLUMNS if c.kind == "float")
-_STR_COLUMNS = tuple(c.name for c in LAYER_COLUMNS if c.kind == "str")
+# Passed to open_checkpoint when set (allow_external_links only when True, its default being False).
+_OPEN_FIELDS = ("revision", "token", "endpoint", "cache_dir", "allow_external_links")
 DESCRIBE_COLUMNS = ("layer_id", "tensor_name", "longname", "layer_type", "shape", "dtype", "N", "M", "Q",
-                    "rf", "num_evals", "analysed", "skip_reason", "skip_detail", "est_bytes")
+                    "rf", "num_evals", "analysed", "skip_code", "skip_reason", "est_bytes")
 
-__all__ = ["ModelAnalysis", "analyze", "analyze_layers", "analyze_model", "describe", "make_options",
-           "plan_layers", "summarize", "DESCRIBE_COLUMNS"]
-
-
-@dataclass(frozen=True, eq=False)
-class ModelAnalysis:
-    """One model's analysis: where it came from, with which options, every tensor's row, the summary.
-
-    layers: DataFrame with columns LAYER_COLUMN_NAMES (skipped tensors included unless asked not to);
-    summary: summarize(layers); seconds: wall time of the analysis.
-    """
-
-    ref: CheckpointRef
-    options: AnalysisOptions
-    layers: pd.DataFrame
-    summary: dict
-    seconds: float
+__all__ = ["DESCRIBE_COLUMNS", "LayerESD", "ModelAnalysis", "analyze", "analyze_layers", "analyze_model",
+           "assemble_model", "describe", "layer_esd", "layer_esds", "make_options", "plan_layers", "plan_model",
+           "rows_to_frame", "summarize"]
 
 
 # ---------------------------------------------------------------- options and resources
 
 
-def make_options(options: AnalysisOptions | Mapping[str, Any] | None = None, **kwargs: Any) -> AnalysisOptions:
-    """AnalysisOptions from an instance, a mapping and/or keyword arguments (unknown names -> OptionError)."""
-    base = dataclasses.asdict(options) if isinstance(options, AnalysisOptions) else dict(options or {})
-    base.update(kwargs)
-    unknown = sorted(set(base) - set(_OPTION_FIELDS))
-    if unknown:
-        raise OptionError(f"unknown analysis option(s) {unknown}; allowed: "
-                          f"{list(_OPTION_FIELDS + _RUN_FIELDS + _OPEN_FIELDS)}")
-    return AnalysisOptions(**base)
-
-
 def _split_options(kwargs: dict[str, Any]) -> tuple[AnalysisOptions, dict[str, Any], dict[str, Any]]:
+    """(analysis options, where-it-runs settings, open_checkpoint keywords) from one keyword dict."""
     run = {k: kwargs.pop(k) for k in _RUN_FIELDS if k in kwargs}
-    opening = {k: kwargs.pop(k) for k in _OPEN_FIELDS if k in kwargs and kwargs[k] is not None}
-    for k in _OPEN_FIELDS:
-        kwargs.pop(k, None)
+    opening = {k: v for k in _OPEN_FIELDS if (v := kwargs.pop(k, None)) is not None and v is not False}
+    unknown = sorted(set(kwargs) - set(OPTION_FIELDS))
+    if unknown:
+        raise OptionError(f"unknown option(s) {unknown}; allowed: {list(OPTION_FIELDS + _RUN_FIELDS + _OPEN_FIELDS)}")
     return make_options(**kwargs), run, opening
 
 
@@ -152,12 +135,10 @@ def _is_checkpoint(obj: Any) -> bool:
 @contextmanager
 def _opened(source: Any, **open_kwargs: Any):
     """Yield a Checkpoint for any SOURCE; closes what it opened (not a checkpoint passed in).
-    open_kwargs (revision, token, endpoint, cache_dir) go to open_checkpoint."""
+    open_kwargs (_OPEN_FIELDS) go to open_checkpoint."""
     if _is_checkpoint(source):
         yield source
         return
-    from .checkpoint import open_checkpoint
-
     ckpt = open_checkpoint(source, **open_kwargs)
     try:
         yield ckpt
@@ -167,13 +148,52 @@ def _opened(source: Any, **open_kwargs: Any):
             close()
 
 
-# ---------------------------------------------------------------- rows
+# ---------------------------------------------------------------- one layer: ESD, fit, row
+
+
+@dataclass(frozen=True, eq=False)
+class LayerESD:
+    """One layer's spectrum as the analysis sees it.
+
+    plan: the layer's LayerPlan; evals: its pooled eigenvalues, ascending float64, shape (num_evals,),
+    scaled (0.5 for conv2d) and with the float32 noise floor applied (values under it set to 0) - the
+    exact input of `fit`; fit: the power-law fit of `evals` (a failed fit with fit_status 'all_zero' for
+    an all-zero matrix); slices: each slice's eigenvalues as computed (before the floor), the input of
+    metrics.layer_metrics.
+    """
+
+    plan: LayerPlan
+    evals: np.ndarray
+    fit: PowerLawFit
+    slices: tuple[np.ndarray, ...]
+
+
+def layer_esd(plan: LayerPlan, array: np.ndarray,
+              options: AnalysisOptions | Mapping[str, Any] | None = None) -> LayerESD:
+    """The eigenvalues and power-law fit of one planned layer, from its tensor data (shape plan.shape).
+
+    The one function the rows (analyze) and the plots (plots.py) both use, so a plotted fit is the
+    stored one. Raises spectrum.NonFiniteSpectrumError when W^T W has NaN/Inf entries.
+    """
+    opts = options if isinstance(options, AnalysisOptions) else make_options(options)
+    mats = layer_matrices(plan, array)
+    slices = tuple(layer_spectrum(mats, scale=eigenvalue_scale(plan), backend=opts.backend,
+                                  precision=opts.precision, device=opts.device))
+    evals = np.sort(np.concatenate(slices))
+    if not evals.size or not evals[-1] > 0:
+        return LayerESD(plan, evals, failed_fit("all_zero", "all weights are zero; no spectrum"), slices)
+    if opts.precision == "float32":
+        # Round-off of float32 Gram + eigensolve (~1e-6 lambda_max) is not spectrum: an exactly
+        # rank-deficient layer must not fit noise where WW (float64 SVD) sees zeros it drops.
+        floor = noise_floor(float(evals[-1]), max(e.size for e in slices), "float32")
+        evals = np.where(evals > floor, evals, 0.0)
+    return LayerESD(plan, evals, fit_power_law(evals, fix_fingers=opts.fix_fingers), slices)
 
 
 def _empty_row(plan: LayerPlan) -> dict:
-    row: dict[str, Any] = {c: math.nan for c in _FLOAT_COLUMNS}
-    row.update({c: None for c in _INT_COLUMNS})
-    row.update({c: "" for c in _STR_COLUMNS})
+    row: dict[str, Any] = {c: math.nan for c in FLOAT_COLUMNS}
+    row.update({c: None for c in INT_COLUMNS})
+    row.update({c: "" for c in STR_COLUMNS})
     row.update(
         layer_id=plan.layer_id, tensor_name=plan.tensor_name, longname=plan.longname,
         layer_type=plan.layer_type, shape="x".join(str(s) for s in plan.shape), dtype=plan.dtype,
@@ -183,61 +203,54 @@ def _empty_row(plan: LayerPlan) -> dict:
     return row
 
 
-def _skipped_row(plan: LayerPlan, code: str | None = None, detail: str | None = None) -> dict:
+def _skipped_row(plan: LayerPlan, code: str | None = None, reason: str | None = None) -> dict:
+    """A skipped row: fit_status holds the code, skip_reason the prose (the plan's unless given)."""
     row = _empty_row(plan)
-    row.update(status="skipped", fit_status=code or plan.skip_reason or "skipped",
-               skip_reason=detail if detail is not None else plan.skip_detail)
+    row.update(status="skipped", fit_status=code or plan.skip_code or "skipped",
+               skip_reason=reason if reason is not None else plan.skip_reason)
     return row
 
 
-def _failed_row(plan: LayerPlan, code: str, detail: str) -> dict:
+def _failed_row(plan: LayerPlan, code: str, reason: str) -> dict:
     row = _empty_row(plan)
-    row.update(status="failed", fit_status=code, skip_reason=detail)
+    row.update(status="failed", fit_status=code, skip_reason=reason)
     return row
 
 
 def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions) -> dict:
     """One layer's row from its tensor data (already read in the compute dtype)."""
-    mats = layer_matrices(plan, array)
     try:
-        slices = layer_spectrum(mats, scale=eigenvalue_scale(plan), backend=options.backend,
-                                precision=options.precision, device=options.device)
+        esd = layer_esd(plan, array, options)
     except NonFiniteSpectrumError:
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
             return _failed_row(plan, "nonfinite", f"{bad} NaN/Inf weight(s); the ESD is undefined")
         return _failed_row(plan, "nonfinite", f"W^T W overflows in {options.precision}; "
                                               "use precision='float64'")
-    evals = np.sort(np.concatenate(slices))
+    fit = esd.fit
     row = _empty_row(plan)
-    if not evals.size or not evals[-1] > 0:
-        row.update(layer_metrics(slices, N=plan.N, alpha=math.nan, precision=options.precision))
-        row.update(status="failed", fit_status="all_zero", skip_reason="all weights are zero; no spectrum")
-        return row
-    if options.precision == "float32":
-        # Round-off of float32 Gram + eigensolve (~1e-6 lambda_max) is not spectrum: an exactly
-        # rank-deficient layer must not fit noise where WW (float64 SVD) sees zeros it drops.
-        floor = noise_floor(float(evals[-1]), max(e.size for e in slices), "float32")
-        evals = np.where(evals > floor, evals, 0.0)
-    fit = fit_power_law(evals, fix_fingers=options.fix_fingers)
-    row.update(layer_metrics(slices, N=plan.N, alpha=fit.alpha, precision=options.precision))
+    row.update(layer_metrics(list(esd.slices), N=plan.N, alpha=fit.alpha, precision=options.precision))
     row.update(
         alpha=fit.alpha, D=fit.D, sigma=fit.sigma, xmin=fit.xmin, xmax=fit.xmax,
         num_pl_spikes=fit.num_pl_spikes, num_fingers=fit.num_fingers, raw_alpha=fit.raw_alpha,
         status=fit.status, warning=fit.warning, fit_status=fit.fit_status,
         skip_reason=fit.detail if fit.status != "success" else "",
-        hill_alpha=hill_alpha(evals),
+        hill_alpha=hill_alpha(esd.evals),
     )
     return row
+
+
+def _read(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions) -> np.ndarray:
+    """The layer's tensor in the compute dtype of `options.precision`."""
+    return checkpoint.read(plan.tensor_name, dtype=np.float64 if options.precision == "float64" else np.float32)
 
 
 def _analyse_one(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions, read_lock: threading.Lock) -> dict:
     if not plan.analysed:
         return _skipped_row(plan)
-    dtype = np.float64 if options.precision == "float64" else np.float32
     try:
         with read_lock:  # one tensor read at a time: bounded memory, no contention on the file
-            array = checkpoint.read(plan.tensor_name, dtype=dtype)
+            array = _read(checkpoint, plan, options)
     except UnsupportedDtypeError as exc:
         return _skipped_row(plan, "unsupported_dtype", str(exc))
     except WWSpectralError as exc:
@@ -247,29 +260,38 @@ def _analyse_one(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions, rea
     except MemoryError:
         raise
     except Exception as exc:  # one bad layer never stops a model
-        log.warning("layer %s failed: %s: %s", plan.tensor_name, type(exc).__name__, exc)
+        log.warning("layer %s failed: %s: %s", safe_text(plan.tensor_name), type(exc).__name__, exc)
         return _failed_row(plan, "error", f"{type(exc).__name__}: {exc}")
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    """A tqdm bar on a terminal; None elsewhere (then each layer gets one log line on stderr)."""
-    if not enabled or total == 0 or not sys.stderr.isatty():
+# ---------------------------------------------------------------- progress
+
+
+def _reporter(progress: bool | ProgressReporter | None) -> ProgressReporter:
+    return progress if isinstance(progress, ProgressReporter) else ProgressReporter(enabled=bool(progress))
+
+
+def _bar(total: int, reporter: ProgressReporter):
+    """A tqdm bar when the reporter writes to a terminal; None elsewhere (then one line per layer)."""
+    if total == 0 or not reporter.isatty():
         return None
     try:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, leave=True)
+        return tqdm(total=total, desc="ww-spectral", unit="layer", file=reporter.stream, leave=True)
     except ImportError:  # pragma: no cover
         return None
 
 
+def _report(reporter: ProgressReporter, bar, plan: LayerPlan, row: dict, seconds: float) -> None:
+    if bar is not None:
+        bar.update(1)
+    else:
+        reporter.line(f"{safe_text(plan.tensor_name)} {plan.shape}: {row['status']} alpha={row['alpha']:.3f} "
+                      f"({seconds:.2f} s)")
+
+
 # ---------------------------------------------------------------- public API
-
-
-def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> list[LayerPlan]:
-    """A LayerPlan for every tensor of the checkpoint, in checkpoint order, from headers only."""
-    opts = make_options(options)
-    return [plan_layer(info, i, opts) for i, info in enumerate(checkpoint.tensors())]
 
 
 def analyze_layers(
@@ -279,35 +301,32 @@ def analyze_layers(
     *,
     workers: int | None = None,
     threads: int | None = None,
-    progress: bool = False,
+    progress: bool | ProgressReporter | None = None,
 ) -> list[dict]:
     """Rows (dicts with exactly LAYER_COLUMN_NAMES) for the given plans, in the order given.
 
     Skipped plans give skipped rows. `threads` cores are shared by `workers` layers at once, each with
-    threads // workers BLAS threads (one pool per process, never oversubscribed).
+    threads // workers BLAS threads (one pool per process, never oversubscribed). progress: True (lines
+    on stderr, or a bar on a terminal), a ProgressReporter, or None/False (silent).
     """
     opts = make_options(options)
     plans = list(plans)
     threads = threads or available_cores()
     nworkers = _resolve_workers(plans, workers, threads)
     blas = max(1, threads // nworkers)
+    reporter = _reporter(progress)
     if nworkers > 1 and _can_fork(checkpoint, plans, opts):
-        rows = _analyse_in_processes(checkpoint, plans, opts, nworkers=nworkers, blas=blas, progress=progress)
+        rows = _analyse_in_processes(checkpoint, plans, opts, nworkers=nworkers, blas=blas, reporter=reporter)
         return [{c: r[c] for c in LAYER_COLUMN_NAMES} for r in rows]
     lock = threading.Lock()
-    bar = _progress(sum(p.analysed for p in plans), progress, "ww-spectral")
+    bar = _bar(sum(p.analysed for p in plans), reporter)
     rows: list[dict | None] = [None] * len(plans)
 
     def job(i: int) -> None:
         t0 = time.perf_counter()
         rows[i] = _analyse_one(checkpoint, plans[i], opts, lock)
         if plans[i].analysed:
-            if bar is not None:
-                bar.update(1)
-            elif progress:
-                r = rows[i]
-                print(f"[ww-spectral] {plans[i].tensor_name} {plans[i].shape}: {r['status']} "
-                      f"alpha={r['alpha']:.3f} ({time.perf_counter() - t0:.2f} s)", file=sys.stderr)
+            _report(reporter, bar, plans[i], rows[i], time.perf_counter() - t0)
 
     try:
         with _blas_threads(blas, use_torch=opts.backend == "torch"):
@@ -330,8 +349,6 @@ def analyze_layers(
 # eigh. Forked worker processes run layers truly in parallel, each with its own single BLAS thread.
 # Below this much work (flops of the Gram products) a model is done before processes would pay off.
 _MIN_FORK_FLOPS = 2e9
-_FORKED: tuple[Any, list[LayerPlan], AnalysisOptions] | None = None  # set in the parent, inherited by fork
-_CHILD_LIMITS: Any = None
 
 
 def _can_fork(checkpoint: Any, plans: list[LayerPlan], opts: AnalysisOptions) -> bool:
@@ -339,8 +356,6 @@ def _can_fork(checkpoint: Any, plans: list[LayerPlan], opts: AnalysisOptions) ->
     lock held by another - Prefect's, Ray's, a progress monitor's - would deadlock the child), a checkpoint
     of local safetensors files (read with numpy/ml_dtypes: no torch/OpenMP state or HTTP client is used
     in the child), the numpy backend, and enough work."""
-    import multiprocessing
-
     ref = getattr(checkpoint, "ref", None)
     if (not sys.platform.startswith("linux") or threading.active_count() != 1 or opts.backend != "numpy"
             or ref is None or ref.kind != "safetensors" or not ref.files
@@ -351,82 +366,80 @@ def _can_fork(checkpoint: Any, plans: list[LayerPlan], opts: AnalysisOptions) ->
     return flops >= _MIN_FORK_FLOPS
 
 
-def _child_init(blas: int) -> None:
-    global _CHILD_LIMITS
+@dataclass(frozen=True)
+class _ChildState:
+    checkpoint: Any
+    plans: list[LayerPlan]
+    options: AnalysisOptions
+    blas_limits: Any  # threadpoolctl's limiter, kept referenced: in force for the child's life
+
+
+# Set only inside a forked worker, by _child_init; the parent never writes it. With the fork start
+# method the pool's initializer arguments reach the child through the copied memory, not pickling (the
+# checkpoint holds open files and memory maps, which cannot be pickled), and a job function run by the
+# pool can reach what its initializer received only through module state of the child process.
+_CHILD: _ChildState | None = None
+
+
+def _child_init(checkpoint: Any, plans: list[LayerPlan], options: AnalysisOptions, blas: int) -> None:
+    global _CHILD
     from threadpoolctl import threadpool_limits
 
-    _CHILD_LIMITS = threadpool_limits(limits=blas)  # kept referenced: in force for the child's life
+    _CHILD = _ChildState(checkpoint, plans, options, threadpool_limits(limits=blas))
 
 
 def _child_job(i: int) -> tuple[int, dict, float]:
-    checkpoint, plans, opts = _FORKED
+    state = _CHILD
+    if state is None:  # pragma: no cover - only reachable if a pool ran without its initializer
+        raise RuntimeError("_child_job runs only in a worker started by _analyse_in_processes")
     t0 = time.perf_counter()
-    row = _analyse_one(checkpoint, plans[i], opts, threading.Lock())
+    row = _analyse_one(state.checkpoint, state.plans[i], state.options, threading.Lock())
     return i, row, time.perf_counter() - t0
 
 
 def _analyse_in_processes(checkpoint: Any, plans: list[LayerPlan], opts: AnalysisOptions, *, nworkers: int,
-                          blas: int, progress: bool) -> list[dict]:
+                          blas: int, reporter: ProgressReporter) -> list[dict]:
     """Rows of every plan, analysed by `nworkers` forked processes (largest layers first, for balance)."""
-    import multiprocessing
-
-    global _FORKED
     rows: list[dict | None] = [None] * len(plans)
     for i, plan in enumerate(plans):
         if not plan.analysed:
             rows[i] = _skipped_row(plan)
     todo = sorted((i for i, p in enumerate(plans) if p.analysed),
                   key=lambda i: -(float(plans[i].M) ** 2 * plans[i].N * plans[i].rf))
-    _FORKED = (checkpoint, plans, opts)
     bar = None
     try:
         with ProcessPoolExecutor(max_workers=nworkers, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_child_init, initargs=(blas,)) as pool:
+                                 initializer=_child_init, initargs=(checkpoint, plans, opts, blas)) as pool:
             futures = [pool.submit(_child_job, i) for i in todo]  # the first submit forks every worker
-            bar = _progress(len(todo), progress, "ww-spectral")  # after the fork: tqdm starts a thread
+            bar = _bar(len(todo), reporter)  # after the fork: tqdm starts a thread
             for fut in as_completed(futures):
                 i, row, seconds = fut.result()
                 rows[i] = row
-                if bar is not None:
-                    bar.update(1)
-                elif progress:
-                    print(f"[ww-spectral] {plans[i].tensor_name} {plans[i].shape}: {row['status']} "
-                          f"alpha={row['alpha']:.3f} ({seconds:.2f} s)", file=sys.stderr)
+                _report(reporter, bar, plans[i], row, seconds)
     finally:
-        _FORKED = None
         if bar is not None:
             bar.close()
     return rows  # type: ignore[return-value]
 
 
-def rows_to_frame(rows: list[dict]) -> pd.DataFrame:
-    """DataFrame with exactly LAYER_COLUMN_NAMES, ints as nullable Int64, floats as float64."""
-    df = pd.DataFrame(rows, columns=list(LAYER_COLUMN_NAMES))
-    for c in _INT_COLUMNS:
-        df[c] = pd.array(df[c].tolist(), dtype="Int64")
-    for c in _FLOAT_COLUMNS:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    for c in _STR_COLUMNS:
-        df[c] = df[c].fillna("").astype(str)
-    return df.reset_index(drop=True)
-
-
-def analyze_model(source: Any, *, include_skipped: bool = True, progress: bool = False,
+def analyze_model(source: Any, *, include_skipped: bool = True, progress: bool | ProgressReporter = False,
                   **options: Any) -> ModelAnalysis:
-    """Analyse every tensor of SOURCE; the rows (skipped included unless include_skipped=False),
-    the model summary and the checkpoint reference."""
+    """Analyse every tensor of SOURCE: open -> plan_model -> analyze_layers -> assemble_model.
+
+    The rows include skipped tensors unless include_skipped=False (the summary counts them either way).
+    Raises NoAnalysableLayerError when no tensor is an analysable layer. Keyword options: see the
+    module docstring.
+    """
     opts, run, opening = _split_options(dict(options))
     t0 = time.perf_counter()
     with _opened(source, **opening) as ckpt:
-        plans = plan_layers(ckpt, opts)
-        rows = analyze_layers(ckpt, plans, opts, progress=progress, **run)
-        ref = ckpt.ref
-    layers = rows_to_frame(rows)
-    summary = summarize(layers)
+        plan = plan_model(ckpt, opts)
+        rows = analyze_layers(ckpt, plan.layers, plan.options, progress=progress, **run)
+    result = assemble_model(plan, rows, seconds=time.perf_counter() - t0)
     if not include_skipped:
-        layers = layers[layers["status"] != "skipped"].reset_index(drop=True)
-    return ModelAnalysis(ref=ref, options=opts, layers=layers, summary=summary,
-                         seconds=time.perf_counter() - t0)
+        kept = result.layers[result.layers["status"] != "skipped"].reset_index(drop=True)
+        result = dataclasses.replace(result, layers=kept)
+    return result
 
 
 def analyze(source: Any, **options: Any) -> pd.DataFrame:
@@ -437,8 +450,9 @@ def analyze(source: Any, **options: Any) -> pd.DataFrame:
 
 
 def describe(source: Any, **options: Any) -> pd.DataFrame:
-    """Every tensor of SOURCE with its plan (shape, N, M, rf, num_evals, analysed, skip reason); no
-    eigenvalues are computed and no tensor data is read."""
+    """Every tensor of SOURCE with its plan (DESCRIBE_COLUMNS: shape, N, M, rf, num_evals, analysed,
+    skip_code, skip_reason, est_bytes); no eigenvalues are computed and no tensor data is read. A model
+    with no analysable layer is described (every row analysed=False), not an error."""
     opts, _, opening = _split_options(dict(options))
     with _opened(source, **opening) as ckpt:
         plans = plan_layers(ckpt, opts)
@@ -446,6 +460,33 @@ def describe(source: Any, **options: Any) -> pd.DataFrame:
         "layer_id": p.layer_id, "tensor_name": p.tensor_name, "longname": p.longname,
         "layer_type": p.layer_type, "shape": "x".join(str(s) for s in p.shape), "dtype": p.dtype,
         "N": p.N, "M": p.M, "Q": p.Q, "rf": p.rf, "num_evals": p.num_evals, "analysed": p.analysed,
-        "skip_reason": p.skip_reason or "", "skip_detail": p.skip_detail, "est_bytes": p.est_bytes,
+        "skip_code": p.skip_code or "", "skip_reason": p.skip_reason, "est_bytes": p.est_bytes,
     } for p in plans]
     return pd.DataFrame(recs, columns=list(DESCRIBE_COLUMNS))
+
+
+def layer_esds(source: Any, *, layer: str | None = None,
+               options: AnalysisOptions | Mapping[str, Any] | None = None) -> dict[str, LayerESD]:
+    """The LayerESD of every analysed layer of SOURCE (or only `layer`, by longname or tensor name),
+    {longname: LayerESD} in checkpoint order - what plots and reports draw.
+
+    Layers whose ESD is undefined (NaN/Inf weights, unreadable or unsupported data: failed or skipped
+    rows in the analysis) have no entry. Raises OptionError when `layer` names no tensor, and
+    NoAnalysableLayerError when the model has no analysable layer.
+    """
+    opts = make_options(options)
+    out: dict[str, LayerESD] = {}
+    with _opened(source) as ckpt:
+        plan = plan_model(ckpt, opts)
+        if layer is not None and not any(layer in (p.longname, p.tensor_name) for p in plan.layers):
+            names = ", ".join(safe_text(p.longname, limit=80) for p in plan.analysed[:50])
+            raise OptionError(f"layer {safe_text(layer)!r} not found; analysed layers are: {names}")
+        for p in plan.analysed:
+            if layer is not None and layer not in (p.longname, p.tensor_name):
+                continue
+            try:
+                esd = layer_esd(p, _read(ckpt, p, opts), opts)
+            except (NonFiniteSpectrumError, WWSpectralError):
+                continue
+            out[p.longname if p.longname not in out else p.tensor_name] = esd
+    return out

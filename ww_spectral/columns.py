@@ -58,6 +58,9 @@ LAYER_COLUMNS: tuple[Column, ...] = (
 )
 
 LAYER_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in LAYER_COLUMNS)
+INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in LAYER_COLUMNS if c.kind == "int")
+FLOAT_COLUMNS: tuple[str, ...] = tuple(c.name for c in LAYER_COLUMNS if c.kind == "float")
+STR_COLUMNS: tuple[str, ...] = tuple(c.name for c in LAYER_COLUMNS if c.kind == "str")
 
 # Columns that describe the fit; NaN (or 0 for counts) whenever status != "success".
 FIT_COLUMNS = ("alpha", "alpha_weighted", "D", "sigma", "xmin", "xmax", "num_pl_spikes", "log_alpha_norm")

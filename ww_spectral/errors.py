@@ -23,6 +23,11 @@ class CheckpointError(WWSpectralError):
     """A weight file is damaged or lies about itself (truncated, bad header, offsets past the end)."""
 
 
+class NoAnalysableLayerError(CheckpointError):
+    """The checkpoint holds no tensor that is an analysable layer (float 2-D dense or 4-D conv2d weights);
+    permanent: the message names the tensors' skip reasons."""
+
+
 class UnsafeCheckpointError(CheckpointError):
     """A pickle checkpoint needs arbitrary code to load; it is refused, never executed."""
 

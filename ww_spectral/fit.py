@@ -84,7 +84,8 @@ class _Core:
     sigma: float
 
 
-def _failed(code: str, detail: str, raw_alpha: float = math.nan) -> PowerLawFit:
+def failed_fit(code: str, detail: str, raw_alpha: float = math.nan) -> PowerLawFit:
+    """A failed fit: alpha and the tail columns NaN, counts 0, status "failed", `code` and `detail`."""
     nan = math.nan
     return PowerLawFit(nan, nan, nan, nan, nan, 0, 0, raw_alpha, "failed", code, detail)
 
@@ -246,7 +247,7 @@ def fit_power_law(evals: np.ndarray, *, fix_fingers: str | None = None) -> Power
             core = _fit_sorted(x)
             num_fingers, raw_alpha = 0, core.alpha
     except _FitFailure as exc:
-        return _failed(exc.code, exc.detail)
+        return failed_fit(exc.code, exc.detail)
     # WW counts the tail in the whole ESD (clipped fingers included).
     num_pl_spikes = int(np.count_nonzero(all_evals >= core.xmin))
     return PowerLawFit(

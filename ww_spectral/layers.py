@@ -26,15 +26,16 @@ def plan_layer(info: TensorInfo, layer_id: int, options: AnalysisOptions) -> Lay
 
     N, M: max/min side of the (slice) matrix; rf: slices pooled; num_evals = M*rf;
     est_bytes: working memory of the analysis (the matrix in float64 + two Gram-sized buffers).
-    skip_reason codes: 'not_matrix', 'empty', 'unsupported_dtype', 'size_filter'.
+    skip_code: None (analysed) or 'not_matrix', 'empty', 'unsupported_dtype', 'size_filter'; skip_reason:
+    the same in prose, naming what would make it a layer.
     """
     shape = tuple(int(s) for s in info.shape)
     base = {"tensor_name": info.name, "longname": _longname(info.name), "layer_id": layer_id,
             "shape": shape, "dtype": info.dtype}
     if len(shape) not in (2, 4):
         return LayerPlan(**base, layer_type="other", N=0, M=0, Q=float("nan"), rf=0, num_evals=0,
-                         skip_reason="not_matrix",
-                         skip_detail=f"{len(shape)}-D tensor: only 2-D (dense) and 4-D (conv2d) are layers")
+                         skip_code="not_matrix",
+                         skip_reason=f"{len(shape)}-D tensor: only 2-D (dense) and 4-D (conv2d) are layers")
     if len(shape) == 2:
         layer_type, rows, cols, rf = "dense", shape[0], shape[1], 1
     else:
@@ -47,16 +48,16 @@ def plan_layer(info: TensorInfo, layer_id: int, options: AnalysisOptions) -> Lay
     est = 8 * rows * cols * rf + 2 * 8 * min(rows, cols) ** 2
     plan = dict(base, layer_type=layer_type, N=N, M=M, Q=Q, rf=rf, num_evals=num_evals, est_bytes=est)
     if min(shape) == 0:
-        return LayerPlan(**plan, skip_reason="empty", skip_detail="tensor has a zero-length dimension")
+        return LayerPlan(**plan, skip_code="empty", skip_reason="tensor has a zero-length dimension")
     if info.dtype not in FLOAT_DTYPES:
-        return LayerPlan(**plan, skip_reason="unsupported_dtype",
-                         skip_detail=f"dtype {info.dtype}: float8 / integer (packed or quantised) values "
+        return LayerPlan(**plan, skip_code="unsupported_dtype",
+                         skip_reason=f"dtype {info.dtype}: float8 / integer (packed or quantised) values "
                                      "are not the weights; only F64/F32/F16/BF16 are analysed")
     if not options.min_evals <= num_evals <= options.max_evals or max(rows, cols) > options.max_N:
-        return LayerPlan(**plan, skip_reason="size_filter",
-                         skip_detail=f"needs {options.min_evals} <= M*rf <= {options.max_evals} and "
+        return LayerPlan(**plan, skip_code="size_filter",
+                         skip_reason=f"needs {options.min_evals} <= M*rf <= {options.max_evals} and "
                                      f"N <= {options.max_N}; has M*rf={num_evals}, N={max(rows, cols)}")
-    return LayerPlan(**plan, skip_reason=None)
+    return LayerPlan(**plan, skip_code=None)
 
 
 def layer_matrices(plan: LayerPlan, array: np.ndarray) -> list[np.ndarray]:

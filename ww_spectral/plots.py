@@ -9,24 +9,37 @@ Per model (from the per-layer table, e.g. `analyze()`'s DataFrame or the catalog
 - `plot_alpha_by_depth`: alpha against layer index, the 2-6 band shaded;
 - `plot_alpha_histogram`: histogram of layer alphas, the <2 / 2-6 / >6 bands shaded.
 
-Eigenvalues come from the library's own functions (`layers.layer_matrices`, `spectrum.layer_spectrum`,
-`fit.fit_power_law`), so the plotted fit is the fit the tables report (default analysis options).
-matplotlib is imported inside the functions: importing this module stays cheap.
+Eigenvalues and fits come from `analysis.layer_esds` / `analysis.layer_esd`, the function the analysis
+rows are made with, so a plotted fit is the stored fit (same eigenvalues, float32 noise floor included).
+Every label that can hold outside text (titles, layer names, repo ids, sweep names) goes through `_plain`,
+so matplotlib never reads it as mathtext ('$\\foo{$' in a name is drawn as written, never a crash).
+matplotlib is imported inside the functions: importing this module does not load it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .analysis import LayerESD, layer_esds
 from .fit import EVALS_THRESH, SMALL_N_CUTOFF, SMALL_N_K_MIN, PowerLawFit, fit_power_law
+from .records import AnalysisOptions, make_options
 
 FIGSIZE = (6.4, 4.8)  # inches; at DPI 100 every PNG is 640 x 480 pixels
 DPI = 100
 GOOD_BAND = (2.0, 6.0)  # WW: 2 <= alpha <= 6 is well trained; < 2 over-trained, > 6 under-trained
+
+
+def _plain(text: object) -> str:
+    """`text` as plain text for a matplotlib label: '$' escaped, so no part of it is parsed as mathtext
+    (an unescaped pair of '$' would be; an unbalanced '$\\foo{' inside one raises in the renderer)."""
+    return str(text).replace("$", r"\$")
 
 
 def _pyplot():
@@ -149,7 +162,7 @@ def plot_esd(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: str | o
         ax.text(0.5, 0.9, f"fit failed: {fit.fit_status}", transform=ax.transAxes, ha="center")
     ax.set_xlabel("eigenvalue λ of WᵀW (log scale)")
     ax.set_ylabel("density p(λ) (log scale)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.legend(loc="lower left", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     return _save(fig, path)
@@ -167,7 +180,7 @@ def plot_log_histogram(evals: np.ndarray, fit: PowerLawFit | None = None, *, pat
                    label=f"xmin = {fit.xmin:.3g} (tail: {fit.num_pl_spikes} eigenvalues)")
     ax.set_xlabel("log10 eigenvalue λ")
     ax.set_ylabel("count")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.legend(fontsize=9)
     return _save(fig, path)
 
@@ -185,7 +198,7 @@ def plot_d_vs_xmin(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: s
     ax.set_xlabel("candidate xmin (eigenvalue, log scale)")
     ax.set_ylabel("KS distance D (dimensionless)")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.legend(fontsize=9)
     return _save(fig, path)
 
@@ -214,10 +227,10 @@ def plot_alpha_by_depth(layers, *, path: str | os.PathLike, title: str = "alpha 
     ax.set_ylabel("alpha (power-law exponent, dimensionless)")
     if "longname" in df.columns and 0 < len(df) <= 12:
         ax.set_xticks(pos)
-        ax.set_xticklabels(df["longname"].astype(str).tolist(), rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels([_plain(n) for n in df["longname"].astype(str)], rotation=30, ha="right", fontsize=8)
     hi = max([8.0, *df["alpha"].astype(float).tolist()]) * 1.05
     ax.set_ylim(0, hi)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.legend(fontsize=9)
     return _save(fig, path)
 
@@ -241,50 +254,46 @@ def plot_alpha_histogram(layers, *, path: str | os.PathLike, title: str = "layer
     ax.set_xlim(0, hi)
     ax.set_xlabel("alpha (power-law exponent, dimensionless)")
     ax.set_ylabel("number of layers")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.legend(fontsize=9)
     return _save(fig, path)
 
 
-def layer_eigenvalues(source, *, layer: str | None = None, options=None) -> dict[str, np.ndarray]:
-    """Pooled eigenvalues of every analysed layer of `source` (or only `layer`, by longname or tensor name).
+def layer_eigenvalues(source, *, layer: str | None = None,
+                      options: AnalysisOptions | Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """{longname: eigenvalues} of every analysed layer of `source` (or only `layer`): the `evals` of
+    analysis.layer_esds, i.e. exactly what the analysis fits. Prefer layer_esds (it carries the fit)."""
+    return {name: esd.evals for name, esd in layer_esds(source, layer=layer, options=options).items()}
 
-    Returns {longname: ascending float64 array}, in checkpoint order. Uses the analysis's own plan,
-    matrices and spectrum functions with `options` (default AnalysisOptions()).
-    """
-    from .checkpoint import open_checkpoint
-    from .layers import eigenvalue_scale, layer_matrices, plan_layer
-    from .records import AnalysisOptions
-    from .spectrum import layer_spectrum
 
-    options = options or AnalysisOptions()
-    out: dict[str, np.ndarray] = {}
-    with open_checkpoint(source) as ckpt:
-        plans = [plan_layer(info, i, options) for i, info in enumerate(ckpt.tensors())]
-        names = [p.longname for p in plans] + [p.tensor_name for p in plans]
-        if layer is not None and layer not in names:
-            from .errors import OptionError
-
-            analysed = [p.longname for p in plans if p.analysed]
-            raise OptionError(f"layer {layer!r} not found; analysed layers are: {', '.join(analysed)}")
-        for p in plans:
-            if not p.analysed or (layer is not None and layer not in (p.longname, p.tensor_name)):
-                continue
-            mats = layer_matrices(p, ckpt.read(p.tensor_name, dtype=np.float32))
-            spectra = layer_spectrum(mats, scale=eigenvalue_scale(p), backend=options.backend,
-                                     precision=options.precision)
-            out[p.longname] = np.sort(np.concatenate(spectra))
-    return out
+_SLUG_MAX = 100  # characters of a layer's file-name stem (file systems allow 255 bytes per name)
 
 
 def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    """A file-name stem for `name`: letters, digits, '-', '_', '.' kept, anything else '_'. Where that
+    changed or shortened the name (or left nothing, or only dots), 8 hex chars of its hash are appended,
+    so two names never share a file ('a b' and 'a_b' differ) and no stem is empty, '.' or '..'."""
+    stem = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in name)[:_SLUG_MAX]
+    if stem != name or not stem.strip("."):
+        stem = f"{stem}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return stem
 
 
-def plot_layer(evals: np.ndarray, *, out_dir: str | os.PathLike, name: str, fix_fingers: str | None = None,
-               ) -> dict[str, Path]:
-    """The three layer plots of one ESD into out_dir: {"esd", "log_hist", "d_vs_xmin"} -> PNG paths."""
-    fit = fit_power_law(evals, fix_fingers=fix_fingers)
+def plot_layer(esd: LayerESD | np.ndarray, *, out_dir: str | os.PathLike, name: str | None = None,
+               fix_fingers: str | None = None) -> dict[str, Path]:
+    """The three layer plots of one ESD into out_dir: {"esd", "log_hist", "d_vs_xmin"} -> PNG paths.
+
+    esd: a LayerESD (its eigenvalues and its fit are drawn as they are; name defaults to its longname),
+    or bare eigenvalues (then fitted here with fix_fingers, and name is required).
+    """
+    if isinstance(esd, LayerESD):
+        evals, fit = esd.evals, esd.fit
+        name = esd.plan.longname if name is None else name
+    else:
+        if name is None:
+            raise ValueError("plot_layer(evals, ...) needs name=")
+        evals = np.asarray(esd, dtype=np.float64)
+        fit = fit_power_law(evals, fix_fingers=fix_fingers)
     base = Path(out_dir) / _slug(name)
     return {
         "esd": plot_esd(evals, fit, path=f"{base}.esd.png", title=f"{name}: ESD and power-law fit"),
@@ -295,24 +304,24 @@ def plot_layer(evals: np.ndarray, *, out_dir: str | os.PathLike, name: str, fix_
 
 
 def plot_model(source, *, out_dir: str | os.PathLike, layer: str | None = None, title: str | None = None,
-               layers_table=None, fix_fingers: str | None = None) -> dict[str, object]:
+               layers_table=None, fix_fingers: str | None = None,
+               options: AnalysisOptions | Mapping[str, Any] | None = None) -> dict[str, object]:
     """Every plot of one model: alpha by depth, alpha histogram, and the 3 layer plots per analysed layer.
 
     source: anything open_checkpoint accepts. layer: only this layer's plots (model plots still drawn).
-    layers_table: the model's per-layer DataFrame when already known (e.g. from the catalog); else the
-    alphas are fitted here from the recomputed eigenvalues. Returns {"alpha_depth", "alpha_hist",
-    "layers": {longname: {kind: path}}}.
+    options: the analysis options (fix_fingers, when given, overrides theirs). layers_table: the model's
+    per-layer DataFrame when already known (e.g. from the catalog); else the alphas are the fits of
+    analysis.layer_esds. Returns {"alpha_depth", "alpha_hist", "layers": {longname: {kind: path}}}.
     """
     import pandas as pd
 
+    opts = make_options(options, **({"fix_fingers": fix_fingers} if fix_fingers is not None else {}))
     out = Path(out_dir)
-    evals = layer_eigenvalues(source, layer=layer)
+    esds = layer_esds(source, layer=layer, options=opts)
     if layers_table is None:
-        all_evals = evals if layer is None else layer_eigenvalues(source)
-        rows = []
-        for i, (name, ev) in enumerate(all_evals.items()):
-            f = fit_power_law(ev, fix_fingers=fix_fingers)
-            rows.append({"layer_id": i, "longname": name, "alpha": f.alpha, "status": f.status})
+        every = esds if layer is None else layer_esds(source, options=opts)
+        rows = [{"layer_id": e.plan.layer_id, "longname": name, "alpha": e.fit.alpha, "status": e.fit.status}
+                for name, e in every.items()]
         layers_table = pd.DataFrame(rows, columns=["layer_id", "longname", "alpha", "status"])
     label = title or (Path(source).name if isinstance(source, (str, os.PathLike)) else type(source).__name__)
     result: dict[str, object] = {
@@ -320,8 +329,7 @@ def plot_model(source, *, out_dir: str | os.PathLike, layer: str | None = None, 
                                            title=f"{label}: alpha by depth"),
         "alpha_hist": plot_alpha_histogram(layers_table, path=out / "alpha_hist.png",
                                            title=f"{label}: layer alphas"),
-        "layers": {name: plot_layer(ev, out_dir=out, name=name, fix_fingers=fix_fingers)
-                   for name, ev in evals.items()},
+        "layers": {name: plot_layer(e, out_dir=out, name=name) for name, e in esds.items()},
     }
     return result
 
@@ -335,10 +343,10 @@ def plot_metric_vs_accuracy(table, *, metric: str, path: str | os.PathLike, titl
     groups = table.groupby("sweep", sort=False) if "sweep" in table.columns else [("all", table)]
     for name, g in groups:
         ax.plot(g[metric].astype(float), g["test_accuracy"].astype(float), "o", ms=5, alpha=0.8,
-                label=f"{name} ({len(g)} models)")
-    ax.set_xlabel(f"{metric} (model mean over layers)")
+                label=_plain(f"{name} ({len(g)} models)"))
+    ax.set_xlabel(_plain(f"{metric} (model mean over layers)"))
     ax.set_ylabel("test accuracy (fraction, clean labels)")
-    ax.set_title(title or f"{metric} against test accuracy", fontsize=10)
+    ax.set_title(_plain(title or f"{metric} against test accuracy"), fontsize=10)
     ax.legend(fontsize=9)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)

@@ -1,4 +1,4 @@
-"""Records that cross stages: frozen dataclasses, one module (see ARCHITECTURE.md).
+"""Records that cross stages: frozen dataclasses, one module.
 
 Flow: CheckpointRef -> TensorInfo -> LayerPlan -> eigenvalues (np.ndarray) -> PowerLawFit -> row dict.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import OptionError
 
@@ -56,7 +58,8 @@ class TensorInfo:
 class AnalysisOptions:
     """Options of one analysis; their fingerprint goes into every stored row's provenance.
 
-    Defaults reproduce WeightWatcher 0.7.7's default `analyze()` (see WW_REFERENCE.md).
+    Defaults reproduce WeightWatcher 0.7.7's default `analyze()` (its fit rules: ww_spectral/fit.py;
+    its layer rules: ww_spectral/layers.py).
     """
 
     fix_fingers: str | None = None  # None or "clip_xmax"
@@ -92,6 +95,22 @@ class AnalysisOptions:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AnalysisOptions))
+
+
+def make_options(options: AnalysisOptions | Mapping[str, Any] | None = None, **kwargs: Any) -> AnalysisOptions:
+    """AnalysisOptions from an instance, a mapping and/or keyword arguments (kwargs win).
+
+    Unknown names raise OptionError listing the allowed ones; values are checked by AnalysisOptions.
+    """
+    base = dataclasses.asdict(options) if isinstance(options, AnalysisOptions) else dict(options or {})
+    base.update(kwargs)
+    unknown = sorted(set(base) - set(OPTION_FIELDS))
+    if unknown:
+        raise OptionError(f"unknown analysis option(s) {unknown}; analysis options are {list(OPTION_FIELDS)}")
+    return AnalysisOptions(**base)
+
+
 @dataclass(frozen=True)
 class LayerPlan:
     """What the analysis will do with one tensor, decided from its header alone.
@@ -99,7 +118,10 @@ class LayerPlan:
     N, M: max and min of the matrix shape (for conv: of the out x in slice); Q = N / M.
     rf: number of slices pooled (kh*kw for conv2d, 1 for dense); num_evals = M * rf.
     layer_type: "dense" | "conv2d" | "conv1d" | "other".
-    skip_reason: None when analysed; else a short code, e.g. "not_2d", "size_filter", "unsupported_dtype".
+    skip_code: None when analysed; else a machine code: "not_matrix", "empty", "unsupported_dtype",
+        "size_filter" (the layers table's `fit_status` column holds it for skipped rows).
+    skip_reason: human-readable prose of why it is skipped; "" when analysed (the layers table's
+        `skip_reason` column).
     est_bytes: working memory the analysis of this layer needs (float64 matrix + Gram), for schedulers.
     """
 
@@ -114,10 +136,10 @@ class LayerPlan:
     Q: float
     rf: int
     num_evals: int
-    skip_reason: str | None
-    skip_detail: str = ""
+    skip_code: str | None
+    skip_reason: str = ""
     est_bytes: int = 0
 
     @property
     def analysed(self) -> bool:
-        return self.skip_reason is None
+        return self.skip_code is None

@@ -1,7 +1,8 @@
-"""The model-level row: WeightWatcher's get_summary() means plus robust aggregates (CONTRACTS.md).
+"""The model-level row: WeightWatcher's get_summary() means plus robust aggregates.
 
 Means and medians are over layers with status 'success' (WW also averages failed layers' alpha = -1
-into its mean - a bug we do not copy). Empty -> NaN.
+into its mean - a bug we do not copy). Empty -> NaN. The keys are SUMMARY_FLOAT_KEYS then
+SUMMARY_INT_KEYS: the one list the catalog's `models` schema (catalogs/schema.py) is built from.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import pandas as pd
 
 WW_SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                       "stable_rank")
+SUMMARY_FLOAT_KEYS: tuple[str, ...] = (*WW_SUMMARY_METRICS, "alpha_median", "alpha_weighted_median",
+                                       "hill_alpha", "hill_alpha_median", "share_alpha_2_6")
+SUMMARY_INT_KEYS: tuple[str, ...] = ("n_tensors", "n_layers_analysed", "n_layers_skipped", "n_layers_failed")
+SUMMARY_KEYS: tuple[str, ...] = SUMMARY_FLOAT_KEYS + SUMMARY_INT_KEYS
 
 
 def _finite(s: pd.Series) -> np.ndarray:
@@ -31,9 +36,10 @@ def _median(a: np.ndarray) -> float:
 def summarize(layers: pd.DataFrame) -> dict:
     """Summary dict of a per-layer table (columns LAYER_COLUMN_NAMES; skipped rows optional).
 
-    Keys: WW's means (log_norm, alpha, alpha_weighted, log_alpha_norm, log_spectral_norm, stable_rank),
-    alpha_median, alpha_weighted_median, hill_alpha (mean), hill_alpha_median, share_alpha_2_6,
-    n_tensors, n_layers_analysed (status success), n_layers_skipped, n_layers_failed.
+    Keys, in order, SUMMARY_KEYS: WW's means (log_norm, alpha, alpha_weighted, log_alpha_norm,
+    log_spectral_norm, stable_rank), alpha_median, alpha_weighted_median, hill_alpha (mean),
+    hill_alpha_median, share_alpha_2_6 (floats, NaN when no layer succeeded); n_tensors,
+    n_layers_analysed (status success), n_layers_skipped, n_layers_failed (ints).
     """
     status = layers["status"] if "status" in layers else pd.Series([], dtype=str)
     ok = layers[status == "success"]
@@ -51,4 +57,5 @@ def summarize(layers: pd.DataFrame) -> dict:
     out["n_layers_analysed"] = int((status == "success").sum())
     out["n_layers_skipped"] = int((status == "skipped").sum())
     out["n_layers_failed"] = int((status == "failed").sum())
+    assert tuple(out) == SUMMARY_KEYS  # the declared keys are the computed keys, in order
     return out

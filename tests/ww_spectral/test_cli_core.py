@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from safetensors.numpy import save_file
 from support.planted_models import heavy_tailed
 
 from pipelines.cli import main
+from ww_spectral import cli_core
 from ww_spectral.columns import LAYER_COLUMN_NAMES
 
 
@@ -26,7 +28,7 @@ def model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".json"])
-def test_analyze_writes_one_row_per_layer(model, tmp_path, suffix, capsys):
+def test_analyze_out_writes_one_row_per_tensor_skipped_included(model, tmp_path, suffix, capsys):
     out = tmp_path / f"layers{suffix}"
     assert main(["analyze", model, "--out", str(out), "--no-progress"]) == 0
     if suffix == ".parquet":
@@ -36,9 +38,12 @@ def test_analyze_writes_one_row_per_layer(model, tmp_path, suffix, capsys):
     else:
         df = pd.DataFrame(json.loads(out.read_text()))
     assert list(df.columns) == list(LAYER_COLUMN_NAMES)
-    assert sorted(df["tensor_name"]) == ["a.weight", "b.weight"]
-    assert (df["status"] == "success").all()
-    assert "2 rows" in capsys.readouterr().out
+    assert sorted(df["tensor_name"]) == ["a.bias", "a.weight", "b.weight"]
+    t = df.set_index("tensor_name")
+    assert (t.loc[["a.weight", "b.weight"], "status"] == "success").all()
+    assert t.loc["a.bias", "status"] == "skipped" and t.loc["a.bias", "fit_status"] == "not_matrix"
+    assert "1-D tensor" in t.loc["a.bias", "skip_reason"]
+    assert "3 rows (2 analysed, 0 failed, 1 skipped)" in capsys.readouterr().out
 
 
 def test_include_skipped_and_options(model, tmp_path):
@@ -54,6 +59,24 @@ def test_table_and_summary_without_out(model, capsys):
     assert main(["analyze", model]) == 0
     text = capsys.readouterr().out
     assert "alpha_weighted" in text and "n_layers_analysed" in text and "share_alpha_2_6" in text
+    assert "a.bias" not in text and "1-D tensor" not in text  # the printed table hides skipped tensors ...
+    assert main(["analyze", model, "--include-skipped"]) == 0
+    assert "1-D tensor" in capsys.readouterr().out  # ... unless asked
+
+
+def test_help_describes_every_command_and_states_every_default(capsys):
+    parser = argparse.ArgumentParser()
+    cli_core.register(parser.add_subparsers())
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("analyze", "describe"):
+        assert commands[name].description, f"{name} --help has no description"
+        options = [a for a in commands[name]._actions if a.option_strings and a.dest != "help"]
+        assert "allow_external_links" in {a.dest for a in options}
+        for action in options:
+            assert "default" in (action.help or ""), f"{name} {action.option_strings}: help states no default"
+    with pytest.raises(SystemExit):
+        main(["describe", "--help"])
+    assert "no tensor data is read" in " ".join(capsys.readouterr().out.split())
 
 
 def test_describe_lists_layers(model, capsys):

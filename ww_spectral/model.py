@@ -1,0 +1,218 @@
+"""The per-model unit: a checkpoint's plan (layers + facts), then its rows assembled into one analysis.
+
+    plan = plan_model(checkpoint, options)       # headers only: LayerPlans, ModelFacts; typed error when
+                                                 # no tensor is an analysable layer
+    rows = analysis.analyze_layers(checkpoint, plan.layers, plan.options)   # anywhere, in any chunks
+    result = assemble_model(plan, rows, seconds=...)                        # rows checked and ordered
+    result.model_record(source_kind="hub", downloads=...)                   # the `models` row to store
+
+`analysis.analyze_model`, the scan's model task (pipelines/tasks.py) and the plots all go through these
+functions, so a model means the same thing whichever command looked at it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
+from .errors import NoAnalysableLayerError
+from .layers import plan_layer
+from .progress import safe_text
+from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make_options
+from .summary import summarize
+
+__all__ = ["ModelAnalysis", "ModelFacts", "ModelPlan", "TensorListing", "assemble_model", "plan_model",
+           "plan_layers", "require_analysable", "rows_to_frame"]
+
+_INT64_MAX = 2**63 - 1  # the catalog stores parameter_count as int64
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the headers and config.json say about a model (no tensor data read).
+
+    parameter_count: sum of the element counts of every tensor (None without tensors, or beyond int64);
+    dtype: the stored dtype code holding the most elements (e.g. "BF16");
+    architecture: config.json architectures[0] (e.g. "LlamaForCausalLM"); model_type: config.json
+    model_type (e.g. "llama"). None where the source does not say.
+    """
+
+    parameter_count: int | None
+    dtype: str | None
+    architecture: str | None
+    model_type: str | None
+
+    @classmethod
+    def from_tensors(cls, infos: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> ModelFacts:
+        """Facts from tensor headers and a parsed config.json (anything not a JSON object counts as {})."""
+        dtypes: Counter[str] = Counter()
+        total = 0
+        for info in infos:
+            count = math.prod(int(d) for d in info.shape)
+            total += count
+            dtypes[info.dtype] += count
+        config = config if isinstance(config, Mapping) else {}
+        archs = config.get("architectures")
+        arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+        model_type = config.get("model_type")
+        return cls(
+            parameter_count=total if 0 < total <= _INT64_MAX else None,
+            dtype=dtypes.most_common(1)[0][0] if dtypes else None,  # ties: the first in checkpoint order
+            architecture=arch,
+            model_type=model_type if isinstance(model_type, str) else None,
+        )
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model, planned from headers: where it is, the options, every tensor's LayerPlan (checkpoint
+    order, layer_id = position) and its facts."""
+
+    ref: CheckpointRef
+    options: AnalysisOptions
+    layers: tuple[LayerPlan, ...]
+    facts: ModelFacts
+
+    @property
+    def analysed(self) -> tuple[LayerPlan, ...]:
+        """The plans whose tensors are analysed (the others give skipped rows)."""
+        return tuple(p for p in self.layers if p.analysed)
+
+
+class TensorListing:
+    """A header-only "checkpoint" (what plan_model reads: `.ref` and `.tensors()`), e.g. over TensorInfos
+    read from remote safetensors headers before any weight is downloaded."""
+
+    def __init__(self, ref: CheckpointRef, infos: Iterable[TensorInfo]) -> None:
+        self.ref = ref
+        self._infos = tuple(infos)
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+
+def _skip_summary(plans: Sequence[LayerPlan]) -> str:
+    counts = Counter(p.skip_code or "?" for p in plans)
+    return ", ".join(f"{code} x{n}" for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def require_analysable(label: str, plans: Sequence[LayerPlan]) -> None:
+    """Raise NoAnalysableLayerError unless some plan is analysed (THE rule for "nothing to analyse").
+
+    label: the model's name in the message (repo id or file name; escaped to one line here).
+    """
+    if any(p.analysed for p in plans):
+        return
+    why = f"skip reasons: {_skip_summary(plans)}" if plans else "it holds no tensor"
+    raise NoAnalysableLayerError(
+        f"{safe_text(label)}: none of its {len(plans)} tensors is an analysable layer ({why}); "
+        "ww-spectral analyses float 2-D (dense) and 4-D (conv2d) weights")
+
+
+def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> list[LayerPlan]:
+    """A LayerPlan for every tensor of `checkpoint` (anything with `.tensors()`), in checkpoint order
+    (layer_id = position), from headers only. No rule about "anything to analyse": see plan_model."""
+    return _plan_infos(checkpoint.tensors(), make_options(options))
+
+
+def _plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions) -> list[LayerPlan]:
+    return [plan_layer(info, i, options) for i, info in enumerate(infos)]
+
+
+def plan_model(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> ModelPlan:
+    """Plan every tensor of `checkpoint` (anything with `.ref` and `.tensors()`), from headers alone.
+
+    Raises NoAnalysableLayerError (a CheckpointError: permanent) when no tensor is an analysable layer,
+    including a checkpoint without tensors.
+    """
+    opts = make_options(options)
+    infos = list(checkpoint.tensors())
+    layers = tuple(_plan_infos(infos, opts))
+    ref: CheckpointRef = checkpoint.ref
+    require_analysable(ref.repo_id, layers)
+    return ModelPlan(ref=ref, options=opts, layers=layers, facts=ModelFacts.from_tensors(infos, ref.config))
+
+
+def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """DataFrame with exactly LAYER_COLUMN_NAMES, ints as nullable Int64, floats as float64, strings str."""
+    df = pd.DataFrame(list(rows), columns=list(LAYER_COLUMN_NAMES))
+    for c in INT_COLUMNS:
+        df[c] = pd.array(df[c].tolist(), dtype="Int64")
+    for c in FLOAT_COLUMNS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in STR_COLUMNS:
+        df[c] = df[c].fillna("").astype(str)
+    return df.reset_index(drop=True)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelAnalysis:
+    """One model's analysis: where it came from, with which options, every tensor's row, the summary.
+
+    layers: DataFrame with columns LAYER_COLUMN_NAMES, one row per tensor in checkpoint order (skipped
+    tensors included; analysis.analyze_model(include_skipped=False) drops them from this table only);
+    summary: summarize() of all rows (keys summary.SUMMARY_KEYS); facts: the plan's ModelFacts;
+    seconds: wall time of the analysis.
+    """
+
+    ref: CheckpointRef
+    options: AnalysisOptions
+    layers: pd.DataFrame
+    summary: dict
+    facts: ModelFacts
+    seconds: float
+
+    def model_record(self, **extra: Any) -> dict:
+        """The `models` row: summary + facts + analysis_seconds + options_json (JSON of the options,
+        sorted keys) + extra (e.g. source_kind, and listing facts: downloads, likes, library, pipeline_tag,
+        base_model, parameter_count). An extra value wins over ours unless it is None ("unknown": ours
+        stays); this is what catalogs.store.ResultStore.write_model(model=...) takes."""
+        record: dict[str, Any] = {**self.summary, **self.facts.as_dict(), "analysis_seconds": self.seconds,
+                                  "options_json": json.dumps(dataclasses.asdict(self.options), sort_keys=True)}
+        for key, value in extra.items():
+            if value is not None or key not in record:
+                record[key] = value
+        return record
+
+
+def assemble_model(plan: ModelPlan, rows: Iterable[dict], *, seconds: float) -> ModelAnalysis:
+    """One ModelAnalysis from a plan and the rows of its layers (in any order, e.g. from chunks).
+
+    Every plan must have exactly one row, matched by layer_id and tensor_name; a missing, extra,
+    duplicated or mismatched row raises ValueError (rows lost on the way are a bug, never a result).
+    """
+    label = safe_text(plan.ref.repo_id)
+    by_id: dict[int, dict] = {}
+    for row in rows:
+        lid = int(row["layer_id"])
+        if lid in by_id:
+            raise ValueError(f"{label}: two rows for layer_id {lid}")
+        by_id[lid] = row
+    ordered = []
+    missing = []
+    for p in plan.layers:
+        row = by_id.pop(p.layer_id, None)
+        if row is None:
+            missing.append(p.layer_id)
+            continue
+        if row["tensor_name"] != p.tensor_name:
+            raise ValueError(f"{label}: row of layer_id {p.layer_id} is "
+                             f"{safe_text(row['tensor_name'])!r}, the plan has {safe_text(p.tensor_name)!r}")
+        ordered.append(row)
+    if missing or by_id:
+        raise ValueError(f"{label}: rows do not match the plan (missing layer_ids "
+                         f"{missing[:10]}, unplanned layer_ids {sorted(by_id)[:10]})")
+    layers = rows_to_frame(ordered)
+    return ModelAnalysis(ref=plan.ref, options=plan.options, layers=layers, summary=summarize(layers),
+                         facts=plan.facts, seconds=float(seconds))
