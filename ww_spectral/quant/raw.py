@@ -36,6 +36,11 @@ class RawSafetensors:
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
+    def data_span(self, name: str) -> tuple[int, int]:
+        """Absolute [start, end) file offsets of tensor `name`'s bytes (e.g. to map one expert of a stack)."""
+        _, (begin, end) = self._by_name[name]
+        return self._start + begin, self._start + end
+
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` in its stored dtype (int32, uint8, float8 via ml_dtypes, ...) and shape."""
         info, (begin, end) = self._by_name[name]
