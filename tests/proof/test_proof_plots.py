@@ -16,6 +16,7 @@ from ww_spectral.plots import (
     log_binned_density,
     plot_alpha_by_depth,
     plot_alpha_histogram,
+    plot_metric_vs_accuracy,
     plot_model,
 )
 
@@ -88,3 +89,21 @@ def test_alpha_plots_from_a_table(tmp_path):
     p1 = plot_alpha_by_depth(layers, path=tmp_path / "d.png")
     p2 = plot_alpha_histogram(layers, path=tmp_path / "h.png")
     assert png_size(p1) == png_size(p2) == (640, 480)
+
+
+def test_names_are_never_mathtext_and_never_share_a_file(tmp_path):
+    """'$\\foo{$' in a tensor name, a title or a sweep name is drawn as written (matplotlib would parse
+    a '$...$' pair as mathtext and fail on the unknown command); 'a b' and 'a_b' get their own files."""
+    rng = np.random.default_rng(1)
+    hostile = "$\\foo{$"
+    weights = {f"{hostile}.weight": rng.standard_t(3, (64, 32)).astype(np.float32),
+               "a b.weight": rng.standard_t(3, (48, 32)).astype(np.float32),
+               "a_b.weight": rng.standard_t(3, (40, 32)).astype(np.float32)}
+    src = tmp_path / "m.safetensors"
+    save_file(weights, str(src))
+    out = plot_model(str(src), out_dir=tmp_path / "plots", title=f"org/{hostile}")
+    assert set(out["layers"]) == {hostile, "a b", "a_b"}
+    files = [p for d in out["layers"].values() for p in d.values()]
+    assert len(set(files)) == 9 and all(p.parent == tmp_path / "plots" and p.stat().st_size > 5000 for p in files)
+    table = pd.DataFrame({"m": [1.0, 2.0], "test_accuracy": [0.5, 0.6], "sweep": [hostile, "$x$"]})
+    assert png_size(plot_metric_vs_accuracy(table, metric="m", path=tmp_path / "acc.png", title=hostile)) == (640, 480)
