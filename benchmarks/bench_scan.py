@@ -26,9 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# isort: off
-import pipelines.ray_runtime  # noqa: F401  (telemetry switches before prefect/ray import)
-# isort: on
+from pipelines.ray_runtime import quiet_environment
 
 
 def build_zoo(root: Path, n_models: int, n_layers: int, side: int) -> list[Path]:
@@ -97,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="rounds of (bare, 1 worker, 2 workers); best kept")
     args = ap.parse_args(argv)
 
+    quiet_environment()  # telemetry off before prefect or ray is imported
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     work = Path(tempfile.mkdtemp(prefix="ww-bench-scan-"))
     zoo = Path(args.zoo) if args.zoo else work / "zoo"

@@ -11,7 +11,14 @@ Which Ray runs the heavy work is configuration, never flow code:
   `RAY_AUTH_MODE=token` ourselves when a token is available and the variable is unset.
 - a Ray already initialised in this process (tests, notebooks) is reused and left running.
 
-Import this module before prefect or ray: it sets the telemetry switches they read at import.
+Telemetry: `quiet_environment()` sets the switches Prefect, Ray and huggingface_hub read when they are
+imported or started (only where the user has not set them). It is called explicitly, first thing, by the
+entry points that import Prefect (pipelines/flows.py at its top, pipelines/scan_cli.py before it imports
+the flows; benchmarks/bench_scan.py), never as a side effect of importing this module.
+
+Environment read here, on purpose: Ray's own RAY_ADDRESS (fallback when no address is given),
+RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / RAY_AUTH_MODE (Ray Client auth) and HF_TOKEN (forwarded to the
+workers of a remote cluster): Ray's and the hub's variables, and secrets, stay out of the scan settings.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ww_spectral.errors import OptionError
+
+from .work import warm_up
 
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
@@ -29,10 +40,18 @@ QUIET_ENV = {
 # Prefect's embedded default starts a temporary API server (SQLite migrations on first use); its 20 s
 # start-up limit was too short on a busy 2-core machine (measured: 13.7 s first run, timeouts under load).
 EMBEDDED_DEFAULTS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
-for _key, _value in {**QUIET_ENV, **EMBEDDED_DEFAULTS}.items():
-    os.environ.setdefault(_key, _value)
 
-# Ray workers inherit these: one BLAS thread per Ray task, Ray parallelises (STACK_NOTES §0.4, §8).
+
+def quiet_environment() -> None:
+    """Telemetry off and Prefect's embedded-server start-up limit raised, unless the user set them.
+
+    Call before prefect or ray is imported: they read these when imported or started.
+    """
+    for key, value in {**QUIET_ENV, **EMBEDDED_DEFAULTS}.items():
+        os.environ.setdefault(key, value)
+
+
+# Ray workers inherit these: one BLAS thread per Ray task, Ray parallelises.
 # Each task also applies threadpoolctl, because a reused worker keeps its first BLAS setting.
 WORKER_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
@@ -49,11 +68,14 @@ class RayHandle:
     address: the cluster's address as Ray reports it ("local" clusters report their GCS address).
     started: True when this call started Ray (and `release` shuts it down again).
     slots: how many Ray tasks the scan keeps in flight (the `workers` cap, else the cluster's CPUs).
+    node_memory: the largest `memory` resource of any live node (a task asking more never schedules);
+        None when Ray does not say (Ray Client).
     """
 
     address: str
     started: bool
     slots: int
+    node_memory: int | None = None
 
 
 def _token_available() -> bool:
@@ -70,8 +92,6 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
     workers: cap on concurrent Ray tasks (and the CPUs of a local Ray we start); None = all CPUs.
     """
     if workers is not None and workers < 1:
-        from ww_spectral.errors import OptionError
-
         raise OptionError(f"workers={workers} is not allowed; use a positive integer or leave it unset")
     import ray
 
@@ -105,14 +125,23 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
         address_now = ray.get_runtime_context().gcs_address
     except Exception:  # Ray Client sessions have no GCS address on the driver side
         address_now = ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    return RayHandle(address=str(address_now), started=started, slots=max(1, slots))
+    return RayHandle(address=str(address_now), started=started, slots=max(1, slots), node_memory=_node_memory())
+
+
+def _node_memory() -> int | None:
+    """Largest `memory` resource of any live node."""
+    import ray
+
+    try:
+        mems = [n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # noqa: BLE001 - Ray Client may not expose nodes(); then no cap
+        return None
+    return int(max(mems)) if mems else None
 
 
 def prewarm(slots: int) -> list:
     """Start `slots` warm-up tasks (imports + a tiny analysis) without waiting for them; returns their refs."""
     import ray
-
-    from .work import warm_up
 
     remote = ray.remote(num_cpus=1, max_retries=0)(warm_up)
     return [remote.options(name="ww-warm-up").remote() for _ in range(slots)]

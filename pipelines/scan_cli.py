@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ww_spectral.progress import safe_text
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -81,22 +83,22 @@ def run(args) -> int:
 
     # Our progress lines report each failure once; Prefect's own task-failure tracebacks would repeat them.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from . import flows
+    # Progress lines on: the flows read it with their other settings (pipelines/settings.py); it is not a
+    # flow parameter, because the deployments' parameters are the flows' contract (infra/prefect/prefect.yaml).
+    os.environ["WW_SCAN_PROGRESS"] = "1"
+    from . import flows  # sets the quiet telemetry defaults before it imports prefect
 
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-    flows.PROGRESS["enabled"] = True
+    where = {"data_root": args.data, "ray_address": args.ray_address, "workers": args.workers}
     if args.folder:
-        summary = flows.scan_folder(folder=args.folder, data_root=args.data, ray_address=args.ray_address,
-                                    workers=args.workers)
+        summary = flows.scan_folder(folder=args.folder, **where)
     elif args.models:
-        summary = flows.analyze_models(model_ids=list(args.models), data_root=args.data,
-                                       ray_address=args.ray_address, workers=args.workers, endpoint=args.endpoint)
+        summary = flows.analyze_models(model_ids=list(args.models), endpoint=args.endpoint, **where)
     else:
         summary = flows.nightly_scan(
-            data_root=args.data, author=args.author, library=args.library, pipeline_tag=args.pipeline_tag,
+            author=args.author, library=args.library, pipeline_tag=args.pipeline_tag,
             min_downloads=args.min_downloads, min_params=args.min_params, max_params=args.max_params,
-            sort=args.sort, limit=args.limit, ray_address=args.ray_address, workers=args.workers,
-            endpoint=args.endpoint)
+            sort=args.sort, limit=args.limit, endpoint=args.endpoint, **where)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -111,8 +113,9 @@ def format_summary(summary: dict) -> str:
         f"in {summary['seconds']:.1f} s ({summary['models_per_minute']:.1f} models/min)",
     ]
     for f in summary.get("failures", []):
-        lines.append(f"  failed [{f['stage']}] {f['repo_id']}@{str(f['revision'])[:12]}: {f['error_type']}: "
-                     f"{f['message'][:200]}")
+        # Names and messages come from outside (folder names, hub ids, error texts): one line each.
+        lines.append(f"  failed [{f['stage']}] {safe_text(f['repo_id'])}@{safe_text(str(f['revision'])[:12])}: "
+                     f"{safe_text(f['error_type'])}: {safe_text(f['message'])}")
     if summary.get("catalog"):
-        lines.append(f"catalog: {summary['catalog']}")
+        lines.append(f"catalog: {safe_text(summary['catalog'], limit=4000)}")
     return "\n".join(lines)

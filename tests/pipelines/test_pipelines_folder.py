@@ -55,7 +55,7 @@ def test_folder_scan_writes_expected_parquet_and_second_run_skips(ray_local, pre
     assert set(failures) == {"broken", "quantized"}
     assert (failures["broken"]["stage"], failures["broken"]["error_type"], failures["broken"]["attempt"]) == (
         "read", "CheckpointError", 1)  # permanent: recorded once, never retried
-    assert failures["quantized"]["error_type"] == "UnsupportedArchitectureError"
+    assert (failures["quantized"]["stage"], failures["quantized"]["error_type"]) == ("read", "NoAnalysableLayerError")
     scans = store.read("scans").to_pylist()
     assert [(s["source"], s["n_done"], s["n_skipped"], s["n_failed"]) for s in scans] == [("folder", 6, 0, 2)]
     assert first["catalog"] and first["catalog"].endswith("catalog.duckdb")

@@ -11,8 +11,8 @@ import pytest
 from pipelines_zoo import make_zoo, model_tensors
 from support.checkpoints import write_hf_cache, write_hf_model_folder
 
-from pipelines.flows import list_folder
-from pipelines.tasks import StageFailure, is_transient, root_cause, stage
+from pipelines.faults import StageFailure, is_transient, root_cause, stage
+from pipelines.listing import list_folder
 from pipelines.work import CHUNK_BASE_BYTES, plan_chunks
 from ww_spectral.errors import (
     CheckpointError,

@@ -1,0 +1,111 @@
+"""What one scan has seen so far: counts, per-model results, failure rows, and its progress lines.
+
+One `ScanState` per scan, created by pipelines/scan.py and handed to every model task as a parameter.
+It is a plain class on purpose (not a dataclass): Prefect walks dataclass, list and dict parameters of a
+task looking for futures, which would cost O(models) per task submission here; a plain object is passed
+through as it is (checked with Prefect 3.9.1: with cache_policy=NO_CACHE the task receives this very
+object, never hashed or serialised, retries included - tests/pipelines/test_pipelines_units.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from catalogs.schema import Provenance
+from catalogs.store import ResultStore
+from ww_spectral.progress import ProgressReporter, safe_text
+
+from .dispatch import ChunkRunner
+from .faults import root_cause, stage_of
+from .listing import WorkItem
+from .settings import ScanSettings
+
+# Characters of an error message kept in the failures table / on a progress line.
+MESSAGE_CHARS = 2000
+LINE_MESSAGE_CHARS = 160
+
+
+def describe_error(exc: BaseException, limit: int = LINE_MESSAGE_CHARS) -> str:
+    """"ErrorType: message" of the root cause, on one line (for progress lines)."""
+    cause = root_cause(exc)
+    return safe_text(f"{type(cause).__name__}: {cause}", limit=limit)
+
+
+class ScanState:
+    """Per-scan runtime state shared by the model tasks (threads of the flow process).
+
+    settings: the scan's configuration; scan_id; store: where results and failures go;
+    chunks: the ChunkRunner once Ray is up (None while listing); total: model revisions in the scan.
+    Counters, results and failures change only under `lock`.
+    """
+
+    def __init__(self, settings: ScanSettings, *, scan_id: str, reporter: ProgressReporter | None = None) -> None:
+        self.settings = settings
+        self.scan_id = scan_id
+        self.store = ResultStore(settings.data_root)
+        self.reporter = reporter or ProgressReporter(enabled=settings.progress)
+        self._warnings = ProgressReporter(enabled=True)  # warnings print whether progress is on or not
+        self.chunks: ChunkRunner | None = None
+        self.lock = threading.Lock()
+        self.total = 0
+        self.done = 0
+        self.failed = 0
+        self.skipped = 0
+        self.started = time.monotonic()
+        self.results: list[dict] = []
+        self.failures: list[dict] = []
+        self._failed_keys: set[tuple[str, str | None]] = set()
+
+    # ------------------------------------------------------------------ progress
+
+    def say(self, text: str) -> None:
+        """One progress line (callers pass untrusted names through safe_text)."""
+        self.reporter.line(text)
+
+    def _count(self, status: str, item: WorkItem, detail: str) -> None:
+        with self.lock:
+            setattr(self, status, getattr(self, status) + 1)
+            elapsed = max(time.monotonic() - self.started, 1e-9)
+            line = (f"scan {self.done + self.failed + self.skipped}/{self.total}: done {self.done} | failed "
+                    f"{self.failed} | skipped {self.skipped} | {60.0 * self.done / elapsed:.1f} models/min  "
+                    f"{status:7s} {safe_text(item.label)} {detail}")
+        self.say(line)
+
+    def warn(self, text: str) -> None:
+        """A line printed whether progress is on or not (a step the user must finish by hand)."""
+        self._warnings.line(text)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def finished(self, item: WorkItem, result: dict) -> None:
+        """A model task's result: analysed and written ("done"), or found already stored ("skipped")."""
+        with self.lock:
+            self.results.append(result)
+        self._count("done" if result["status"] == "done" else "skipped", item, f"{result['seconds']:.1f} s")
+
+    def retrying(self, item: WorkItem, exc: BaseException, attempt: int) -> None:
+        self.say(f"scan: retrying {safe_text(item.label)} (attempt {attempt} of {self.settings.retries + 1}): "
+                 f"{describe_error(exc)}")
+
+    def has_failed(self, item: WorkItem) -> bool:
+        with self.lock:
+            return item.key in self._failed_keys
+
+    def fail(self, item: WorkItem, exc: BaseException, attempt: int) -> dict:
+        """Record a model that failed for good: one `failures` row (once per model per scan), counted."""
+        cause = root_cause(exc)
+        row = {"repo_id": item.repo_id, "revision": item.revision or "unknown", "stage": stage_of(exc),
+               "error_type": type(cause).__name__, "message": str(cause)[:MESSAGE_CHARS], "attempt": int(attempt)}
+        with self.lock:
+            if item.key in self._failed_keys:
+                return row
+            self._failed_keys.add(item.key)
+            self.failures.append(row)
+        self.store.write_failure(
+            repo_id=item.repo_id, revision=item.revision, stage=row["stage"], error_type=row["error_type"],
+            message=row["message"], attempt=attempt,
+            provenance=Provenance(repo_id=item.repo_id, revision=row["revision"],
+                                  options_hash=self.settings.fingerprint))
+        self._count("failed", item, f"[{row['stage']}] {describe_error(exc)}")
+        return row

@@ -1,0 +1,135 @@
+"""Everything a scan is configured with, read once (flags, then environment, then defaults).
+
+`ScanSettings.from_env(**flags)` is the one place the scan reads its WW_SCAN_* variables (and, through
+`ww_spectral.hub.HubSettings.from_env`, the WW_HUB_* ones); the result is frozen and passed down to every
+piece of the scan. A flag given explicitly (not None) wins over the environment.
+
+    WW_SCAN_RETRIES          task retries for transient faults (default 3)
+    WW_SCAN_RETRY_DELAY_S    base of the exponential back-off between retries, seconds (default 2)
+    WW_SCAN_MODEL_TIMEOUT_S  one model's deadline: planning, chunks, assembly (default 6 h)
+    WW_SCAN_CHUNK_BYTES      working memory one Ray chunk task aims at (default 512 MiB)
+    WW_SCAN_PREWARM          "1": warm fresh Ray workers' imports when the scan starts Ray (default off)
+    WW_SCAN_PROGRESS         "1": one progress line per model on stderr (the CLI turns it on)
+
+Ray's own variables (RAY_ADDRESS when no ray_address is given, the Ray Client auth ones) and HF_TOKEN are
+read by pipelines/ray_runtime.py and the hub client where they are used, on purpose: secrets never sit in
+a settings object that Prefect may log as flow parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ww_spectral.errors import OptionError
+from ww_spectral.records import AnalysisOptions
+
+GiB = 2**30
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """One scan's configuration (immutable; built by `from_env`)."""
+
+    # Store root the scan writes to: a local folder or an s3:// / gs:// URI.
+    data_root: str = "ww-data"
+    # Ray to use: None = RAY_ADDRESS, else a private local Ray started on demand; "auto", "host:6379" or
+    # "ray://host:10001" (pipelines/ray_runtime.py).
+    ray_address: str | None = None
+    # Ray tasks in flight at once (and CPUs of a local Ray we start); None = every CPU of the cluster.
+    workers: int | None = None
+    # Hub URL; None = HF_ENDPOINT, else https://huggingface.co (resolved by the hub client).
+    endpoint: str | None = None
+    # Task retries for transient faults (HTTP 408/429/5xx, timeouts, a lost Ray worker); permanent: none.
+    retries: int = 3
+    # Base of the exponential back-off between retries (s); Prefect adds 50 % jitter.
+    retry_delay_s: float = 2.0
+    # Deadline of one model attempt (s): planning, its Ray chunks and assembly; then TimeoutError (transient).
+    model_timeout_s: float = 6 * 3600.0
+    # Working memory one Ray chunk aims at (bytes); a model bigger than this is split over several tasks.
+    chunk_bytes: int = 512 * MiB
+    # Warm fresh Ray workers (imports + a tiny analysis) when this scan starts Ray. Off by default: in
+    # bench_scan it did not pay off (2-worker speed-up 1.50-1.51x with it, 1.73-1.95x without).
+    prewarm: bool = False
+    # One progress line per model on stderr ("[ww-spectral] scan 3/10 ...").
+    progress: bool = False
+    # The analysis options; their fingerprint is the identity under which results are stored and skipped.
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)
+    # Hub client settings (ww_spectral.hub.HubSettings: timeout, attempts, back-off), or None for its defaults.
+    hub: Any = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise OptionError(f"workers={self.workers} is not allowed; use a positive integer or leave it unset")
+        if self.retries < 0:
+            raise OptionError(f"retries={self.retries} is not allowed; use 0 or more (WW_SCAN_RETRIES)")
+        if self.retry_delay_s < 0:
+            raise OptionError(f"retry_delay_s={self.retry_delay_s} is not allowed; use 0 or more "
+                              "(WW_SCAN_RETRY_DELAY_S)")
+        if not self.model_timeout_s > 0:
+            raise OptionError(f"model_timeout_s={self.model_timeout_s} is not allowed; use a positive number "
+                              "of seconds (WW_SCAN_MODEL_TIMEOUT_S)")
+        if self.chunk_bytes < 1:
+            raise OptionError(f"chunk_bytes={self.chunk_bytes} is not allowed; use a positive number of bytes "
+                              "(WW_SCAN_CHUNK_BYTES)")
+
+    @property
+    def fingerprint(self) -> str:
+        """The options hash results are stored under (16 hex chars)."""
+        return self.options.fingerprint()
+
+    @classmethod
+    def from_env(cls, *, environ: Mapping[str, str] | None = None, **flags: Any) -> ScanSettings:
+        """Settings from `flags` (keyword = field name; None means "not given"), then the environment.
+
+        environ: the variables to read (default os.environ), read once here and nowhere else in pipelines.
+        """
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(flags) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise OptionError(f"unknown scan setting(s) {unknown}")
+        values: dict[str, Any] = {
+            "retries": _number(env, "WW_SCAN_RETRIES", int),
+            "retry_delay_s": _number(env, "WW_SCAN_RETRY_DELAY_S", float),
+            "model_timeout_s": _number(env, "WW_SCAN_MODEL_TIMEOUT_S", float),
+            "chunk_bytes": _number(env, "WW_SCAN_CHUNK_BYTES", int),
+            "prewarm": _flag(env, "WW_SCAN_PREWARM"),
+            "progress": _flag(env, "WW_SCAN_PROGRESS"),
+            "hub": _hub_settings(env),
+        }
+        values.update(flags)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+def _number(env: Mapping[str, str], name: str, kind: type) -> Any:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        raise OptionError(f"{name}={text!r} is not a number; unset it or give a {kind.__name__}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return None
+    return text not in ("0", "false", "no", "off")
+
+
+def _hub_settings(env: Mapping[str, str]) -> Any:
+    """ww_spectral.hub.HubSettings read from the same environment, when the hub client has them."""
+    from ww_spectral import hub
+
+    settings_cls = getattr(hub, "HubSettings", None)
+    if settings_cls is None:
+        return None
+    try:
+        return settings_cls.from_env(environ=env)
+    except TypeError:  # a from_env() that reads os.environ itself
+        return settings_cls.from_env()
