@@ -203,3 +203,13 @@ def test_quantised_heavy_tailed_model_keeps_alpha(fmt):
         deltas.append(alpha(deq) - alpha(w))
     print(f"{fmt} 4-bit group 128 (round to nearest): delta alpha {np.round(deltas, 4)}")
     assert max(abs(d) for d in deltas) < 0.35
+
+
+def test_plain_float_checkpoints_hold_no_quantised_layer():
+    from ww_spectral.records import TensorInfo
+
+    dense = [TensorInfo(name=f"model.layers.{i}.mlp.{p}.weight", shape=(64, 32), dtype=d, file=None, nbytes=0)
+             for i in range(3) for p, d in (("up_proj", "BF16"), ("down_proj", "F32"))]
+    dense.append(TensorInfo(name="model.layers.0.mlp.up_proj.bias", shape=(64,), dtype="F16", file=None, nbytes=0))
+    assert find_quantized(dense) == ()
+    assert find_quantized(dense, {"quantization_config": {"quant_method": "gptq"}}) == ()
