@@ -190,13 +190,18 @@ def layer_esd(plan: LayerPlan, array: np.ndarray,
     return LayerESD(plan, evals, fit_power_law(evals, fix_fingers=opts.fix_fingers), slices)
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """The stored shape as the tables show it: (4096, 11008) -> '4096x11008'."""
+    return "x".join(str(s) for s in shape)
+
+
 def _empty_row(plan: LayerPlan) -> dict:
     row: dict[str, Any] = {c: math.nan for c in FLOAT_COLUMNS}
     row.update({c: None for c in INT_COLUMNS})
     row.update({c: "" for c in STR_COLUMNS})
     row.update(
         layer_id=plan.layer_id, tensor_name=plan.tensor_name, longname=plan.longname,
-        layer_type=plan.layer_type, shape="x".join(str(s) for s in plan.shape), dtype=plan.dtype,
+        layer_type=plan.layer_type, shape=_shape_text(plan.shape), dtype=plan.dtype,
         N=plan.N, M=plan.M, Q=plan.Q, rf=plan.rf, num_evals=plan.num_evals,
         num_pl_spikes=0, num_fingers=0,
     )
@@ -458,7 +463,7 @@ def describe(source: Any, **options: Any) -> pd.DataFrame:
         plans = plan_layers(ckpt, opts)
     recs = [{
         "layer_id": p.layer_id, "tensor_name": p.tensor_name, "longname": p.longname,
-        "layer_type": p.layer_type, "shape": "x".join(str(s) for s in p.shape), "dtype": p.dtype,
+        "layer_type": p.layer_type, "shape": _shape_text(p.shape), "dtype": p.dtype,
         "N": p.N, "M": p.M, "Q": p.Q, "rf": p.rf, "num_evals": p.num_evals, "analysed": p.analysed,
         "skip_code": p.skip_code or "", "skip_reason": p.skip_reason, "est_bytes": p.est_bytes,
     } for p in plans]

@@ -162,6 +162,57 @@ def _first_min_ks(logx: np.ndarray, alphas: np.ndarray, valid: np.ndarray) -> tu
     return best_i, best_d
 
 
+def _candidates(logx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every candidate xmin x[i], i < n-1, of sorted positive data with logs `logx` (n >= 2), by WW 0.7.7's
+    rule: (k, s, alphas, valid), each shape (n-1,); k = tail size n - i, s = sum_{j>=i} log(x_j/x_i),
+    alphas = 1 + k/s (n >= 20) or the small-n rule; valid: a finite alpha > 1 (and the small-n conditions).
+    """
+    n = logx.shape[0]
+    ncand = n - 1
+    k = (n - np.arange(ncand)).astype(np.float64)
+    # sum_{j>=i} log(x_j / x_i) from suffix sums of log x (O(n) instead of WW's O(n^2) loop)
+    suffix = np.cumsum(logx[::-1])[::-1]
+    s = suffix[:ncand] - k * logx[:ncand]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if n >= SMALL_N_CUTOFF:
+            alphas = 1.0 + k / s
+            valid = alphas > 1.0
+        else:  # 0.7.7 small-n rule: bias-corrected MLE, only tails of >= 8 eigenvalues, s > 1e-12
+            ok = (k >= SMALL_N_K_MIN) & (s > 1e-12)
+            alphas = np.where(ok, 1.0 + (k - 1.0) / s, 0.0)
+            valid = ok & (alphas > 1.0)
+    # Infinite alpha (an all-equal tail) is a degenerate candidate; WW would score it, we never pick it.
+    valid &= np.isfinite(alphas)
+    return k, s, alphas, valid
+
+
+def candidate_fits(evals: np.ndarray, *, max_candidates: int = 2000) -> dict[str, np.ndarray]:
+    """alpha and KS distance D of candidate xmin values, by the rule fit_power_law uses (for D-vs-xmin plots).
+
+    Returns {"xmin", "alpha", "D"}, arrays of equal length; alpha NaN and D = 1 where a candidate is
+    invalid (as WW scores it). With more than `max_candidates` eigenvalues, an evenly spaced subset of
+    candidates is evaluated, always including the fit's own xmin.
+    """
+    x = np.asarray(evals, dtype=np.float64).ravel()
+    x = _prepare(x[np.isfinite(x)])
+    n = x.shape[0]
+    if n < 2:
+        return {"xmin": np.empty(0), "alpha": np.empty(0), "D": np.empty(0)}
+    logx = np.log(x)
+    _, _, alphas, valid = _candidates(logx)
+    idx = np.arange(n - 1)
+    if idx.size > max_candidates:
+        idx = np.unique(np.linspace(0, n - 2, max_candidates).round().astype(int))
+        best = fit_power_law(x)
+        if best.status == "success":
+            idx = np.union1d(idx, np.flatnonzero(x[:-1] == best.xmin)[:1])
+    D = np.ones(idx.size)
+    ok = valid[idx]
+    if ok.any():
+        D[ok] = _ks_exact(logx, alphas, idx[ok])
+    return {"xmin": x[idx], "alpha": np.where(ok, alphas[idx], np.nan), "D": D}
+
+
 def _fit_sorted(x: np.ndarray) -> _Core:
     """WW's WWFit on sorted, positive data x (n >= 2): first candidate with the smallest D."""
     n = x.shape[0]
@@ -169,21 +220,8 @@ def _fit_sorted(x: np.ndarray) -> _Core:
         raise _FitFailure("too_few_evals", f"{n} eigenvalue(s) above {EVALS_THRESH:g}; a fit needs at least 2")
     logx = np.log(x)
     ncand = n - 1
-    i = np.arange(ncand)
-    k = (n - i).astype(np.float64)
-    # sum_{j>=i} log(x_j / x_i) from suffix sums of log x (O(n) instead of WW's O(n^2) loop)
-    suffix = np.cumsum(logx[::-1])[::-1]
-    s = suffix[:ncand] - k * logx[:ncand]
     small_n = n < SMALL_N_CUTOFF
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if not small_n:
-            alphas = 1.0 + k / s
-            valid = alphas > 1.0
-        else:  # 0.7.7 small-n rule: bias-corrected MLE, only tails of >= 8 eigenvalues, s > 1e-12
-            alphas = np.where((k >= SMALL_N_K_MIN) & (s > 1e-12), 1.0 + (k - 1.0) / s, 0.0)
-            valid = (k >= SMALL_N_K_MIN) & (s > 1e-12) & (alphas > 1.0)
-    # Infinite alpha (an all-equal tail) is a degenerate candidate; WW would score it, we never pick it.
-    valid &= np.isfinite(alphas)
+    k, s, alphas, valid = _candidates(logx)
     if small_n and not valid.any():
         # WW falls back to the whole sample as the tail (bias-corrected) when no candidate survived.
         s0 = s[0]

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .analysis import LayerESD, layer_esds
-from .fit import EVALS_THRESH, SMALL_N_CUTOFF, SMALL_N_K_MIN, PowerLawFit, fit_power_law
+from .fit import EVALS_THRESH, PowerLawFit, candidate_fits, fit_power_law
 from .records import AnalysisOptions, make_options
 
 FIGSIZE = (6.4, 4.8)  # inches; at DPI 100 every PNG is 640 x 480 pixels
@@ -105,44 +106,6 @@ def log_binned_density(evals: np.ndarray, *, bins: int = 40) -> tuple[np.ndarray
     widths = np.diff(edges)
     centres = np.sqrt(edges[:-1] * edges[1:])
     return centres, counts / (x.size * widths)
-
-
-def candidate_fits(evals: np.ndarray, *, max_candidates: int = 2000) -> dict[str, np.ndarray]:
-    """alpha and KS distance D for candidate xmin values, by WeightWatcher 0.7.7's rule (see fit.py).
-
-    Returns {"xmin", "alpha", "D"}, arrays of equal length; D = 1 where a candidate is invalid (as WW).
-    With more than `max_candidates` eigenvalues, an evenly spaced subset of candidates is evaluated
-    (a plot needs no more), always including the fit's own xmin when it is among them.
-    """
-    x = _positive_sorted(evals)
-    n = x.size
-    if n < 2:
-        return {"xmin": np.empty(0), "alpha": np.empty(0), "D": np.empty(0)}
-    logx = np.log(x)
-    idx = np.arange(n - 1)
-    if idx.size > max_candidates:
-        idx = np.unique(np.linspace(0, n - 2, max_candidates).round().astype(int))
-        best = fit_power_law(x)
-        if best.status == "success":
-            idx = np.union1d(idx, np.flatnonzero(x[:-1] == best.xmin)[:1])
-    suffix = np.cumsum(logx[::-1])[::-1]
-    k = (n - idx).astype(np.float64)
-    s = suffix[idx] - k * logx[idx]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if n >= SMALL_N_CUTOFF:
-            alphas = 1.0 + k / s
-            valid = alphas > 1.0
-        else:
-            ok = (k >= SMALL_N_K_MIN) & (s > 1e-12)
-            alphas = np.where(ok, 1.0 + (k - 1.0) / s, np.nan)
-            valid = ok & (alphas > 1.0)
-    valid &= np.isfinite(alphas)
-    D = np.ones(idx.size)
-    for j in np.flatnonzero(valid):
-        i = idx[j]
-        t = np.arange(n - i)
-        D[j] = np.max(np.abs(1.0 - np.exp((1.0 - alphas[j]) * (logx[i:] - logx[i])) - t / k[j]))
-    return {"xmin": x[idx], "alpha": np.where(valid, alphas, np.nan), "D": D}
 
 
 def plot_esd(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: str | os.PathLike,
@@ -313,8 +276,6 @@ def plot_model(source, *, out_dir: str | os.PathLike, layer: str | None = None, 
     per-layer DataFrame when already known (e.g. from the catalog); else the alphas are the fits of
     analysis.layer_esds. Returns {"alpha_depth", "alpha_hist", "layers": {longname: {kind: path}}}.
     """
-    import pandas as pd
-
     opts = make_options(options, **({"fix_fingers": fix_fingers} if fix_fingers is not None else {}))
     out = Path(out_dir)
     esds = layer_esds(source, layer=layer, options=opts)

@@ -1,5 +1,6 @@
-"""The power-law fitter: a literal transcription of WW_REFERENCE's definition (O(n^2) loops) as the
-reference, closed forms, degenerate input, clip_xmax and the Hill estimator."""
+"""The power-law fitter: a literal transcription of WeightWatcher 0.7.7's fit (the rule stated in
+ww_spectral/fit.py's docstring, as O(n^2) loops) as the reference, closed forms, degenerate input,
+clip_xmax and the Hill estimator."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from ww_spectral.fit import PowerLawFit, fit_power_law, hill_alpha
 
 
 def reference_fit(evals: np.ndarray) -> tuple[float, float, int]:
-    """WW_REFERENCE.md, step by step, with Python loops: (alpha, D, k)."""
+    """WW 0.7.7's fit step by step, with Python loops: drop eigenvalues <= 1e-5; every value but the last is
+    a candidate xmin; MLE alpha = 1 + k / sum(log(x/xmin)) (small-n rule below 20 values: (k-1)/..., tails
+    of at least 8); KS distance D of the tail; the first candidate with the smallest D wins: (alpha, D, k)."""
     x = np.sort(np.asarray(evals, dtype=np.float64))
     x = x[x > 1e-5]
     n = len(x)
