@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedDtypeError
-from .common import as_float32, loads_small_json, need, need_shape, round_to
+from ..untrusted import loads_json_bounded
+from .common import as_float32, need, need_shape, round_to
 
 INV_127 = np.float32(7.874015718698502e-3)
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -63,7 +64,9 @@ def parse_bnb_state(raw: np.ndarray, *, what: str = "bnb 4-bit layer") -> Bnb4bi
     """Parse the `quant_state.bitsandbytes__*` uint8 tensor (JSON bytes), bounded and validated."""
     data = np.asarray(raw)
     need(data.dtype == np.uint8 and data.ndim == 1, what, "quant_state is not a 1-D uint8 tensor")
-    obj = loads_small_json(data.tobytes(), max_bytes=STATE_MAX_BYTES, what=f"{what} quant_state")
+    need(data.shape[0] <= STATE_MAX_BYTES, what, f"quant_state of {data.shape[0]} bytes exceeds the "
+         f"{STATE_MAX_BYTES}-byte limit")
+    obj = loads_json_bounded(data.tobytes(), max_depth=4, what=f"{what} quant_state")
     need(isinstance(obj, dict), what, "quant_state JSON is not an object")
     quant_type = obj.get("quant_type")
     if quant_type not in ("nf4", "fp4"):

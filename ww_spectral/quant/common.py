@@ -6,8 +6,6 @@ to a float32 matrix (out_features, in_features), the orientation of nn.Linear.we
 
 from __future__ import annotations
 
-import json
-
 import ml_dtypes
 import numpy as np
 
@@ -109,35 +107,3 @@ def expand_scale(scale: np.ndarray, shape: tuple[int, int], *, block: tuple[int,
     need(rows == -(-out_f // bh) and cols == -(-in_f // bw), what,
          f"block scale of shape {tuple(s.shape)} does not tile a {out_f} x {in_f} matrix in {bh} x {bw} blocks")
     return np.repeat(np.repeat(s, bh, axis=0), bw, axis=1)[:out_f, :in_f]
-
-
-def loads_small_json(data: bytes, *, max_bytes: int, what: str, max_depth: int = 8):
-    """json.loads of a small embedded JSON blob (a quant state), refused past `max_bytes` or `max_depth`.
-
-    The depth is counted on the bytes before parsing (brackets outside strings), so hostile nesting never
-    reaches json's recursion. (To be replaced by ww_spectral.untrusted.loads_bounded once it lands.)
-    """
-    need(len(data) <= max_bytes, what, f"{len(data)} bytes exceed the {max_bytes}-byte limit")
-    depth = deepest = 0
-    in_str = escaped = False
-    for byte in data:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_str = False
-            continue
-        if byte == 0x22:
-            in_str = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    need(deepest <= max_depth, what, f"JSON nested {deepest} deep (limit {max_depth})")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{what}: not valid UTF-8 JSON ({exc}); re-export the checkpoint") from None
