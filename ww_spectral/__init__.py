@@ -11,6 +11,8 @@ Public API (see README):
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
@@ -42,8 +44,24 @@ __all__ = [
     "WWSpectralError",
 ]
 
-from .analysis import analyze, analyze_model, describe, summarize  # noqa: E402
-from .model import ModelAnalysis, ModelFacts, ModelPlan, assemble_model, plan_model  # noqa: E402
+# The analysis API loads numpy, scipy and pandas (~0.8 s); it is imported on first use (PEP 562), so
+# `import ww_spectral` - and the `ww-spectral` console script's start-up - stays fast.
+_LAZY = {
+    "analyze": "analysis", "analyze_model": "analysis", "describe": "analysis", "summarize": "summary",
+    "ModelAnalysis": "model", "ModelFacts": "model", "ModelPlan": "model", "assemble_model": "model",
+    "plan_model": "model",
+}
+__all__ += sorted(_LAZY)
 
-__all__ += ["ModelAnalysis", "ModelFacts", "ModelPlan", "analyze", "analyze_model", "assemble_model", "describe",
-            "plan_model", "summarize"]
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ww_spectral' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
