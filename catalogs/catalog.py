@@ -1,20 +1,33 @@
 """The DuckDB catalog: views over the store's Parquet, built from the SQL files in catalogs/sql/.
 
-The catalog file holds views (and the small `metrics` table from catalogs/metrics.py) and no data: it is
-rebuilt from the Parquet at any time and never the only copy of anything. Build writes a new file next
-to the old one and renames it over, so readers of the old file are never blocked by the builder's
-read-write lock (DuckDB 2.0 locks a file opened read-write against every other process).
+SQL files (all SQL lives there; Python fills in identifiers and the root literal only):
+  catalogs/sql/NN_*.sql      the views and table macros, run in file-name order; a file that uses the
+                             placeholder {{table}} (01_raw_table.sql) is run once per table
+  catalogs/sql/queries/      the queries of `leaderboard` and `show`, with named parameters
+  catalogs/sql/session/      the plumbing statements: metric table, catalog metadata, file variables,
+                             the sandbox settings
 
-Object-store roots: DuckDB's httpfs extension cannot be installed offline here (INSTALL httpfs fails to
-download), so every connection registers the fsspec filesystem of the root (s3fs, gcsfs) with
-`con.register_filesystem(fs)`; DuckDB then reads s3:// / gs:// globs through it (verified against moto's
-S3 server: globs, hive partitions and union_by_name all work). Their catalog file lives in a local cache
-folder (the views reference the s3:// globs); the registration happens on connect(), so opening that file
-in a bare `duckdb` shell needs httpfs and an S3 secret instead.
+The catalog file (ROOT/catalog.duckdb) holds views (and the small `metrics` table from catalogs/metrics.py)
+and no data: `catalog build` (and a scan) writes it, under a temporary name renamed over the old one, so
+readers of the old file are never blocked by the builder's read-write lock (DuckDB 2.0 locks a file
+opened read-write against every other process). connect() never writes: when the file is missing or
+stale (another root, older SQL or schema) it builds the same views in an in-memory database instead.
 
-Build cost does not grow with the store: a view's CREATE binds it, and binding reads the footer of every
-file it matches, so build_catalog binds the views against a folder holding only the zero-row seed files
-(DuckDB variable ww_spectral_bind_root); sessions that leave the variable unset read ROOT.
+Every connection connect() returns is sandboxed (catalogs/sql/session/sandbox.sql): after its views
+exist, external access is off except for the DATA root and the in-memory seed files, extensions are
+neither installed nor loaded, queries have a time limit, and the configuration is locked. So user SQL
+(`sql`, `leaderboard --where`) reads the store's own files and nothing else on the host or the network.
+
+Seeds: the views' globs must match at least one file and see every declared column, so each table has a
+zero-row "seed" file. `catalog build` writes them into the store; an in-memory copy (fsspec's memory
+file system, SEED_ROOT) is what views are bound against (binding reads the footer of every matched
+file, 20,000 files for 10,000 models; the seeds make it O(1)) and what a session over a store without
+seed files reads beside the store's files.
+
+Object-store roots: DuckDB's httpfs extension cannot be installed offline here, so every connection
+registers the fsspec filesystem of the root (s3fs, gcsfs) with `con.register_filesystem(fs)`; DuckDB then
+reads s3:// / gs:// globs through it. Their catalog file lives in a local cache folder; opening it in a
+bare `duckdb` shell needs httpfs and an S3 secret instead.
 
 DuckDB 2.0 API: execute() results stream and hold the connection, so every result is consumed with
 fetchall() before the next statement.
@@ -22,26 +35,29 @@ fetchall() before the next statement.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import metrics as _metrics
 from .errors import CatalogError, ReadOnlyError
-from .schema import SCHEMA_VERSION
-from .store import SEED_VALUE, ResultStore, owner_of, safe_name
+from .schema import SCHEMA_VERSION, TABLES
+from .store import ResultStore, glob_escape, owner_of, safe_name, seed_file
 
 SQL_DIR = Path(__file__).parent / "sql"
 CATALOG_NAME = "catalog.duckdb"
 USER_VIEWS = ("layers", "models", "failures", "scans")
-ROOT_VARIABLE = "ww_spectral_bind_root"
+SEED_ROOT = f"memory:///ww-spectral-seeds-v{SCHEMA_VERSION}"  # DuckDB spells memory paths so
+QUERY_TIMEOUT_S = 300.0  # the longest one query may run on a catalog connection
 
 
-def _sql_text(name: str) -> str:
+@functools.cache
+def _sql(name: str) -> str:
+    """The text of catalogs/sql/<name>."""
     return (SQL_DIR / name).read_text()
 
 
@@ -56,26 +72,45 @@ def _render(text: str, **subs: str) -> str:
 
 
 def _sql_literal(text: str) -> str:
-    return text.replace("'", "''")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _execute(con, sql: str, params: dict | None = None) -> list[tuple]:
+    """Run every statement of `sql`, each with the named parameters it uses; the last one's rows."""
+    import duckdb
+
+    rows: list[tuple] = []
+    for statement in duckdb.extract_statements(sql):
+        names = statement.named_parameters
+        args = {k: (params or {})[k] for k in names} if names else None
+        rows = con.execute(statement.query, args).fetchall()
+    return rows
+
+
+def _session(con, name: str, **params) -> list[tuple]:
+    """Run catalogs/sql/session/<name>.sql with named parameters."""
+    return _execute(con, _sql(f"session/{name}.sql"), params)
 
 
 def view_sql(root_url: str) -> list[tuple[str, str]]:
-    """(file name, rendered CREATE VIEW statement) for every view file, in dependency (file name) order."""
-    cols = [m.column for m in _metrics.METRICS]
+    """(file name, rendered SQL) for every view file, in dependency (file name) order; a file using the
+    {{table}} placeholder comes once per table, named 'file[table]'."""
     subs = {
-        # The views read coalesce(getvariable(...), ROOT): build_catalog binds them against a folder of
-        # seed files only (binding reads every matched file's footer, 20,000 files for 10,000 models),
-        # while every other session leaves the variable unset and reads ROOT.
-        "root": f"coalesce(getvariable('{ROOT_VARIABLE}'), '{_sql_literal(root_url.rstrip('/'))}')",
-        "metric_columns": ", ".join(cols),
-        "metric_lags": ",\n        ".join(f"lag({c}) OVER w AS previous_{c}" for c in cols),
-        "metric_deltas": ",\n    ".join(f"{c} - previous_{c} AS delta_{c}" for c in cols),
+        "root": _sql_literal(glob_escape(root_url.rstrip("/"))),
+        "metric_columns": ", ".join(m.column for m in _metrics.METRICS),
     }
-    return [(p.name, _render(p.read_text(), **subs)) for p in sorted(SQL_DIR.glob("*.sql"))]
+    out = []
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        text = path.read_text()
+        if "{{table}}" in text:
+            out += [(f"{path.name}[{t}]", _render(text, table=t, **subs)) for t in TABLES]
+        else:
+            out.append((path.name, _render(text, **subs)))
+    return out
 
 
 def _fingerprint(root_url: str) -> str:
-    """Changes when the SQL, the metric table or the schema version changes: then connect() rebuilds."""
+    """Changes when the SQL, the metric table or the schema version changes: then the catalog is stale."""
     h = hashlib.sha256(f"{SCHEMA_VERSION}\n{root_url}".encode())
     for _, sql in view_sql(root_url):
         h.update(sql.encode())
@@ -91,29 +126,71 @@ def _default_db_path(store: ResultStore) -> Path:
     return cache / f"{digest}.duckdb"
 
 
-def _register_fs(con, store: ResultStore) -> None:
+def _open_store(data_root: str | os.PathLike, storage_options: dict | None) -> ResultStore:
+    """The store at `data_root`; CatalogError (one line, names the fix) when it cannot be read."""
+    store = ResultStore(data_root, storage_options=storage_options)
+    if not store.remote and not os.path.isdir(store.root):
+        raise CatalogError(f"no store at {store.root}: check --data, or run a scan that writes there first")
+    if "\\" in store.root:
+        raise CatalogError(
+            f"the DATA root {store.root!r} contains a backslash, which DuckDB's file globs cannot match; "
+            f"move the store to a folder without one"
+        )
+    return store
+
+
+def _seed_files(table: str) -> str:
+    """Glob of the in-memory seed file of `table` (written once per process)."""
+    seeds = ResultStore(SEED_ROOT)
+    seeds.ensure_seeds()
+    return glob_escape(seeds.url(seed_file(table)))
+
+
+def _seed_struct() -> dict[str, list[str]]:
+    """A store_files() STRUCT (catalogs/sql/00_store_files.sql) naming only the in-memory seeds."""
+    return {f"{t}{suffix}": [_seed_files(t)] for t in TABLES for suffix in ("", "_compacted")}
+
+
+def _register_filesystems(con, store: ResultStore) -> None:
+    import fsspec
+
+    con.register_filesystem(fsspec.filesystem("memory"))
     if store.remote:
         con.register_filesystem(store.fs)
 
 
 def _create_objects(con, store: ResultStore) -> None:
-    con.execute(
-        "CREATE OR REPLACE TABLE metrics (name VARCHAR, column_name VARCHAR, direction VARCHAR, "
-        "sign INTEGER, value_range VARCHAR, doc VARCHAR)"
-    ).fetchall()
-    con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", _metrics.metrics_rows())
+    """The metric table, every view and macro, and _catalog_meta, bound against the in-memory seeds."""
     import duckdb
 
+    _register_filesystems(con, store)
+    _session(con, "set_files", files=_seed_struct())
+    _session(con, "create_metrics")
+    con.executemany(_sql("session/insert_metric.sql"), _metrics.metrics_rows())
     for name, sql in view_sql(store.url()):
         try:
-            for statement in duckdb.extract_statements(sql):  # a file may hold a macro and its view
-                con.execute(statement.query).fetchall()
+            _execute(con, sql)
         except duckdb.Error as exc:
             raise CatalogError(f"catalog view {name} failed to build: {exc}") from exc
-    con.execute(
-        "CREATE OR REPLACE TABLE _catalog_meta AS SELECT ? AS data_root, ? AS fingerprint, ? AS schema_version",
-        [store.url(), _fingerprint(store.url()), SCHEMA_VERSION],
-    ).fetchall()
+    _session(con, "create_meta", data_root=store.url(), fingerprint=_fingerprint(store.url()),
+             schema_version=SCHEMA_VERSION)  # fmt: skip
+
+
+def _read_store_files(con) -> None:
+    """Point an in-memory session's views at the store: its globs that match a file, plus the seeds
+    (a store without seed files, e.g. an empty folder, still has every table and column)."""
+    _session(con, "reset_files")
+    root_globs = _session(con, "store_files")[0][0]
+    files = {}
+    for key, seeds in _seed_struct().items():
+        files[key] = seeds + [g for g in root_globs[key] if _session(con, "glob_matches", pattern=g)[0][0]]
+    _session(con, "set_files", files=files)
+
+
+def _sandbox(con, store: ResultStore, timeout_s: float) -> None:
+    """Lock the connection down (catalogs/sql/session/sandbox.sql): the store's files only."""
+    allowed = [store.url() + "/", ResultStore(SEED_ROOT).url() + "/"]
+    _session(con, "sandbox", allowed=allowed, timeout_ms=max(1, round(timeout_s * 1000)))
 
 
 def build_catalog(
@@ -122,7 +199,8 @@ def build_catalog(
     *,
     storage_options: dict | None = None,
 ) -> Path:
-    """Create or refresh the DuckDB file of views over `data_root`; returns its path.
+    """Create or refresh the DuckDB file of views over `data_root` and write the store's seed files;
+    returns the file's path.
 
     Default location: ROOT/catalog.duckdb for local roots; ~/.cache/ww-spectral/catalogs/<hash>.duckdb
     for object-store roots (their views read s3:// / gs:// through a registered fsspec filesystem).
@@ -130,23 +208,18 @@ def build_catalog(
     """
     import duckdb
 
-    store = ResultStore(data_root, storage_options=storage_options)
-    if not store.remote and not os.path.isdir(store.root):
-        raise CatalogError(f"no store at {store.root}: check --data, or run a scan that writes there first")
+    store = _open_store(data_root, storage_options)
     store.ensure_seeds()
     path = Path(db_path) if db_path is not None else _default_db_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.unlink(tmp)  # DuckDB must create the file itself
-    bind_root = tempfile.mkdtemp(prefix="ww-spectral-bind-")
     try:
-        ResultStore(bind_root).ensure_seeds()  # same layout and schema, zero rows: binding costs O(1)
         con = duckdb.connect(tmp)
         try:
-            con.execute(f"SET VARIABLE {ROOT_VARIABLE} = ?", [bind_root]).fetchall()
             _create_objects(con, store)
-            con.execute("CHECKPOINT").fetchall()
+            _session(con, "checkpoint")
         finally:
             con.close()
         os.replace(tmp, path)
@@ -154,51 +227,59 @@ def build_catalog(
         for leftover in (tmp, tmp + ".wal"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
-        shutil.rmtree(bind_root, ignore_errors=True)
     return path
+
+
+def _open_catalog(path: Path, fingerprint: str):
+    """A read-only connection to the catalog file when it exists and is current, else None."""
+    import duckdb
+
+    if not path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        raise CatalogError(
+            f"cannot open the catalog {path}: {str(exc).splitlines()[0]}. Another process holds it "
+            f"read-write; retry when it is done"
+        ) from None
+    try:
+        rows = _session(con, "read_meta")
+    except duckdb.Error:
+        rows = []
+    if rows and rows[0][1] == fingerprint:
+        return con
+    con.close()
+    return None
 
 
 def connect(
     data_root: str | os.PathLike,
     *,
-    read_only: bool = True,
     db_path: str | os.PathLike | None = None,
     storage_options: dict | None = None,
+    timeout_s: float = QUERY_TIMEOUT_S,
 ):
-    """A DuckDB connection with the catalog's views over `data_root`.
+    """A sandboxed DuckDB connection with the catalog's views over `data_root`; writes nothing.
 
-    Builds the catalog first when it is missing or stale (built for another root, older SQL or schema).
-    read_only=True opens the file read-only (statements that write fail inside DuckDB too).
-    The caller closes the connection.
+    Uses the catalog file when it is current, else builds the views in memory (a missing, stale or
+    never-built catalog; run `ww-spectral catalog build` to make later connections start faster).
+    The connection reads only the store's files (see the module doc) and stops any query after
+    `timeout_s` seconds. The caller closes it. Raises CatalogError when the root does not exist.
     """
     import duckdb
 
-    store = ResultStore(data_root, storage_options=storage_options)
+    store = _open_store(data_root, storage_options)
     path = Path(db_path) if db_path is not None else _default_db_path(store)
-    want = _fingerprint(store.url())
-    for attempt in range(2):
-        if not path.exists():
-            build_catalog(data_root, path, storage_options=storage_options)
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise CatalogError(
-                f"cannot open the catalog {path}: {exc}. Another process holds it read-write; "
-                f"retry, or rebuild with `ww-spectral catalog build --data {data_root}`"
-            ) from exc
-        try:
-            rows = con.execute("SELECT fingerprint FROM _catalog_meta").fetchall()
-        except duckdb.Error:
-            rows = []
-        if rows and rows[0][0] == want:
-            _register_fs(con, store)
-            # Cache Parquet footers across queries on this connection (checked against file mtimes).
-            con.execute("SET parquet_metadata_cache = true").fetchall()
-            return con
-        con.close()
-        if attempt == 0:
-            build_catalog(data_root, path, storage_options=storage_options)
-    raise CatalogError(f"the catalog {path} is stale and could not be rebuilt; delete it and retry")
+    con = _open_catalog(path, _fingerprint(store.url()))
+    if con is None:
+        con = duckdb.connect()
+        _create_objects(con, store)
+        _read_store_files(con)
+    else:
+        _register_filesystems(con, store)
+    _sandbox(con, store, timeout_s)
+    return con
 
 
 # ---------------------------------------------------------------------------- read-only SQL
@@ -207,7 +288,7 @@ _ALLOWED = ("SELECT",)  # not EXPLAIN: EXPLAIN ANALYZE would run the statement i
 
 def check_read_only(sql: str) -> None:
     """Refuse anything but one SELECT statement (DESCRIBE/SHOW/SUMMARIZE/FROM-first parse as SELECT);
-    parse-level, before it reaches DuckDB. The connection is read-only too (the second layer)."""
+    parse-level, before it reaches DuckDB. The connection's sandbox is the second layer."""
     import duckdb
 
     try:
@@ -224,6 +305,16 @@ def check_read_only(sql: str) -> None:
         )
 
 
+def _hint(msg: str) -> str:
+    if "No files found" in msg:
+        return " (the store is empty: run a scan, or `ww-spectral catalog build --data ROOT`)"
+    if "disabled by configuration" in msg:
+        return " (catalog SQL reads the store's own files only)"
+    if "Interrupt" in msg or "execution time" in msg:
+        return " (the query ran past the time limit of catalog connections; narrow it)"
+    return ""
+
+
 def query(con, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
     """Run one read-only statement; returns (column names, rows). Raises CatalogError on SQL errors."""
     import duckdb
@@ -233,42 +324,43 @@ def query(con, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
         rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
     except duckdb.Error as exc:
         msg = str(exc).splitlines()[0]
-        if "No files found" in msg:
-            msg += " (the store is empty: run a scan, or `ww-spectral catalog build --data ROOT`)"
-        raise CatalogError(f"query failed: {msg}") from None
+        raise CatalogError(f"query failed: {msg}{_hint(msg)}") from None
     columns = [d[0] for d in con.description] if con.description else []
     return columns, rows
 
 
 def run_sql(data_root: str | os.PathLike, sql: str, **connect_kw) -> tuple[list[str], list[tuple]]:
-    """The `sql` command: one SELECT over the catalog views on a read-only connection."""
+    """The `sql` command: one SELECT over the catalog views on a sandboxed connection."""
     check_read_only(sql)
-    con = connect(data_root, read_only=True, **connect_kw)
+    con = connect(data_root, **connect_kw)
     try:
         return query(con, sql)
     finally:
         con.close()
 
 
+def row_counts(con) -> dict[str, int]:
+    """Rows of the models, failures and scans views (catalogs/sql/session/row_counts.sql)."""
+    cols, rows = query(con, _sql("session/row_counts.sql"))
+    return dict(zip(cols, rows[0]))
+
+
 # ---------------------------------------------------------------------------- leaderboard / show
+_NO_TOP = 2**63 - 1
+
+
 def leaderboard_sql(metric: str = _metrics.DEFAULT_METRIC, group_by: str | None = None,
-                    where: str | None = None, top: int | None = None) -> str:  # fmt: skip
-    """The leaderboard query text. metric/group_by are checked against catalogs/metrics.py (unknown
-    names raise CatalogError listing the allowed ones); `where` is SQL over the `models` columns applied
-    before ranking; top limits the rank within each group."""
+                    where: str | None = None) -> str:  # fmt: skip
+    """The leaderboard query text (catalogs/sql/queries/leaderboard.sql; parameter $top). metric and
+    group_by are checked against catalogs/metrics.py (unknown names raise CatalogError listing the
+    allowed ones); `where` is SQL over the `models_latest` columns applied before ranking."""
     m = _metrics.get_metric(metric)
-    group = _metrics.get_group(group_by)
-    if top is not None and (not isinstance(top, int) or top < 1):
-        raise CatalogError(f"--top must be a positive integer, got {top!r}")
     sql = _render(
-        _sql_text("queries/leaderboard.sql"),
-        group_select=f"{group}, " if group else "",
-        partition=f"PARTITION BY {group}" if group else "",
-        group_order=f"{group} NULLS LAST, " if group else "",
+        _sql("queries/leaderboard.sql"),
+        group=_metrics.get_group(group_by) or "NULL",
         metric=m.column,
         order=m.sql_order,
         where=where.strip() if where and where.strip() else "TRUE",
-        top=str(top) if top else "9223372036854775807",
     )
     check_read_only(sql)  # a --where that smuggles a second statement is refused here
     return sql
@@ -276,21 +368,32 @@ def leaderboard_sql(metric: str = _metrics.DEFAULT_METRIC, group_by: str | None 
 
 def leaderboard(con, metric: str = _metrics.DEFAULT_METRIC, group_by: str | None = None,
                 where: str | None = None, top: int | None = None) -> tuple[list[str], list[tuple]]:  # fmt: skip
-    """(columns, rows) of the leaderboard: [group,] rank, repo_id, <metric>, revision."""
-    return query(con, leaderboard_sql(metric, group_by, where, top))
+    """(columns, rows) of the leaderboard: [group,] rank, repo_id, <metric>, revision; `top` keeps the
+    ranks <= top within each group."""
+    if top is not None and (not isinstance(top, int) or top < 1):
+        raise CatalogError(f"--top must be a positive integer, got {top!r}")
+    group = _metrics.get_group(group_by)
+    cols, rows = query(con, leaderboard_sql(metric, group_by, where), {"top": top or _NO_TOP})
+    if group:
+        return [group, *cols[1:]], rows
+    return cols[1:], [r[1:] for r in rows]
 
 
-def _model_files(store: ResultStore, table: str, repo_id: str) -> tuple[list[str], list[str]]:
-    """(files, compacted files) that can hold `repo_id`'s rows in `table`, as URLs, the seed file first:
-    the compacted files of its owner= folder and the per-model files whose name starts with its safe name
-    (a safe-name collision only adds a file; the SQL still filters on repo_id)."""
+def _model_files(store: ResultStore, repo_id: str) -> dict[str, list[str]]:
+    """A store_files() STRUCT (catalogs/sql/00_store_files.sql) of the layers and models files that can
+    hold `repo_id`'s rows, as escaped paths, the seed first: the compacted files of its owner= folder
+    and the per-model files whose name starts with its safe name (a safe-name collision only adds a
+    file; the SQL still filters on repo_id)."""
     owner = owner_of(repo_id)
-    seed = store.url(f"{table}/owner={SEED_VALUE}/c-seed-v{SCHEMA_VERSION}.parquet")
-    rels = store.list(f"{table}/owner={owner}/*.parquet") if owner != SEED_VALUE else []
     mine = f"m-{safe_name(repo_id)}."
-    compacted = [store.url(r) for r in rels if r.rsplit("/", 1)[-1].startswith("c-")]
-    singles = [store.url(r) for r in rels if r.rsplit("/", 1)[-1].startswith(mine)]
-    return [seed, *compacted, *singles], [seed, *compacted]
+    files = {}
+    for table in ("layers", "models"):
+        rels = store.list(f"{table}/owner={owner}/*.parquet")
+        compacted = [glob_escape(store.url(r)) for r in rels if r.rsplit("/", 1)[-1].startswith("c-")]
+        singles = [glob_escape(store.url(r)) for r in rels if r.rsplit("/", 1)[-1].startswith(mine)]
+        seed = _seed_files(table)
+        files[table], files[f"{table}_compacted"] = [seed, *compacted, *singles], [seed, *compacted]
+    return files
 
 
 def show_model(con, model: str, *, storage_options: dict | None = None):
@@ -302,20 +405,15 @@ def show_model(con, model: str, *, storage_options: dict | None = None):
     models the store holds.
     Raises CatalogError when the model is not in the store."""
     repo_id, _, revision = model.partition("@")
-    data_root = query(con, "SELECT data_root FROM _catalog_meta")[1][0][0]
-    store = ResultStore(data_root, storage_options=storage_options)
-    model_files, model_cfiles = _model_files(store, "models", repo_id)
-    layer_files, layer_cfiles = _model_files(store, "layers", repo_id)
-    files = {"layer_files": layer_files, "layer_cfiles": layer_cfiles}
-    params = {"repo_id": repo_id, "revision": revision or None, "model_files": model_files,
-              "model_cfiles": model_cfiles, **files}  # fmt: skip
-    summary = query(con, _sql_text("queries/show_model.sql"), params)
+    data_root = _session(con, "read_meta")[0][0]
+    files = _model_files(ResultStore(data_root, storage_options=storage_options), repo_id)
+    params = {"repo_id": repo_id, "revision": revision or None, "files": files}
+    summary = query(con, _sql("queries/show_model.sql"), params)
     if not summary[1]:
         raise CatalogError(
             f"model {model!r} is not in the store; list stored models with "
             f'`ww-spectral sql --data ROOT "SELECT repo_id, revision FROM models"`'
         )
     key = summary[1][0][summary[0].index("record_key")]
-    layer_params = {"repo_id": repo_id, "record_key": key, **files}
-    layers = query(con, _sql_text("queries/show_layers.sql"), layer_params)
+    layers = query(con, _sql("queries/show_layers.sql"), {"repo_id": repo_id, "record_key": key, "files": files})
     return summary, layers

@@ -1,17 +1,25 @@
-"""CLI: `catalog build|compact`, `leaderboard`, `sql`, `show` (registered into ww_spectral.cli).
+"""CLI: `catalog build|compact`, `leaderboard`, `sql`, `show` (registered by the dispatcher, pipelines/cli.py).
 
-DuckDB and the catalog modules are imported inside the handlers, so `ww-spectral --help` stays fast.
-Output formats: table (fits the terminal: long cells are cut with '…' and columns that do not fit are
-dropped, with a note), csv and json (no decorations, full precision, for pipes), markdown.
+This module is imported when `ww-spectral` starts, so it imports only light modules at the top: the
+handlers import catalogs.catalog and catalogs.compact (pyarrow, pandas, DuckDB) when they run, and
+`ww-spectral --help` stays fast. The read commands (leaderboard, sql, show) write nothing and run on
+a sandboxed connection (catalogs/catalog.py). Output formats: table (fits the terminal: long cells are
+cut with '…' and columns that do not fit are dropped, with a note), csv and json (no decorations, full
+precision, for pipes), markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as _dt
+import json
 import math
 import shutil
 import sys
+
+from .errors import CatalogError
+from .metrics import get_group, get_metric
 
 DEFAULT_DATA = "ww-data"
 _MAX_CELL = 42
@@ -49,6 +57,8 @@ def register(subparsers) -> None:
     sq.add_argument("query", help="the SELECT statement")
     sq.add_argument("--data", default=DEFAULT_DATA, help="DATA root: folder or s3:// / gs:// URI")
     sq.add_argument("--format", default="table", choices=("table", "csv", "json", "markdown"))
+    sq.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                    help="stop the query after this long (default 300)")  # fmt: skip
     sq.set_defaults(handler=_cmd_sql)
 
     sh = subparsers.add_parser("show", help="one model's summary and its layers")
@@ -60,16 +70,12 @@ def register(subparsers) -> None:
 
 # ---------------------------------------------------------------------------- handlers
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .catalog import build_catalog, query
-    from .catalog import connect as _connect
+    from .catalog import build_catalog, connect, row_counts
 
     path = build_catalog(args.data, args.db)
-    con = _connect(args.data, db_path=args.db)
+    con = connect(args.data, db_path=args.db)
     try:
-        # models/failures/scans only: counting layers would read every layer file of the store
-        counts = {
-            v: query(con, f"SELECT count(*) FROM {v}")[1][0][0] for v in ("models", "failures", "scans")
-        }
+        counts = row_counts(con)
     finally:
         con.close()
     print(f"catalog: {path}")
@@ -92,7 +98,6 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .catalog import connect, leaderboard
-    from .metrics import get_group, get_metric
 
     get_metric(args.metric)  # unknown names fail before any I/O, listing the allowed ones
     get_group(args.group_by)
@@ -106,10 +111,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from .catalog import check_read_only, run_sql
+    from .catalog import QUERY_TIMEOUT_S, check_read_only, run_sql
 
     check_read_only(args.query)
-    cols, rows = run_sql(args.data, args.query)
+    if args.timeout is not None and not args.timeout > 0:
+        raise CatalogError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    cols, rows = run_sql(args.data, args.query, timeout_s=args.timeout or QUERY_TIMEOUT_S)
     emit(cols, rows, args.format)
     return 0
 
@@ -124,8 +131,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
         con.close()
     summary = dict(zip(scols, srows[0]))
     if args.format == "json":
-        import json
-
         doc = {"summary": _jsonable(summary), "layers": [_jsonable(dict(zip(lcols, r))) for r in lrows]}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
         return 0
@@ -201,15 +206,11 @@ def emit(cols: list[str], rows: list[tuple], fmt: str, stream=None) -> None:
     """Write rows in `fmt` (table | csv | json | markdown) to stdout (or `stream`)."""
     stream = stream or sys.stdout
     if fmt == "csv":
-        import csv
-
         w = csv.writer(stream, lineterminator="\n")
         w.writerow(cols)
         for r in rows:
             w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else _fmt(v)) for v in r])
     elif fmt == "json":
-        import json
-
         stream.write(json.dumps([_jsonable(dict(zip(cols, r))) for r in rows], indent=1) + "\n")
     elif fmt == "markdown":
         stream.write("| " + " | ".join(cols) + " |\n|" + "|".join("---" for _ in cols) + "|\n")

@@ -11,10 +11,14 @@ Crash safety, step by step, for one partition:
   3. the remaining per-model files are merged and written as ONE new compacted file, atomically
      (temp name + rename locally; single PUT on an object store);
   4. only then the merged per-model files are deleted.
-Readers never see a row twice: the raw views read a per-model file only while no compacted file holds
-its record_key (catalogs/sql/0*_raw_*.sql), so between steps 3 and 4 the per-model copies are shadowed.
-They never miss a row: before step 3 the per-model files are the only copies and are read.
+Readers never see a row twice: the raw macros read a per-model file only while no compacted file holds
+its record_key (catalogs/sql/00_raw_table.sql), so between steps 3 and 4 the per-model copies are
+shadowed. They never miss a row: before step 3 the per-model files are the only copies and are read.
 has_model() stays correct: it looks at the per-model marker under _markers/, which compaction keeps.
+Only complete model revisions are merged: a layers or models file whose marker is absent belongs to a
+write in flight (or one killed between its files) and stays a per-model file. Files of older schema
+versions are upgraded as they are merged (catalogs/schema.py upgrade(): renamed columns keep their values).
+Stale temp files (dead writers, see store.py) are removed first.
 Run one compaction at a time per root: a lock file guards local roots (a lock left by a killed process
 is taken over); on an object store the scheduler must not start two at once.
 """
@@ -24,17 +28,19 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import CatalogError
-from .schema import SCHEMAS, TABLES
-from .store import SEED_VALUE, ResultStore
+from .schema import TABLES, read_schema, upgrade
+from .store import MARKERS_DIR, ResultStore
 
 _ROW_GROUP = 64 * 1024  # small enough that min/max stats on repo_id prune a drill-down
 
@@ -67,15 +73,20 @@ def key_of(rel: str) -> str:
     return rel.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit(".", 1)[-1]
 
 
-def _read_many(store: ResultStore, rels: list[str], schema: pa.Schema) -> pa.Table:
-    """Read many small files as one table of `schema` (older files gain NULL columns), multi-threaded."""
-    import pyarrow.dataset as ds
-
+def _read_many(store: ResultStore, rels: list[str], table: str) -> pa.Table:
+    """Read many small files of `table` as one table of its current schema, multi-threaded (older files
+    gain NULL columns; values under a legacy column name move to the current name)."""
     if store.remote:
         paths, fs = [store._join(r) for r in rels], store.fs
     else:
         paths, fs = [os.path.join(store.root, r) for r in rels], None
-    return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table()
+    dataset = ds.dataset(paths, schema=read_schema(table), format="parquet", filesystem=fs)
+    return upgrade(dataset.to_table(), table)
+
+
+def _complete_keys(store: ResultStore) -> set[str]:
+    """record_keys of the model revisions whose marker exists (all their files are written)."""
+    return {rel.removesuffix(".json").rsplit(".", 1)[-1] for rel in store.list(f"{MARKERS_DIR}/*/*.json")}
 
 
 def _compact_partition(store: ResultStore, table: str, part: str, singles: list[str], compacted: list[str],
@@ -89,7 +100,7 @@ def _compact_partition(store: ResultStore, table: str, part: str, singles: list[
         store.remove(rel)
     if len(todo) < max(min_files, 1):
         return 0, 0, len(leftovers), 0
-    merged = _read_many(store, todo, SCHEMAS[table])
+    merged = _read_many(store, todo, table)
     sort = [("repo_id", "ascending"), ("record_key", "ascending")]
     if table == "layers":
         sort.append(("layer_id", "ascending"))
@@ -105,8 +116,6 @@ def _compact_partition(store: ResultStore, table: str, part: str, singles: list[
 
 def _take_lock(root: str) -> str:
     """Create ROOT/_compact.lock holding 'host pid'; a lock left by a dead process on this host is taken over."""
-    import socket
-
     os.makedirs(root, exist_ok=True)
     lock = os.path.join(root, "_compact.lock")
     me = f"{socket.gethostname()} {os.getpid()}"
@@ -147,15 +156,18 @@ def compact(data_root: str | os.PathLike, *, tables: tuple[str, ...] = TABLES, m
         raise CatalogError(f"unknown tables {unknown}; tables are {list(TABLES)}")
     lock = _take_lock(store.root) if not store.remote else None
     try:
+        store.clean_stale_temps()
+        complete = _complete_keys(store) if {"layers", "models"} & set(tables) else set()
         totals = {"files_merged": 0, "files_written": 0, "leftovers_deleted": 0, "rows": 0}
         per_table = {}
         for table in tables:
             by_part: dict[str, tuple[list[str], list[str]]] = {}
             for rel in store.files(table):
-                if f"={SEED_VALUE}/" in rel:
-                    continue
+                name = os.path.basename(rel)
+                if table in ("layers", "models") and name.startswith("m-") and key_of(rel) not in complete:
+                    continue  # a model revision still being written, or killed between its files
                 singles, compacted = by_part.setdefault(_partition_of(rel), ([], []))
-                (compacted if os.path.basename(rel).startswith("c-") else singles).append(rel)
+                (compacted if name.startswith("c-") else singles).append(rel)
             t_stats = [0, 0, 0, 0]
             for part, (singles, compacted) in sorted(by_part.items()):
                 if singles:

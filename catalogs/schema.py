@@ -3,14 +3,18 @@
 Tables (one Parquet file per model revision per table, see store.py):
   layers    one row per tensor of a model revision (analysed, failed or skipped): provenance +
             every column of ww_spectral.columns.LAYER_COLUMNS (built from that list, never retyped).
-  models    one row per model revision: the summary aggregates (CONTRACTS.md) + model facts.
+  models    one row per model revision: the summary keys of ww_spectral.summary.summarize() + model facts.
   failures  one row per failed attempt at a model revision (stage, error type, message, attempt).
   scans     one row per scan run (source, filters as JSON, counts, timings).
 
-Every row carries provenance (repo_id, revision, ww_spectral_version, options_hash, analyzed_at),
+Every row carries provenance (repo_id, revision, ww_spectral_version, options_hash, analysed_at),
 `record_key` (the hash that names the row's source file; compaction de-duplicates on it) and
-`schema_version`. Bump SCHEMA_VERSION when a column is added; never remove or retype a column
-(older files are read with union_by_name, so missing columns read as NULL).
+`schema_version`. Bump SCHEMA_VERSION when a column is added or renamed; never remove or retype a
+column (older files are read with union_by_name, so missing columns read as NULL). A renamed column
+keeps its old name in LEGACY_COLUMNS: seed files carry both names, so the views (catalogs/sql/) and
+upgrade() read the value from whichever name a file has.
+
+Versions: 1 first release; 2 renamed analyzed_at -> analysed_at (one spelling beside n_layers_analysed).
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ww_spectral.columns import LAYER_COLUMNS
+from ww_spectral.summary import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = ("layers", "models", "failures", "scans")
 
@@ -48,22 +53,22 @@ def _version() -> str:
 class Provenance:
     """Where a row comes from. revision: commit sha (hub) or content hash (local sources).
 
-    options_hash: AnalysisOptions.fingerprint() (16 hex). analyzed_at: tz-aware UTC time.
+    options_hash: AnalysisOptions.fingerprint() (16 hex). analysed_at: tz-aware UTC time.
     """
 
     repo_id: str
     revision: str
     options_hash: str
     ww_spectral_version: str = field(default_factory=_version)
-    analyzed_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
+    analysed_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
 
     def __post_init__(self) -> None:
         for name in ("repo_id", "revision", "options_hash"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise SchemaError(f"Provenance.{name} must be a non-empty string, got {value!r}")
-        if self.analyzed_at.tzinfo is None:
-            raise SchemaError("Provenance.analyzed_at must be timezone-aware (use datetime.now(UTC))")
+        if self.analysed_at.tzinfo is None:
+            raise SchemaError("Provenance.analysed_at must be timezone-aware (use datetime.now(UTC))")
 
     def as_columns(self) -> dict:
         return {
@@ -71,7 +76,7 @@ class Provenance:
             "revision": self.revision,
             "ww_spectral_version": self.ww_spectral_version,
             "options_hash": self.options_hash,
-            "analyzed_at": self.analyzed_at,
+            "analysed_at": self.analysed_at,
         }
 
 
@@ -91,7 +96,7 @@ PROVENANCE_FIELDS = (
     _f("revision", pa.string(), "commit sha (hub) or content hash (local)", required=True),
     _f("ww_spectral_version", pa.string(), "ww-spectral version that wrote the row", required=True),
     _f("options_hash", pa.string(), "AnalysisOptions.fingerprint() of the analysis", required=True),
-    _f("analyzed_at", _TS, "when the analysis (or failure) happened, UTC", required=True),
+    _f("analysed_at", _TS, "when the analysis (or failure) happened, UTC", required=True),
     _f(
         "record_key",
         pa.string(),
@@ -101,21 +106,20 @@ PROVENANCE_FIELDS = (
     _f("schema_version", pa.int32(), "SCHEMA_VERSION of the writer", required=True),
 )
 
-LAYERS_SCHEMA = pa.schema(
-    [*PROVENANCE_FIELDS] + [_f(c.name, _KIND_TO_ARROW[c.kind], c.doc, required=True) for c in LAYER_COLUMNS],
-    metadata={"table": "layers", "schema_version": str(SCHEMA_VERSION)},
+def _table_schema(table: str, fields: list[pa.Field]) -> pa.Schema:
+    """Provenance fields, then the table's own, with the table name and SCHEMA_VERSION as metadata."""
+    return pa.schema([*PROVENANCE_FIELDS, *fields],
+                     metadata={"table": table, "schema_version": str(SCHEMA_VERSION)})  # fmt: skip
+
+
+LAYERS_SCHEMA = _table_schema(
+    "layers", [_f(c.name, _KIND_TO_ARROW[c.kind], c.doc, required=True) for c in LAYER_COLUMNS]
 )
 
-# Summary keys of summarize() (CONTRACTS.md), then model facts (NULL when the source does not know them).
-SUMMARY_FLOAT_KEYS = (
-    "log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank",
-    "alpha_median", "alpha_weighted_median", "hill_alpha", "hill_alpha_median", "share_alpha_2_6",
-)  # fmt: skip
-SUMMARY_INT_KEYS = ("n_tensors", "n_layers_analysed", "n_layers_skipped", "n_layers_failed")
-
-MODELS_SCHEMA = pa.schema(
-    [*PROVENANCE_FIELDS]
-    + [_f(k, pa.float64(), f"model summary: {k} (see catalogs/metrics.py)") for k in SUMMARY_FLOAT_KEYS]
+# Summary keys of ww_spectral.summary.summarize(), then model facts (NULL when the source does not know them).
+MODELS_SCHEMA = _table_schema(
+    "models",
+    [_f(k, pa.float64(), f"model summary: {k} (see catalogs/metrics.py)") for k in SUMMARY_FLOAT_KEYS]
     + [_f(k, pa.int64(), f"model summary: {k}") for k in SUMMARY_INT_KEYS]
     + [
         _f("parameter_count", pa.int64(), "total parameters (hub metadata or sum of tensor sizes)"),
@@ -132,24 +136,22 @@ MODELS_SCHEMA = pa.schema(
         _f("options_json", pa.string(), "the analysis options as JSON"),
         _f("extra_json", pa.string(), "model-dict keys not in this schema, as JSON"),
     ],
-    metadata={"table": "models", "schema_version": str(SCHEMA_VERSION)},
 )
 
-FAILURES_SCHEMA = pa.schema(
-    [*PROVENANCE_FIELDS]
-    + [
+FAILURES_SCHEMA = _table_schema(
+    "failures",
+    [
         _f("stage", pa.string(), "where it failed: list | download | read | analyze | write", required=True),
         _f("error_type", pa.string(), "exception class name, e.g. GatedRepoError", required=True),
         _f("message", pa.string(), "exception message (first 2000 chars)", required=True),
         _f("attempt", pa.int64(), "1-based attempt number", required=True),
         _f("failed_at", _TS, "when it failed, UTC", required=True),
     ],
-    metadata={"table": "failures", "schema_version": str(SCHEMA_VERSION)},
 )
 
-SCANS_SCHEMA = pa.schema(
-    [*PROVENANCE_FIELDS]
-    + [
+SCANS_SCHEMA = _table_schema(
+    "scans",
+    [
         _f("scan_id", pa.string(), "unique id of the scan run", required=True),
         _f("source", pa.string(), "hub | folder | models | other", required=True),
         _f("filters_json", pa.string(), "the scan's filters/arguments as JSON"),
@@ -161,7 +163,6 @@ SCANS_SCHEMA = pa.schema(
         _f("started_at", _TS, "scan start, UTC"),
         _f("finished_at", _TS, "scan end, UTC"),
     ],
-    metadata={"table": "scans", "schema_version": str(SCHEMA_VERSION)},
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -170,6 +171,36 @@ SCHEMAS: dict[str, pa.Schema] = {
     "failures": FAILURES_SCHEMA,
     "scans": SCANS_SCHEMA,
 }
+
+# Columns renamed in a later schema version: old name -> current name (same type). Files written before
+# the rename hold the old name; readers take the value from whichever of the two a file has.
+LEGACY_COLUMNS: dict[str, str] = {"analyzed_at": "analysed_at"}
+
+
+def read_schema(table: str) -> pa.Schema:
+    """The declared schema plus the legacy names of renamed columns: what seed files are written with
+    (so a union by name over old and new files always has both names) and what readers of many files ask
+    for before upgrade()."""
+    schema = schema_for(table)
+    extra = [schema.field(new).with_name(old) for old, new in LEGACY_COLUMNS.items() if new in schema.names]
+    return pa.schema([*schema, *extra], metadata=schema.metadata)
+
+
+def upgrade(tbl: pa.Table, table: str) -> pa.Table:
+    """A table read from files of any schema version, as the current declared schema: values of renamed
+    columns move to their current name, columns an older file lacks become NULL, columns are ordered
+    as declared. Rows are not otherwise changed."""
+    schema = schema_for(table)
+    names = set(tbl.column_names)
+    n = tbl.num_rows
+    arrays = []
+    for fld in schema:
+        col = tbl.column(fld.name).cast(fld.type) if fld.name in names else pa.nulls(n, fld.type)
+        for old, new in LEGACY_COLUMNS.items():
+            if new == fld.name and old in names:
+                col = pc.coalesce(col, tbl.column(old).cast(fld.type))
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def schema_for(table: str) -> pa.Schema:

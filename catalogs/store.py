@@ -20,11 +20,14 @@ partitioning on them would cost has_model() its single stat.
 <key> = record_key(repo_id, revision, options_hash): the file name is known without listing, so
 has_model() is one stat (local) or one HEAD (object store) on the marker.
 
-Atomicity: local files are written to a hidden temp name ".<final>.<uuid>.tmp" (never matching
-"*.parquet") and renamed; on an object store the final key is written in one PUT (or a multipart upload
-that only becomes visible when completed), never a temp key and a copy. The marker is written last, so
-has_model() is true only when both table files are complete; a crash before it means a re-run rewrites
-the same names (idempotent).
+Atomicity: local files are written to a temp file under ROOT/_tmp/ (named after the writer's host and
+pid, never matching "*.parquet") and renamed into place; on an object store the final key is written in
+one PUT (or a multipart upload that only becomes visible when completed), never a temp key and a copy.
+A model revision is written layers file, then models file, then marker: the views show a layer row only
+when a models row has its record_key (catalogs/sql/10_layers.sql), so the models file is the commit
+point of SQL readers and the marker that of has_model(). A crash in between leaves rows no view shows;
+a re-run rewrites the same names (idempotent). Temp files of a writer that died (same host, pid gone)
+or older than STALE_TEMP_S are removed by the next local write and by compaction.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import io
 import json
 import os
 import re
+import socket
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -51,16 +56,22 @@ from .schema import (
     TABLES,
     Provenance,
     conform,
+    read_schema,
     record_key,
+    upgrade,
 )
 
 # Hive partition column of each table (the folder level under ROOT/<table>/).
 PARTITION_COLUMN = {"layers": "owner", "models": "owner", "failures": "owner", "scans": "month"}
 SEED_VALUE = "_seed"
 MARKERS_DIR = "_markers"
+TEMP_DIR = "_tmp"  # local writes land here first, then are renamed into place
+STALE_TEMP_S = 6 * 3600  # a temp file older than this is stale whoever wrote it (no write takes hours)
 _CHUNK_BYTES = 1 << 20  # local writes go out in chunks; on_chunk sees progress between them
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_GLOB_CHARS = re.compile(r"([][*?{}])")
+_HOST = _UNSAFE.sub("_", socket.gethostname())[:64] or "host"
 
 
 def owner_of(repo_id: str) -> str:
@@ -72,6 +83,31 @@ def safe_name(repo_id: str) -> str:
     """File-name part of a repo id: the name after the org, reduced to [A-Za-z0-9._-], at most 80 chars."""
     name = repo_id.split("/", 1)[1] if _HUB_ID.match(repo_id) else repo_id
     return (_UNSAFE.sub("_", name).strip("._") or "model")[:80]
+
+
+def glob_escape(path: str) -> str:
+    """`path` as a glob pattern that matches only itself: each of [ ] * ? { } becomes a one-character
+    class ("[[]"), which DuckDB's and fsspec's globs both read literally."""
+    return _GLOB_CHARS.sub(r"[\1]", path)
+
+
+def _temp_owner_gone(name: str) -> bool:
+    """True when a temp file name '<host>-<pid>-<hex>.tmp' names a process of this host that has exited."""
+    parts = name.removesuffix(".tmp").rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. EPERM: the pid exists (another user's process)
+        return False
+    return False
+
+
+def seed_file(table: str) -> str:
+    """Relative path of a table's zero-row seed file of the current schema version."""
+    return f"{table}/{PARTITION_COLUMN[table]}={SEED_VALUE}/c-seed-v{SCHEMA_VERSION}.parquet"
 
 
 def is_remote(root: str) -> bool:
@@ -153,9 +189,11 @@ class ResultStore:
             # One PUT of the finished body: the object is invisible until the upload completes.
             self.fs.pipe_file(path, data)
             return
-        folder, name = os.path.split(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temp_dir = self._join(TEMP_DIR)
+        os.makedirs(temp_dir, exist_ok=True)
+        self.clean_stale_temps()
+        tmp = os.path.join(temp_dir, f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
         try:
             with open(tmp, "wb") as fh:
                 for start in range(0, len(data), _CHUNK_BYTES):
@@ -166,11 +204,32 @@ class ResultStore:
                 if self.durable:
                     fh.flush()
                     os.fsync(fh.fileno())
-            os.replace(tmp, path)  # atomic on POSIX; replaces an identical earlier write
+            os.replace(tmp, path)  # atomic on POSIX (same file system); replaces an identical earlier write
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def clean_stale_temps(self, *, now: float | None = None) -> int:
+        """Remove temp files under ROOT/_tmp/ whose writer died (this host, pid gone) or that are older
+        than STALE_TEMP_S; returns how many. Live writers' temp files are kept. Local roots only."""
+        if self.remote:
+            return 0
+        now = time.time() if now is None else now
+        removed = 0
+        try:
+            entries = list(os.scandir(self._join(TEMP_DIR)))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                stale = _temp_owner_gone(entry.name) or now - entry.stat().st_mtime > STALE_TEMP_S
+                if stale and entry.name.endswith(".tmp"):
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # its writer renamed it, or another cleaner was first
+                continue
+        return removed
 
     def read_bytes(self, rel: str) -> bytes:
         if self.remote:
@@ -184,11 +243,11 @@ class ResultStore:
             os.unlink(self._join(rel))
 
     def list(self, pattern: str) -> list[str]:
-        """Relative paths matching a glob like 'layers/*/*.parquet', sorted."""
+        """Relative paths matching a glob like 'layers/*/*.parquet', sorted (ROOT itself is literal)."""
         base = self._base
         if self.remote:
             self.fs.invalidate_cache()  # another process may have written since fsspec cached a listing
-            hits = self.fs.glob(self._join(pattern))
+            hits = self.fs.glob("/".join((glob_escape(base), pattern)))
         else:
             hits = [p.as_posix() for p in Path(base).glob(pattern)]
         return sorted(h[len(base) + 1 :] for h in hits)
@@ -218,7 +277,7 @@ class ResultStore:
         """Store one model revision: its layer rows and its summary row. Returns False (no-op, nothing
         written) when has_model() is already true for this provenance, True when written.
 
-        model: summary keys (CONTRACTS.md) and facts (parameter_count, architecture, ...); keys that the
+        model: summary keys (ww_spectral.summary.summarize()) and facts (parameter_count, architecture, ...); keys that the
         `models` schema lacks go to extra_json. Counts (n_tensors, n_layers_*) missing from `model` are
         filled from the layers' status column. layers: rows with the columns of LAYER_COLUMN_NAMES.
         """
@@ -263,7 +322,7 @@ class ResultStore:
                 repo_id=repo_id,
                 revision=revision or "unknown",
                 options_hash=options_hash or "unknown",
-                analyzed_at=failed_at,
+                analysed_at=failed_at,
             )
         p = provenance
         key = record_key(p.repo_id, p.revision, p.options_hash, stage, str(int(attempt)))
@@ -301,7 +360,7 @@ class ResultStore:
             "revision": "",
             "ww_spectral_version": Provenance("x", "x", "x").ww_spectral_version,
             "options_hash": scan.pop("options_hash", None) or "",
-            "analyzed_at": finished,
+            "analysed_at": finished,
             "record_key": record_key("scan", scan_id),
             "schema_version": SCHEMA_VERSION,
             "scan_id": scan_id,
@@ -325,32 +384,26 @@ class ResultStore:
         return [json.loads(self.read_bytes(rel)) for rel in self.list(f"{MARKERS_DIR}/*/*.json")]
 
     def read(self, table: str) -> pa.Table:
-        """A whole table as Arrow, de-duplicated exactly as the catalog views do (compacted files win).
-        For tests and small stores; use the DuckDB catalog for anything large."""
+        """A whole table as Arrow in the current schema, de-duplicated as the catalog views do (compacted
+        files win). Every stored row: unlike the `layers` view it keeps layer rows whose models file was
+        never written (a killed writer). For tests and small stores; use the DuckDB catalog otherwise."""
         schema = SCHEMAS[table]
         compacted, single = [], []
         for rel in self.files(table):
             (compacted if os.path.basename(rel).startswith("c-") else single).append(self.read_table(rel))
         done = {k for t in compacted for k in t.column("record_key").to_pylist()}
         single = [t for t in single if not (set(t.column("record_key").to_pylist()) & done)]
-        parts = [_to_schema(t, schema) for t in compacted + single]
+        parts = [upgrade(t, table) for t in compacted + single]
         return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def ensure_seeds(self) -> None:
         """Write the zero-row seed file of each table's current schema (idempotent). The catalog's globs
         then always match a file, and columns added in later schema versions exist even when every
-        data file is older."""
+        data file is older; seeds also hold the legacy names of renamed columns (schema.read_schema)."""
         for table in TABLES:
-            rel = f"{table}/{PARTITION_COLUMN[table]}={SEED_VALUE}/c-seed-v{SCHEMA_VERSION}.parquet"
+            rel = seed_file(table)
             if not self.exists(rel):
-                self.write_table(rel, SCHEMAS[table].empty_table())
-
-
-def _to_schema(t: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Add NULL columns an older file lacks and order columns as declared (files of older versions)."""
-    names = set(t.column_names)
-    cols = [t.column(f.name) if f.name in names else pa.nulls(t.num_rows, f.type) for f in schema]
-    return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(cols, schema)], schema=schema)
+                self.write_table(rel, read_schema(table).empty_table())
 
 
 def _layers_table(layers, p: Provenance, key: str) -> pa.Table:

@@ -1,4 +1,7 @@
 -- layers: one row per tensor of every stored model revision, typed, with diagnostic flags.
+-- Only complete revisions: a layer row shows when a models row has its record_key. The writer stores the
+-- layers file before the models file (catalogs/store.py), so a writer killed between the two leaves layer
+-- rows that no view shows until a re-run completes the revision.
 -- Flags are NULL-safe booleans (false when the fit failed or the tensor was skipped).
 -- is_correlation_trap_candidate: WW detects correlation traps by randomising W and looking for a
 -- lambda_max far above the Marchenko-Pastur bulk. Without the randomised spectrum we flag a layer when
@@ -7,8 +10,8 @@
 --       lambda_max > 10 * (norm / num_evals) * (1 + 1/sqrt(Q))^2
 --       (norm / num_evals is the mean eigenvalue = sigma^2 of the equivalent random matrix).
 -- It is a candidate list to inspect, not a verdict.
--- layers_in(files, compacted_files): the same over a narrowed file list (see raw_layers.sql).
-CREATE OR REPLACE MACRO layers_in(files, compacted_files) AS TABLE
+-- layers_in(files): the same over the files of a store_files() STRUCT (see 00_store_files.sql).
+CREATE OR REPLACE MACRO layers_in(files) AS TABLE
 SELECT
     *,
     coalesce(status = 'success', false) AS is_success,
@@ -22,7 +25,7 @@ SELECT
         OR (status = 'success' AND num_evals > 0 AND norm > 0 AND Q >= 1
             AND lambda_max > 10 * (norm / num_evals) * pow(1 + 1 / sqrt(Q), 2)),
         false) AS is_correlation_trap_candidate
-FROM raw_layers_in(files, compacted_files);
+FROM raw_layers_in(files)
+WHERE record_key IN (SELECT record_key FROM read_parquet(files['models']));
 
-CREATE OR REPLACE VIEW layers AS
-FROM layers_in({{root}} || '/layers/*/*.parquet', {{root}} || '/layers/*/c-*.parquet');
+CREATE OR REPLACE VIEW layers AS FROM layers_in(store_files());

@@ -2,8 +2,8 @@
 --   param_bucket  parameter-count bucket (<100M, 100M-1B, 1B-10B, 10B-100B, >=100B, unknown)
 --   family        base model family: base_model when the model is a fine-tune, else its own repo_id
 --   is_latest     the most recently analysed revision of this repo_id (any options)
--- models_in(files, compacted_files): the same over a narrowed file list (see raw_layers.sql).
-CREATE OR REPLACE MACRO models_in(files, compacted_files) AS TABLE
+-- models_in(files): the same over the files of a store_files() STRUCT (see 00_store_files.sql).
+CREATE OR REPLACE MACRO models_in(files) AS TABLE
 SELECT
     *,
     CASE
@@ -15,9 +15,8 @@ SELECT
         ELSE '>=100B'
     END AS param_bucket,
     coalesce(base_model, repo_id) AS family,
-    row_number() OVER (PARTITION BY owner, repo_id ORDER BY analyzed_at DESC, revision DESC, options_hash) = 1
+    row_number() OVER (PARTITION BY owner, repo_id ORDER BY analysed_at DESC, revision DESC, options_hash) = 1
         AS is_latest
-FROM raw_models_in(files, compacted_files);
+FROM raw_models_in(files);
 
-CREATE OR REPLACE VIEW models AS
-FROM models_in({{root}} || '/models/*/*.parquet', {{root}} || '/models/*/c-*.parquet');
+CREATE OR REPLACE VIEW models AS FROM models_in(store_files());

@@ -13,7 +13,7 @@ from support.catalog_data import write
 
 from catalogs import catalog
 from catalogs.compact import compact
-from catalogs.schema import LAYERS_SCHEMA, MODELS_SCHEMA
+from catalogs.schema import LAYERS_SCHEMA, MODELS_SCHEMA, SCHEMA_VERSION
 from catalogs.store import ResultStore
 
 VIEWS = ("layers", "models", "failures", "scans", "models_latest", "model_summaries", "rankings",
@@ -161,7 +161,7 @@ def test_older_schema_version_files_still_query(tmp_path):
         _, rows = catalog.query(
             con, "SELECT repo_id, schema_version, hill_alpha FROM layers ORDER BY repo_id, layer_id"
         )
-        assert rows[0] == ("org/new", 1, 3.0) and rows[-1] == ("org/old", 0, None)
+        assert rows[0] == ("org/new", SCHEMA_VERSION, 3.0) and rows[-1] == ("org/old", 0, None)
         assert [r[1] for r in catalog.leaderboard(con)[1]] == ["org/old", "org/new"]
         summary, layers = catalog.show_model(con, "org/old")
         assert summary[1][0][summary[0].index("likes")] is None and len(layers[1]) == 1

@@ -33,7 +33,7 @@ def test_layers_schema_is_provenance_plus_layer_columns_in_order():
         assert LAYERS_SCHEMA.field(name).type == typ
     for table, schema in SCHEMAS.items():
         assert schema.metadata[b"table"] == table.encode()
-        for name in ("repo_id", "revision", "ww_spectral_version", "options_hash", "analyzed_at"):
+        for name in ("repo_id", "revision", "ww_spectral_version", "options_hash", "analysed_at"):
             assert name in schema.names, (table, name)
 
 
@@ -102,11 +102,11 @@ def test_provenance_is_frozen_and_validated():
     p = Provenance(repo_id="o/m", revision="abc", options_hash="h")
     with pytest.raises(AttributeError):
         p.revision = "x"
-    assert p.analyzed_at.tzinfo is not None and p.ww_spectral_version
+    assert p.analysed_at.tzinfo is not None and p.ww_spectral_version
     with pytest.raises(SchemaError, match="revision"):
         Provenance(repo_id="o/m", revision="", options_hash="h")
     with pytest.raises(SchemaError, match="timezone"):
-        Provenance(repo_id="o/m", revision="a", options_hash="h", analyzed_at=dt.datetime(2026, 1, 1))
+        Provenance(repo_id="o/m", revision="a", options_hash="h", analysed_at=dt.datetime(2026, 1, 1))
 
 
 def test_write_model_rejects_bad_layers_before_writing_anything(tmp_path):

@@ -37,7 +37,7 @@ def test_layout_one_file_per_model_revision_per_table(tmp_path):
     assert layers.column("status").to_pylist() == ["success", "success", "skipped"]
     m = store.read("models").to_pylist()[0]
     assert (m["n_tensors"], m["n_layers_analysed"], m["n_layers_skipped"]) == (3, 2, 1)  # filled from layers
-    assert m["ww_spectral_version"] and m["options_hash"] == "opt0" and m["analyzed_at"].tzinfo
+    assert m["ww_spectral_version"] and m["options_hash"] == "opt0" and m["analysed_at"].tzinfo
 
 
 def test_owner_partition_of_hub_ids_and_local_paths():

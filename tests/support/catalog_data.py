@@ -72,7 +72,7 @@ def prov(repo_id, revision="r1", options_hash="opt0", *, minutes=0) -> Provenanc
         repo_id=repo_id,
         revision=revision,
         options_hash=options_hash,
-        analyzed_at=T0 + dt.timedelta(minutes=minutes),
+        analysed_at=T0 + dt.timedelta(minutes=minutes),
     )
 
 

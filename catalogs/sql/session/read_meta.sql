@@ -1,0 +1,1 @@
+SELECT data_root, fingerprint FROM _catalog_meta

@@ -1,0 +1,1 @@
+RESET VARIABLE ww_spectral_files
