@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from ww_spectral.progress import safe_text
 from ww_spectral.records import AnalysisOptions
 
 from .deadline import Deadline
@@ -37,8 +38,9 @@ class ChunkRunner:
 
     def _submit(self, chunk: Chunk):
         memory = min(chunk.memory, self.max_task_memory) if self.max_task_memory else chunk.memory
-        return self._remote.options(memory=int(memory), name=f"ww-chunk:{chunk.source[-40:]}#{chunk.index}"
-                                    ).remote(chunk, self.options)
+        # The task's name shows in `ray list tasks` and as the worker's process title: one line, always.
+        name = f"ww-chunk:{safe_text(chunk.source[-40:], limit=80)}#{chunk.index}"
+        return self._remote.options(memory=int(memory), name=name).remote(chunk, self.options)
 
     def run(self, chunks: list[Chunk], *, deadline: Deadline) -> list[dict]:
         """Results of `analyze_chunk` for every chunk, in chunk order.

@@ -66,19 +66,18 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
 def _select(state: ScanState, items: list[WorkItem], listing_failures: list) -> list[WorkItem]:
     """Record listing failures, drop duplicates and revisions already stored with these options; the rest
     in a deterministic order (sorted by repo id and revision)."""
+    unique, seen = [], set()
+    for item in sorted(items, key=lambda it: (it.repo_id, it.revision or "")):
+        if item.key not in seen:  # the same revision may be listed twice (e.g. a folder and its cache entry)
+            seen.add(item.key)
+            unique.append(item)
+    state.total = len(unique) + len(listing_failures)
     for item, exc in sorted(listing_failures, key=lambda p: p[0].repo_id):
         state.fail(item, exc, 1)
-    todo, seen = [], set()
-    for item in sorted(items, key=lambda it: (it.repo_id, it.revision or "")):
-        if item.key in seen:
-            continue  # the same revision listed twice (e.g. a folder and its cache entry)
-        seen.add(item.key)
-        if item.revision is not None and state.store.has_model(item.repo_id, item.revision,
-                                                               state.settings.fingerprint):
-            state.skipped += 1
-            continue
-        todo.append(item)
-    state.total = len(seen) + len(listing_failures)
+    fingerprint = state.settings.fingerprint
+    todo = [it for it in unique
+            if it.revision is None or not state.store.has_model(it.repo_id, it.revision, fingerprint)]
+    state.skipped = len(unique) - len(todo)
     return todo
 
 
