@@ -1,19 +1,27 @@
 """`ww-spectral`: the console-script dispatcher, on the top floor of the packages.
 
 It imports every command module plainly (the library never imports the applications, not even by name).
-Each command module keeps Prefect, Ray and DuckDB imports inside its handlers, so `ww-spectral --help`
-stays fast. Every module exposes `register(subparsers)`, which adds parsers whose `handler(args) -> int`
-runs them.
+Each command module keeps Prefect, Ray, DuckDB, torch, pandas and matplotlib imports inside its handlers,
+so `ww-spectral --help` stays fast (measured by tests/test_cli_dispatch.py). Every module exposes
+`register(subparsers)`, which adds parsers whose `handler(args) -> int` runs them.
+
+Failures: every exception a command raises ends as ONE line on stderr and exit 2 - the project's typed
+errors as `ww-spectral: error: <message>` (their messages name the fix), anything else (what hostile
+input can make a third-party parser raise) as `ww-spectral: error: <Type>: <message>`; control
+characters escaped, no traceback unless `--debug` is given before the command. Ctrl-C exits 130; a
+closed output pipe (`ww-spectral ... | head`) exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from catalogs import cli as catalog_cli
 from ww_spectral import __version__, cli_core
 from ww_spectral.errors import WWSpectralError
+from ww_spectral.progress import safe_text
 
 from . import scan_cli
 from .proof import cli as proof_cli
@@ -26,6 +34,8 @@ COMMAND_MODULES = (
     proof_cli,  # zoo, validate, plot, report, demo
 )
 
+MESSAGE_LIMIT = 2000  # characters of an error line, after escaping (a message may quote a whole header)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,26 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Data-free model quality from weight spectra (WeightWatcher-compatible), at hub scale.",
     )
     parser.add_argument("--version", action="version", version=f"ww-spectral {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback before the one-line message")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The one line the user sees for `exc`: our typed errors by their message, anything else prefixed
+    with its type (a bare 'list index out of range' says nothing); control characters escaped."""
+    text = str(exc)
+    if not isinstance(exc, WWSpectralError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"ww-spectral: error: {safe_text(text, limit=MESSAGE_LIMIT)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except WWSpectralError as exc:
-        # File-level faults: one line, no traceback, non-zero exit.
-        print(f"ww-spectral: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("ww-spectral: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `ww-spectral ... | head` must exit quietly
         return 0
+    except Exception as exc:  # noqa: BLE001 - the catch-all of untrusted input: one line, exit 2
+        if args.debug:
+            traceback.print_exc()
+        print(error_line(exc), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
