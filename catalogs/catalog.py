@@ -119,7 +119,9 @@ def _fingerprint(root_url: str) -> str:
 
 
 def _default_db_path(store: ResultStore) -> Path:
-    if not store.remote:
+    """ROOT/catalog.duckdb; in the user's cache folder for object-store roots and for roots whose path
+    holds '?' (DuckDB reads '?' in a database path as the start of URL parameters)."""
+    if not store.remote and "?" not in store.root:
         return Path(store.root) / CATALOG_NAME
     digest = hashlib.sha256(store.root.encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ww-spectral" / "catalogs"
@@ -189,7 +191,10 @@ def _read_store_files(con) -> None:
 
 def _sandbox(con, store: ResultStore, timeout_s: float) -> None:
     """Lock the connection down (catalogs/sql/session/sandbox.sql): the store's files only."""
-    allowed = [store.url() + "/", ResultStore(SEED_ROOT).url() + "/"]
+    # The root as a path, and as the views spell it (glob characters escaped; such a prefix is always
+    # read as a pattern, which matches only files under the root itself).
+    roots = dict.fromkeys([store.url(), glob_escape(store.url()), ResultStore(SEED_ROOT).url()])
+    allowed = [r + "/" for r in roots]
     _session(con, "sandbox", allowed=allowed, timeout_ms=max(1, round(timeout_s * 1000)))
 
 
@@ -203,14 +208,19 @@ def build_catalog(
     returns the file's path.
 
     Default location: ROOT/catalog.duckdb for local roots; ~/.cache/ww-spectral/catalogs/<hash>.duckdb
-    for object-store roots (their views read s3:// / gs:// through a registered fsspec filesystem).
+    for object-store roots (their views read s3:// / gs:// through a registered fsspec filesystem) and
+    roots whose path holds '?'.
     The new file is built under a temporary name and renamed over the old one.
     """
     import duckdb
 
     store = _open_store(data_root, storage_options)
-    store.ensure_seeds()
     path = Path(db_path) if db_path is not None else _default_db_path(store)
+    if "?" in str(path):
+        raise CatalogError(
+            f"DuckDB cannot write a catalog file at {path} (a '?' in the path); choose another --db"
+        )
+    store.ensure_seeds()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -310,7 +320,7 @@ def _hint(msg: str) -> str:
         return " (the store is empty: run a scan, or `ww-spectral catalog build --data ROOT`)"
     if "disabled by configuration" in msg:
         return " (catalog SQL reads the store's own files only)"
-    if "Interrupt" in msg or "execution time" in msg:
+    if "maximum execution time" in msg:
         return " (the query ran past the time limit of catalog connections; narrow it)"
     return ""
 
@@ -415,5 +425,7 @@ def show_model(con, model: str, *, storage_options: dict | None = None):
             f'`ww-spectral sql --data ROOT "SELECT repo_id, revision FROM models"`'
         )
     key = summary[1][0][summary[0].index("record_key")]
-    layers = query(con, _sql("queries/show_layers.sql"), {"repo_id": repo_id, "record_key": key, "files": files})
+    layers = query(
+        con, _sql("queries/show_layers.sql"), {"repo_id": repo_id, "record_key": key, "files": files}
+    )
     return summary, layers

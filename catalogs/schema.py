@@ -106,6 +106,7 @@ PROVENANCE_FIELDS = (
     _f("schema_version", pa.int32(), "SCHEMA_VERSION of the writer", required=True),
 )
 
+
 def _table_schema(table: str, fields: list[pa.Field]) -> pa.Schema:
     """Provenance fields, then the table's own, with the table name and SCHEMA_VERSION as metadata."""
     return pa.schema([*PROVENANCE_FIELDS, *fields],

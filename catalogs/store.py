@@ -91,6 +91,12 @@ def glob_escape(path: str) -> str:
     return _GLOB_CHARS.sub(r"[\1]", path)
 
 
+def temp_file_name(pid: int | None = None) -> str:
+    """A new temp file name under ROOT/_tmp/: '<host>-<pid>-<hex>.tmp' (pid: the writer, default this
+    process), so a later writer can tell whether the process that left it is still alive."""
+    return f"{_HOST}-{os.getpid() if pid is None else pid}-{uuid.uuid4().hex[:12]}.tmp"
+
+
 def _temp_owner_gone(name: str) -> bool:
     """True when a temp file name '<host>-<pid>-<hex>.tmp' names a process of this host that has exited."""
     parts = name.removesuffix(".tmp").rsplit("-", 2)
@@ -193,7 +199,7 @@ class ResultStore:
         temp_dir = self._join(TEMP_DIR)
         os.makedirs(temp_dir, exist_ok=True)
         self.clean_stale_temps()
-        tmp = os.path.join(temp_dir, f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+        tmp = os.path.join(temp_dir, temp_file_name())
         try:
             with open(tmp, "wb") as fh:
                 for start in range(0, len(data), _CHUNK_BYTES):

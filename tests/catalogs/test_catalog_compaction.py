@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.catalog_data import write
+from support.catalog_data import fail, killed_after, write
 
 from catalogs import catalog
 from catalogs.compact import compact
@@ -32,12 +32,8 @@ def _fill(store: ResultStore) -> None:
             parameter_count=10 ** (7 + i),
         )
     write(store, "org/m1", [2.2, 2.4, 2.6], revision="r2", minutes=10)
-    store.write_failure(
-        repo_id="org/bad", revision="r", stage="read", error_type="CheckpointError", message="x", attempt=1
-    )
-    store.write_failure(
-        repo_id="org/bad", revision="r", stage="read", error_type="CheckpointError", message="x", attempt=2
-    )
+    fail(store, "org/bad", attempt=1)
+    fail(store, "org/bad", attempt=2)
     store.write_scan({"scan_id": "s1", "source": "folder", "counts": {"done": 7}})
     store.write_scan({"scan_id": "s2", "source": "hub", "counts": {"done": 0}})
 
@@ -183,7 +179,7 @@ def _results_small(root):
 
 
 _KILLED_COMPACTION = """
-import sys, time
+import time
 from catalogs import store as st
 from catalogs.compact import compact
 
@@ -198,23 +194,14 @@ print("finished", flush=True)
 
 
 def test_killed_compaction_changes_nothing_and_is_resumed(tmp_path):
-    import signal
-    import subprocess
-    import sys
-
     store = ResultStore(tmp_path)
     _fill(store)
     before = _results(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_COMPACTION.format(root=str(tmp_path))],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert proc.stdout.readline().startswith("chunk")
+
+    def mid_write():
         assert list(tmp_path.rglob("*.tmp"))  # a compacted file is half-written
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    assert killed_after(_KILLED_COMPACTION.format(root=str(tmp_path)), check=mid_write)[0].startswith("chunk")
     assert (tmp_path / "_compact.lock").exists()  # left behind by the killed process
     assert _results(tmp_path) == before  # no partial file read, nothing lost or doubled
     stats = compact(tmp_path)  # the stale lock (dead pid) is taken over

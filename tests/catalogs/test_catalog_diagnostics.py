@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from support.catalog_data import layer_rows, prov, summary, write
+from support.catalog_data import fail, layer_rows, prov, summary, write
 
 from catalogs import catalog
 from catalogs.store import ResultStore
@@ -31,30 +31,9 @@ def con(tmp_path_factory):
         r["layer_id"] = i
         r["tensor_name"] = f"t{i}"
     store.write_model(model=summary([3.0, 3.0, 3.0]), layers=rows, provenance=prov("org/t"))
-    store.write_failure(
-        repo_id="org/a",
-        revision="r2",
-        stage="download",
-        error_type="TransientHubError",
-        message="503",
-        attempt=1,
-    )
-    store.write_failure(
-        repo_id="org/x",
-        revision="r9",
-        stage="read",
-        error_type="CheckpointError",
-        message="bad header",
-        attempt=1,
-    )
-    store.write_failure(
-        repo_id="org/x",
-        revision="r9",
-        stage="read",
-        error_type="CheckpointError",
-        message="bad header",
-        attempt=2,
-    )
+    fail(store, "org/a", revision="r2", stage="download", error_type="TransientHubError", message="503")
+    fail(store, "org/x", revision="r9", message="bad header", attempt=1)
+    fail(store, "org/x", revision="r9", message="bad header", attempt=2)
     store.write_scan({"scan_id": "s1", "source": "hub", "filters": {"author": "org"}, "counts": {"done": 2}})
     c = catalog.connect(root)
     yield c

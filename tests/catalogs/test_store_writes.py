@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
-from support.catalog_data import layer_rows, prov, summary, write
+from support.catalog_data import fail, killed_after, layer_rows, prov, summary, write
 
 from catalogs.store import ResultStore, owner_of
 
@@ -74,24 +70,11 @@ def test_extra_model_keys_go_to_extra_json_and_provenance_must_agree(tmp_path):
 
 def test_failures_and_scans(tmp_path):
     store = ResultStore(tmp_path)
-    a = store.write_failure(
-        repo_id="org/x",
-        revision="r",
-        stage="read",
-        error_type="CheckpointError",
-        message="truncated",
-        attempt=1,
-    )
-    again = store.write_failure(
-        repo_id="org/x",
-        revision="r",
-        stage="read",
-        error_type="CheckpointError",
-        message="truncated",
-        attempt=1,
-    )
-    store.write_failure(
-        repo_id="org/x",
+    a = fail(store, "org/x", message="truncated")
+    again = fail(store, "org/x", message="truncated")
+    fail(
+        store,
+        "org/x",
         revision=None,
         stage="download",
         error_type="TransientHubError",
@@ -118,44 +101,34 @@ def test_failures_and_scans(tmp_path):
     assert json.loads(s["filters_json"]) == {"author": "org", "limit": 3}
 
 
-_KILLED_WRITER = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from support.catalog_data import layer_rows, prov, summary
-    from catalogs import store as st
+_KILLED_WRITER = """
+import time
+from support.catalog_data import layer_rows, prov, summary
+from catalogs import store as st
 
-    st._CHUNK_BYTES = 4096
-    def slow(n):  # block between chunks so the parent can kill us mid-file
-        print("chunk", n, flush=True)
-        time.sleep(0.2)
+st._CHUNK_BYTES = 4096
+def slow(n):  # block between chunks so the parent can kill us mid-file
+    print("chunk", n, flush=True)
+    time.sleep(0.2)
 
-    s = st.ResultStore({root!r}, on_chunk=slow)
-    alphas = [2.0 + (i % 40) / 10 for i in range(3000)]
-    s.write_model(model=summary(alphas), layers=layer_rows(alphas), provenance=prov("org/killed"))
-    print("finished", flush=True)
-""")
+s = st.ResultStore({root!r}, on_chunk=slow)
+alphas = [2.0 + (i % 40) / 10 for i in range(3000)]
+s.write_model(model=summary(alphas), layers=layer_rows(alphas), provenance=prov("org/killed"))
+print("finished", flush=True)
+"""
 
 
 def test_killed_writer_leaves_no_visible_partial_file(tmp_path):
     root = tmp_path / "store"
     store = ResultStore(root)
     write(store, "org/fine", [3.0, 4.0])
-    script = _KILLED_WRITER.format(tests=str(Path(__file__).parents[1]), root=str(root))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
-    )
-    try:
-        for _ in range(2):  # two chunks are on disk in the temp file
-            line = proc.stdout.readline()
-            assert line.startswith("chunk"), line
+
+    def mid_write():
         tmp = list(root.rglob("*.tmp"))
         assert len(tmp) == 1 and tmp[0].stat().st_size > 0  # really mid-write
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+
+    lines = killed_after(_KILLED_WRITER.format(root=str(root)), lines=2, check=mid_write)
+    assert all(line.startswith("chunk") for line in lines), lines  # two chunks are in the temp file
     # No visible file of the killed model; the read globs do not match the leftover temp file.
     visible = [str(p.relative_to(root)) for p in root.rglob("*.parquet")]
     assert not [v for v in visible if "killed" in v], visible

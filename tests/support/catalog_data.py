@@ -1,9 +1,14 @@
-"""Synthetic store data for the catalog/store tests: layer rows with every LAYER_COLUMNS column."""
+"""Synthetic store data for the catalog/store tests: layer rows with every LAYER_COLUMNS column, model
+and failure writes, and a writer process killed at a chosen point."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 from catalogs.schema import Provenance
 from ww_spectral.columns import LAYER_COLUMNS
@@ -82,6 +87,33 @@ def write(store, repo_id, alphas, *, revision="r1", options_hash="opt0", minutes
         layers=layer_rows(alphas),
         provenance=prov(repo_id, revision, options_hash, minutes=minutes),
     )
+
+
+def fail(store, repo_id, *, revision="r", stage="read", error_type="CheckpointError", message="x",
+         attempt=1) -> str:  # fmt: skip
+    """One failed attempt written through ResultStore.write_failure; returns its relative path."""
+    return store.write_failure(repo_id=repo_id, revision=revision, stage=stage, error_type=error_type,
+                               message=message, attempt=attempt)  # fmt: skip
+
+
+def killed_after(code: str, *, lines: int = 1, check=None) -> list[str]:
+    """Run `code` in a fresh Python (repo root as cwd, tests/ importable), read `lines` lines of its
+    stdout, call check() (the child still alive and blocked), then SIGKILL it; returns the lines read."""
+    tests = Path(__file__).parents[1]
+    preamble = f"import sys; sys.path.insert(0, {str(tests)!r})\n"
+    proc = subprocess.Popen([sys.executable, "-c", preamble + code], stdout=subprocess.PIPE, text=True,
+                            cwd=tests.parent)  # fmt: skip
+    try:
+        got = [proc.stdout.readline() for _ in range(lines)]
+        if check is not None:
+            check()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, got)
+    return got
 
 
 def run_cli(argv: list[str]) -> int:

@@ -12,4 +12,5 @@ SET allow_community_extensions = false;
 SET python_enable_replacements = false;
 SET max_execution_time = $timeout_ms;
 SET parquet_metadata_cache = true;
+SET enable_progress_bar = false;
 SET lock_configuration = true;
