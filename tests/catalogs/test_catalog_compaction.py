@@ -208,3 +208,54 @@ def test_killed_compaction_changes_nothing_and_is_resumed(tmp_path):
     assert stats.files_written > 0 and _data_files(tmp_path, "m") == []
     assert _results(tmp_path) == before
     assert not (tmp_path / "_compact.lock").exists()
+
+
+def _as_version_1(root: Path, repo_id: str) -> None:
+    """Rewrite a model's files as a version-1 writer made them: the column was called analyzed_at."""
+    for path in root.glob(f"*/owner=*/m-{repo_id.split('/')[1]}.*.parquet"):
+        t = pq.read_table(path)
+        t = t.rename_columns(["analyzed_at" if n == "analysed_at" else n for n in t.column_names])
+        t = t.set_column(t.schema.get_field_index("schema_version"), "schema_version",
+                         pa.array([1] * t.num_rows, pa.int32()))  # fmt: skip
+        pq.write_table(t, path)
+
+
+@pytest.mark.parametrize("old", [(), ("org/old",), ("org/old", "org/new")], ids=["new", "old+new", "old"])
+def test_files_with_the_old_analyzed_at_name_still_query(tmp_path, old):
+    store = ResultStore(tmp_path)
+    write(store, "org/old", [3.0, 4.0], minutes=1)
+    write(store, "org/old", [2.0, 4.0], revision="r2", minutes=2)
+    write(store, "org/new", [2.5], minutes=3)
+    for repo in old:
+        _as_version_1(tmp_path, repo)
+    if old:  # an old store has the version-1 seed (no analysed_at) and no current one
+        v1 = pa.schema([f.with_name("analyzed_at") if f.name == "analysed_at" else f for f in MODELS_SCHEMA])
+        (tmp_path / "models/owner=_seed").mkdir()
+        pq.write_table(v1.empty_table(), tmp_path / "models/owner=_seed/c-seed-v1.parquet")
+    expected = [("org/new", "r1", 3), ("org/old", "r1", 1), ("org/old", "r2", 2)]
+
+    def check():
+        con = catalog.connect(tmp_path)
+        try:
+            sql = "SELECT repo_id, revision, minute(analysed_at) FROM models ORDER BY ALL"
+            assert catalog.query(con, sql)[1] == expected
+            sql = (
+                "SELECT DISTINCT repo_id, minute(analysed_at) FROM layers WHERE revision = 'r1' ORDER BY ALL"
+            )
+            assert catalog.query(con, sql)[1] == [("org/new", 3), ("org/old", 1)]
+            cols, rows = catalog.query(con, "SELECT * FROM revision_changes")
+            assert "analyzed_at" not in cols and rows[0][cols.index("previous_analysed_at")].minute == 1
+            assert [r[1] for r in catalog.leaderboard(con)[1]] == ["org/new", "org/old"]  # latest = r2
+            summary, _ = catalog.show_model(con, "org/old@r1")
+            assert summary[1][0][summary[0].index("analysed_at")].minute == 1
+        finally:
+            con.close()
+        assert sorted(t.minute for t in store.read("models").column("analysed_at").to_pylist()) == [1, 2, 3]
+
+    check()  # in-memory views
+    catalog.build_catalog(tmp_path)
+    check()  # the catalog file's views over the current seed
+    compact(tmp_path, min_files=1)  # the values move to the current name in the compacted files
+    check()
+    merged = pq.read_table(next((tmp_path / "models/owner=org").glob("c-*.parquet")))
+    assert "analyzed_at" not in merged.column_names and merged.column("analysed_at").null_count == 0
