@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 
 from catalogs.schema import Provenance
 from ww_spectral import hub
@@ -30,7 +31,7 @@ from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import NoWeightsError
 from ww_spectral.layers import plan_layer
 from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_model
-from ww_spectral.records import CheckpointRef, LayerPlan
+from ww_spectral.records import AnalysisOptions, CheckpointRef, LayerPlan
 
 from .deadline import Deadline
 from .faults import is_transient, retry_if_transient, retry_options, stage
@@ -98,16 +99,71 @@ def _analyse_local(item: WorkItem, state: ScanState, deadline: Deadline) -> tupl
 # ------------------------------------------------------------------------------------------------ hub
 
 
-def _plan_remote(item: WorkItem, revision: str, state: ScanState) -> tuple[ModelPlan, list[str]] | None:
-    """The plan from remote safetensors headers and each layer's file name; None for a repo without
-    safetensors weights (planned per downloaded shard instead)."""
+class _HeaderPlan:
+    """A safetensors repo, planned from its remote headers (HTTP Range reads) before any download."""
+
+    def __init__(self, plan: ModelPlan, files: list[str]) -> None:
+        self.plan = plan
+        self._files = files  # the file holding each planned tensor (plan.layers order)
+
+    def shard_plans(self, shard, deadline: Deadline) -> list[LayerPlan]:
+        return [p for p, f in zip(self.plan.layers, self._files) if f == shard.filename]
+
+    def model_plan(self) -> ModelPlan:
+        return self.plan
+
+
+class _ShardPlan:
+    """A repo without safetensors headers (.bin): each shard planned once downloaded, layer ids continuing
+    across shards; the model-level rules (facts, "any analysable layer") apply once all are seen."""
+
+    def __init__(self, item: WorkItem, revision: str, options: AnalysisOptions) -> None:
+        self.item, self.revision, self.options = item, revision, options
+        self.infos: list = []
+        self.files: list[str] = []
+        self.config: dict = {}
+
+    def shard_plans(self, shard, deadline: Deadline) -> list[LayerPlan]:
+        with stage("read"):
+            infos = deadline.call(lambda: _tensors_of(shard.path), what=f"reading {self.item.label}")
+        plans = [plan_layer(info, len(self.infos) + i, self.options) for i, info in enumerate(infos)]
+        self.infos.extend(infos)
+        self.files.append(shard.filename)
+        self.config = shard.config or self.config
+        return plans
+
+    def model_plan(self) -> ModelPlan:
+        ref = CheckpointRef(repo_id=self.item.repo_id, revision=self.revision, files=tuple(self.files),
+                            kind="torch", config=self.config)
+        with stage("read"):
+            return plan_model(TensorListing(ref, self.infos), self.options)
+
+
+def _tensors_of(path: str) -> list:
+    with open_checkpoint(path) as ckpt:
+        return ckpt.tensors()
+
+
+def _plan_from_headers(item: WorkItem, revision: str, state: ScanState) -> _HeaderPlan | None:
+    """The plan from remote safetensors headers; None for a repo without safetensors weights."""
     try:
         ckpt = hub.open_remote_checkpoint(item.repo_id, revision, endpoint=state.settings.endpoint)
     except NoWeightsError:
         return None  # .bin repo, or no weights at all (iter_weight_shards says which)
     with ckpt:
-        files = [info.file for info in ckpt.tensors()]
-        return plan_model(ckpt, state.settings.options), files
+        return _HeaderPlan(plan_model(ckpt, state.settings.options), [info.file for info in ckpt.tensors()])
+
+
+def _shards(item: WorkItem, revision: str, state: ScanState, dest: str, deadline: Deadline) -> Iterator:
+    """The repo's weight files one at a time (each deleted when the next is asked for), each download under
+    the model's deadline."""
+    shards = hub.iter_weight_shards(item.repo_id, revision, endpoint=state.settings.endpoint, dest=dest)
+    while True:
+        with stage("download"):
+            shard = deadline.call(lambda: next(shards, None), what=f"downloading {item.label}")
+        if shard is None:
+            return
+        yield shard
 
 
 def _analyse_hub(item: WorkItem, state: ScanState, deadline: Deadline) -> tuple[ModelPlan, Analysed]:
@@ -118,44 +174,20 @@ def _analyse_hub(item: WorkItem, state: ScanState, deadline: Deadline) -> tuple[
             revision = deadline.call(lambda: hub.model_info(item.repo_id, endpoint=endpoint).sha,
                                      what=f"model info of {item.label}")
     with stage("read"):
-        remote = deadline.call(lambda: _plan_remote(item, revision, state), what=f"planning {item.label}")
+        planner = deadline.call(lambda: _plan_from_headers(item, revision, state), what=f"planning {item.label}")
+    planner = planner or _ShardPlan(item, revision, state.settings.options)
     done = Analysed()
-    local_plans: list[LayerPlan] = []  # .bin repos: planned shard by shard, ids continuing across shards
-    infos, config, files = [], {}, []
     dest = tempfile.mkdtemp(prefix="ww-shards-")
     try:
-        shards = hub.iter_weight_shards(item.repo_id, revision, endpoint=endpoint, dest=dest)
-        while True:
-            with stage("download"):  # the generator deletes the previous shard here
-                shard = deadline.call(lambda: next(shards, None), what=f"downloading {item.label}")
-            if shard is None:
-                break
-            config, kind = shard.config or config, "safetensors" if shard.path.endswith(".safetensors") else "torch"
-            files.append(shard.filename)
-            if remote is not None:
-                plans = [p for p, f in zip(remote[0].layers, remote[1]) if f == shard.filename]
-            else:
-                with stage("read"):
-                    shard_infos = deadline.call(lambda p=shard.path: _shard_tensors(p), what=f"reading {item.label}")
-                plans = [plan_layer(info, len(infos) + i, state.settings.options)
-                         for i, info in enumerate(shard_infos)]
-                infos.extend(shard_infos)
-                local_plans.extend(plans)
+        for shard in _shards(item, revision, state, dest, deadline):
+            plans = planner.shard_plans(shard, deadline)
             if plans:
+                kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
                 done.run(state, _chunks(state, shard.path, plans, kind=kind,
                                         fetch=(item.repo_id, revision, shard.filename, endpoint)), deadline)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    if remote is not None:
-        return remote[0], done
-    ref = CheckpointRef(repo_id=item.repo_id, revision=revision, files=tuple(files), kind="torch", config=config)
-    with stage("read"):  # the model-level rules (facts, "any analysable layer") over every shard's tensors
-        return plan_model(TensorListing(ref, infos), state.settings.options), done
-
-
-def _shard_tensors(path: str) -> list:
-    with open_checkpoint(path) as ckpt:
-        return ckpt.tensors()
+    return planner.model_plan(), done
 
 
 # ------------------------------------------------------------------------------------------------ the unit

@@ -139,3 +139,54 @@ def test_chunk_fetches_its_shard_when_the_flow_download_is_not_on_its_node(hub, 
     assert [r["tensor_name"] for r in out["rows"]] == direct["tensor_name"].tolist()
     assert [r["alpha"] for r in out["rows"]] == pytest.approx(direct["alpha"].tolist(), rel=1e-12, nan_ok=True)
     assert list(hub_env.rglob("model.safetensors"))  # fetched into this node's temp folder
+
+
+def _bin_repo(folder, shards: list[dict]) -> None:
+    """An HF folder with only .bin weights: pytorch_model-0000k-of-0000n.bin shards + their index."""
+    import json
+
+    from support.checkpoints import write_torch_bin
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    weight_map = {}
+    for k, tensors in enumerate(shards, 1):
+        name = f"pytorch_model-{k:05d}-of-{len(shards):05d}.bin"
+        write_torch_bin(folder / name, tensors)
+        weight_map.update(dict.fromkeys(tensors, name))
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.mark.slow
+def test_bin_repos_are_planned_shard_by_shard_and_assembled_once(ray_local, prefect_api, hub, hub_env, tmp_path):
+    """No safetensors header to range-read: each .bin shard is planned once downloaded, layer ids continue
+    across shards (the second shard holds no analysable layer of its own), the model is judged as a whole."""
+    import numpy as np
+
+    server, _, _ = hub
+    server.clear_faults()
+    tensors = model_tensors(7)
+    names = list(tensors)  # 3 matrices, then the norm vector
+    _bin_repo(tmp_path / "two", [{n: tensors[n] for n in names[:3]}, {names[3]: tensors[names[3]]}])
+    sha = server.add_repo("binorg/two", tmp_path / "two")
+    _bin_repo(tmp_path / "none", [{"a.bias": np.ones(8, np.float32)}, {"b.bias": np.ones(4, np.float32)}])
+    server.add_repo("binorg/none", tmp_path / "none")
+    data = str(tmp_path / "data")
+
+    summary = analyze_models(model_ids=["binorg/two", "binorg/none"], data_root=data, workers=2,
+                             endpoint=server.endpoint)
+
+    assert (summary["done"], summary["failed"]) == (1, 1), summary["failures"]
+    store = ResultStore(data)
+    (model,) = store.read("models").to_pylist()
+    assert (model["repo_id"], model["revision"], model["architecture"]) == ("binorg/two", sha, "GPT2LMHeadModel")
+    assert (model["n_layers_analysed"], model["n_layers_skipped"]) == (3, 1)
+    direct = analyze_model(write_hf_model_folder(tmp_path / "st", tensors)).layers
+    rows = {r["tensor_name"]: r for r in store.read("layers").to_pylist()}
+    assert sorted(r["layer_id"] for r in rows.values()) == [0, 1, 2, 3]
+    for ref in direct.to_dict("records"):
+        assert rows[ref["tensor_name"]]["layer_id"] == ref["layer_id"]
+        assert (rows[ref["tensor_name"]]["alpha"] or np.nan) == pytest.approx(ref["alpha"], rel=1e-12, nan_ok=True)
+    (fail,) = store.read("failures").to_pylist()
+    assert (fail["repo_id"], fail["stage"], fail["error_type"]) == ("binorg/none", "read", "NoAnalysableLayerError")
+    assert not any(p.is_file() for p in hub_env.rglob("*.bin"))  # shards deleted after analysis
