@@ -1,7 +1,7 @@
 """The heavy work that runs inside Ray workers: analyse one chunk of one model's layers.
 
-This module imports neither prefect nor ray: `tasks.py` wraps `analyze_chunk` with `ray.remote`
-once, at first use. It lives in the installed package because Ray workers import task code by
+This module imports neither prefect nor ray: pipelines/dispatch.py wraps `analyze_chunk` with
+`ray.remote` once per scan. It lives in the installed package because Ray workers import task code by
 module name (a function defined in a test or a script would not be importable there).
 No Prefect code runs in a Ray worker, so Prefect's ephemeral mode never starts a server in one.
 """
@@ -13,6 +13,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ww_spectral.analysis import analyze_layers, analyze_model
+from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.records import AnalysisOptions, LayerPlan
 
 # Fixed memory a chunk needs beyond its largest layer: the worker's imports, the memory map's touched
@@ -132,11 +137,6 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
     BLAS is limited to `blas_threads` with threadpoolctl because a reused Ray worker keeps the thread
     count of its first numpy import; oversubscribed BLAS ran 6-20x slower on 2 cores.
     """
-    from threadpoolctl import threadpool_limits
-
-    from ww_spectral.analysis import analyze_layers
-    from ww_spectral.checkpoint import open_checkpoint
-
     if options.backend == "torch" and options.device == "cpu":
         import torch
 
@@ -145,7 +145,7 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
     # workers=1, threads=blas_threads: inside a Ray task the library must not fan out over the node's cores.
     with threadpool_limits(limits=blas_threads), open_checkpoint(_local_copy(chunk)) as ckpt:
         rows = analyze_layers(ckpt, list(chunk.plans), options, workers=1, threads=blas_threads)
-    # "prefect" in sys.modules here would mean Prefect code reached a Ray worker (it must not: see tasks.py).
+    # "prefect" in sys.modules here would mean Prefect code reached a Ray worker (see pipelines/tasks.py).
     return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
             "prefect_loaded": "prefect" in sys.modules}
 
@@ -156,11 +156,6 @@ def warm_up() -> int:
     Submitted once per slot when a scan starts Ray, so the seconds a fresh worker spends importing overlap
     with the flow's own start-up (Prefect task runs, listing, header planning) instead of the first chunks.
     """
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from ww_spectral.analysis import analyze_model
-
     with threadpool_limits(limits=1):
         analyze_model({"warm.weight": np.ones((16, 8), np.float32)}, workers=1, threads=1)
     return os.getpid()
