@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +44,23 @@ SAFETENSORS_HEADER_MAX_ITEMS = 16 * SAFETENSORS_HEADER_MAX_ENTRIES
 
 # Pickle-based checkpoints (torch zip archives and legacy pickles).
 # The pickle program itself (data.pkl) holds names, shapes and storage references only, ~200 bytes per
-# tensor; 64 MiB covers > 300k tensors. Storages live in separate, stored (uncompressed) zip members.
-PICKLE_MAX_BYTES = 64 * MiB
+# tensor; 16 MiB covers ~80k tensors (real .bin shards hold hundreds). Storages live in separate, stored (uncompressed) zip members.
+PICKLE_MAX_BYTES = 16 * MiB
 # Nesting of dicts/lists in a state dict (real ones: < 5) and tensors per file (like the header cap).
 PICKLE_MAX_DEPTH = JSON_MAX_DEPTH
 PICKLE_MAX_TENSORS = SAFETENSORS_HEADER_MAX_ENTRIES
-# A legacy (pre-zip, non-mappable) checkpoint is loaded whole: refuse files above this size.
-PICKLE_LEGACY_MAX_BYTES = 4 << 30
+# Keys visited while flattening nested dicts (shared sub-dicts are visited once per path, so a small
+# pickle could otherwise describe an exponential tree): one per tensor plus counters, with room to spare.
+PICKLE_MAX_KEYS = 4 * PICKLE_MAX_TENSORS
+# A view may hold more elements than its storage (zero strides, overlapping strides: torch's expand()).
+# Materialising one costs numel * itemsize; allowed up to this many bytes, refused above (a 1.6 kB file
+# could otherwise ask for gigabytes).
+PICKLE_VIEW_MAX_BYTES = 16 * MiB
+
+# Tensor shapes (safetensors headers): numpy's historical limit of 32 dimensions (real weights: <= 5),
+# and element counts / byte offsets that fit int64 (what numpy, torch and the file format can address).
+TENSOR_MAX_NDIM = 32
+INT64_MAX = 2**63 - 1
 
 
 def _limit_error(path: os.PathLike | str, problem: str, fix: str) -> CheckpointError:
@@ -178,11 +189,14 @@ def json_shape(data: bytes) -> JsonShape:
 
 
 def loads_json_bounded(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH, what: str = "JSON",
-                       max_items: int | None = None, path: os.PathLike | str | None = None) -> Any:
+                       max_items: int | None = None, path: os.PathLike | str | None = None,
+                       check: Callable[[JsonShape], None] | None = None) -> Any:
     """json.loads of untrusted text with its nesting checked first (never a RecursionError).
 
     max_items: optional cap on JsonShape.items (bounds the objects json.loads builds).
-    path: named in messages (defaults to `what`). Invalid JSON, too deep, too many items -> CheckpointError.
+    path: named in messages (defaults to `what`).
+    check: optional extra test of the scanned JsonShape (raises its own error) run before parsing.
+    Invalid JSON, too deep, too many items -> CheckpointError.
     """
     where = what if path is None else path
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
@@ -193,6 +207,8 @@ def loads_json_bounded(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH, wh
     if max_items is not None and shape.items > max_items:
         raise _limit_error(where, f"{what} holds {shape.items} JSON items, over the limit of {max_items}",
                            "this is not a genuine file of that kind, or it is damaged; remove or replace it")
+    if check is not None:
+        check(shape)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:

@@ -15,7 +15,6 @@ raise UnsupportedDtypeError from `read()`, so the analysis can record a skip row
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
 import struct
@@ -28,13 +27,57 @@ import numpy as np
 from .. import dtypes
 from ..errors import CheckpointError
 from ..records import TensorInfo
+from ..untrusted import (
+    INT64_MAX,
+    JSON_MAX_DEPTH,
+    SAFETENSORS_HEADER_MAX_BYTES,
+    SAFETENSORS_HEADER_MAX_ENTRIES,
+    SAFETENSORS_HEADER_MAX_ITEMS,
+    TENSOR_MAX_NDIM,
+    JsonShape,
+    loads_json_bounded,
+    open_regular,
+)
 
-# safetensors itself refuses headers above 100 MB; a real 70B index header is a few hundred kB.
-MAX_HEADER_BYTES = 100_000_000
+# The header length limit (ww_spectral/untrusted.py explains the figure); the old name is kept for importers.
+MAX_HEADER_BYTES = SAFETENSORS_HEADER_MAX_BYTES
 
 
 def _fail(path: str, problem: str, fix: str = "re-download or re-export the file") -> CheckpointError:
     return CheckpointError(f"{path}: {problem}; {fix}")
+
+
+def _short(value) -> str:
+    """repr of a header value, cut to one short line (a shape may be megabytes of JSON)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _shape_problem(shape) -> str | None:
+    """Why `shape` is not a tensor shape numpy and torch can hold, or None."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        return "is not a list of non-negative integers"
+    if len(shape) > TENSOR_MAX_NDIM:
+        return f"has {len(shape)} dimensions, over the limit of {TENSOR_MAX_NDIM}"
+    numel = 1
+    for d in shape:  # zeros skipped: [0, 2**70] holds no data but still cannot be allocated
+        numel *= d or 1
+        if numel > INT64_MAX:
+            return "has more elements than int64 can count"
+    return None
+
+
+def _entry_limit(path: str):
+    """The pre-parse check of a header's JSON structure: tensor count and item count within the caps."""
+    def check(shape: JsonShape) -> None:
+        # Every tensor entry is one JSON object; the outer object and __metadata__ are the other two.
+        if shape.objects > SAFETENSORS_HEADER_MAX_ENTRIES + 2:
+            raise _fail(path, f"header lists about {shape.objects - 1} tensors, over the limit of "
+                        f"{SAFETENSORS_HEADER_MAX_ENTRIES} per file",
+                        "the file is not a genuine checkpoint or is damaged; if it is genuine, re-save it in "
+                        "shards (save_pretrained(max_shard_size=...))")
+    return check
 
 
 def parse_safetensors_header(
@@ -48,10 +91,12 @@ def parse_safetensors_header(
     Spans are (begin, end) relative to the data section. Raises CheckpointError naming the tensor.
     """
     try:
-        obj = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise _fail(path, f"header is not valid JSON ({exc})", "the file is not a safetensors file or is damaged; "
                     "re-download or re-export it") from None
+    obj = loads_json_bounded(header, max_depth=JSON_MAX_DEPTH, what="safetensors header", path=path,
+                             max_items=SAFETENSORS_HEADER_MAX_ITEMS, check=_entry_limit(path))
     if not isinstance(obj, dict):
         raise _fail(path, "header JSON is not an object")
     metadata = obj.pop("__metadata__", None) or {}
@@ -65,13 +110,14 @@ def parse_safetensors_header(
         code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(code, str) or not code:
             raise _fail(path, f"tensor {name!r}: dtype {code!r} is not a dtype code string")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                  for d in shape):
-            raise _fail(path, f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        problem = _shape_problem(shape)
+        if problem:
+            raise _fail(path, f"tensor {name!r}: shape {_short(shape)} {problem}")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-                or not 0 <= offsets[0] <= offsets[1]):
-            raise _fail(path, f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end] with 0 <= begin <= end")
+                or not 0 <= offsets[0] <= offsets[1] <= INT64_MAX):
+            raise _fail(path, f"tensor {name!r}: data_offsets {_short(offsets)} are not [begin, end] with "
+                        "0 <= begin <= end < 2**63")
         begin, end = offsets
         if data_bytes is not None and end > data_bytes:
             raise _fail(
@@ -103,25 +149,32 @@ def parse_safetensors_header(
 
 
 def read_header_bytes(path: str) -> tuple[bytes, int]:
-    """(header JSON bytes, header length N) of a local safetensors file; CheckpointError on a bad prefix."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    """(header JSON bytes, header length N) of a local safetensors file; CheckpointError on a bad prefix.
+
+    Regular files only (a FIFO or a device is refused, never read), the header length capped.
+    """
+    with open_regular(path, what="safetensors file") as f:
+        size = os.fstat(f.fileno()).st_size
         prefix = f.read(8)
         if len(prefix) < 8:
             raise _fail(path, f"truncated file: {size} bytes, shorter than the 8-byte header length", "re-download it")
         (n,) = struct.unpack("<Q", prefix)
+        first = f.read(1)
+        if first and first != b"{":  # checked first: a renamed zip's "length" is a large number too
+            raise _fail(path, "not a safetensors file (its header does not start with '{')",
+                        "check the file type (a .bin/.pt renamed?) or re-download it")
         if n < 2 or n > MAX_HEADER_BYTES:
             raise _fail(path, f"header length {n} is not sane (must be 2..{MAX_HEADER_BYTES}); "
                         "this is not a safetensors file or it is damaged")
-        first = f.read(1)
-        if first and first != b"{":
-            raise _fail(path, "not a safetensors file (its header does not start with '{')",
-                        "check the file type (a .bin/.pt renamed?) or re-download it")
-        f.seek(8)
         if 8 + n > size:
             raise _fail(path, f"truncated file: header needs bytes 8..{8 + n} but the file has {size}",
                         "re-download it")
-        return f.read(n), n
+        f.seek(8)
+        header = f.read(n)
+        if len(header) != n:  # shrank while being read
+            raise _fail(path, f"truncated file: header needs bytes 8..{8 + n} but only {8 + len(header)} "
+                        "could be read", "re-download it")
+        return header, n
 
 
 def _checked(by_name: dict[str, TensorInfo], name: str, dtype) -> tuple[np.dtype, TensorInfo]:
@@ -166,7 +219,7 @@ class SafetensorsReader:
     def _buffer(self) -> mmap.mmap:
         with self._lock:
             if self._mmap is None:
-                with open(self.path, "rb") as f:
+                with open_regular(self.path, what="safetensors file") as f:
                     self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return self._mmap
 
