@@ -50,7 +50,6 @@ from .store import ResultStore, glob_escape, owner_of, safe_name, seed_file
 
 SQL_DIR = Path(__file__).parent / "sql"
 CATALOG_NAME = "catalog.duckdb"
-USER_VIEWS = ("layers", "models", "failures", "scans")
 SEED_ROOT = f"memory:///ww-spectral-seeds-v{SCHEMA_VERSION}"  # DuckDB spells memory paths so
 QUERY_TIMEOUT_S = 300.0  # the longest one query may run on a catalog connection
 
@@ -298,7 +297,9 @@ _ALLOWED = ("SELECT",)  # not EXPLAIN: EXPLAIN ANALYZE would run the statement i
 
 def check_read_only(sql: str) -> None:
     """Refuse anything but one SELECT statement (DESCRIBE/SHOW/SUMMARIZE/FROM-first parse as SELECT);
-    parse-level, before it reaches DuckDB. The connection's sandbox is the second layer."""
+    parse-level, before it reaches DuckDB, so no COPY, EXPORT, ATTACH, SET, INSTALL or CALL runs. The
+    second layer is the connection: a catalog file is opened read-only, and the sandbox keeps every
+    statement away from files outside the store."""
     import duckdb
 
     try:

@@ -9,6 +9,7 @@ Layout (every path below is relative to ROOT):
     <table>/<part>=<value>/c-<UTC time>-<uuid>.parquet   compacted files (catalogs/compact.py)
     <table>/<part>=_seed/c-seed-v<N>.parquet         zero-row file of the current schema (catalog anchor)
     _markers/owner=<owner>/<name>.<key>.json         "model revision complete" marker (has_model)
+    _tmp/<host>-<pid>-<hex>.tmp                      files being written (local roots; see Atomicity)
     catalog.duckdb                                   views only (catalogs/catalog.py); rebuildable
 
 <owner> is the hub org ("meta-llama" for "meta-llama/Llama-3-8B") or "_local" for paths; DuckDB prunes

@@ -1,4 +1,4 @@
--- correlation_trap_candidates: layers flagged by is_correlation_trap_candidate (definition in layers.sql),
+-- correlation_trap_candidates: layers flagged by is_correlation_trap_candidate (definition in 10_layers.sql),
 -- with the evidence: clipped fingers and lambda_max relative to the Marchenko-Pastur bulk edge.
 CREATE OR REPLACE VIEW correlation_trap_candidates AS
 SELECT

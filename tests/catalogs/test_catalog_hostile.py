@@ -136,9 +136,12 @@ def test_sql_on_an_empty_folder_writes_nothing(tmp_path, capsys, monkeypatch):
     assert list(empty.iterdir()) == [] and list(cwd.iterdir()) == []
 
 
-def test_read_commands_on_a_store_without_catalog_write_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("built", [False, True], ids=["no catalog", "current catalog"])
+def test_read_commands_write_nothing(tmp_path, capsys, built):
     root = tmp_path / "store"
     write(ResultStore(root), "org/a", [2.5, 3.0])
+    if built:
+        catalog.build_catalog(root)
     before = _tree(tmp_path)
     for argv in (["sql", "SELECT count(*) FROM layers"], ["leaderboard"], ["show", "org/a"]):
         assert run_cli([*argv, "--data", str(root)]) == 0, argv
