@@ -21,7 +21,10 @@ import math
 import os
 from dataclasses import dataclass
 
-from catalogs.errors import CatalogError
+from catalogs.metrics import get_metric
+
+from .stored import latest_models
+from .truth import ValidationError, merge_truth, read_truth, truth_key, unmatched
 
 # Model-level metrics validated, in table column order (names of the `models` view / catalogs.metrics).
 VALIDATION_METRICS = (
@@ -31,10 +34,6 @@ VALIDATION_METRICS = (
 POOLED = "pooled"
 WORKS_TAU = 0.3
 WORKS_P = 0.05
-
-
-class ValidationError(CatalogError):
-    """The inputs cannot be joined or correlated (no shared repo_id, missing columns, ...)."""
 
 
 @dataclass(frozen=True)
@@ -60,39 +59,21 @@ class Validation:
 
 
 def _direction(metric: str) -> str:
-    from catalogs.metrics import get_metric
-
     return get_metric(metric).direction
 
 
-def _key(repo_id: str) -> str:
-    """Join key: the last path component, so 'zoo/mlp-x' (folder scans) matches truth's 'mlp-x'."""
-    return str(repo_id).rstrip("/").split("/")[-1]
-
-
 def join_truth(models, truth):
-    """models (one row per model; repo_id + metric columns) inner-joined with truth (repo_id, sweep,
-    test_accuracy) on repo_id, falling back to the last path component of repo_id on both sides."""
-    for col in ("repo_id", "test_accuracy"):
-        if col not in truth.columns:
-            raise ValidationError(f"truth lacks column {col!r}; it needs repo_id, test_accuracy (and sweep)")
-    if "repo_id" not in models.columns:
-        raise ValidationError("models lack a repo_id column; pass the catalog's `models` view")
-    m = models.copy()
-    if "is_latest" in m.columns:  # the catalog keeps every analysed revision; validate the latest
-        m = m[m["is_latest"].astype(bool)]
-    t = truth.copy()
-    if "sweep" not in t.columns:
-        t["sweep"] = "all"
-    m["_key"] = m["repo_id"].map(_key)
-    t["_key"] = t["repo_id"].map(_key)
-    if m["_key"].duplicated().any():
-        dups = sorted(m.loc[m["_key"].duplicated(), "_key"].unique())[:5]
-        raise ValidationError(f"several models share the name(s) {dups}; validate one scan's catalog")
-    keep = ["_key"] + [c for c in VALIDATION_METRICS if c in m.columns]
-    j = t[["_key", "repo_id", "sweep", "test_accuracy"]].merge(m[keep], on="_key", how="inner")
-    unmatched = tuple(sorted(set(t["repo_id"]) - set(j["repo_id"])))
-    return j.drop(columns="_key").reset_index(drop=True), unmatched
+    """(joined, unmatched): the latest row of each model (is_latest, when the column exists) inner-joined
+    with the truth (pipelines/proof/truth.py merge_truth), in the truth file's row order (so sweeps keep
+    their order), as repo_id, sweep, test_accuracy and the metric columns; unmatched: the truth's repo_ids
+    no model matched."""
+    if "is_latest" in models.columns:  # the catalog keeps every analysed revision; validate the latest
+        models = models[models["is_latest"].astype(bool)]
+    joined = merge_truth(models, truth, how="inner")
+    order = {key: i for i, key in enumerate(truth["repo_id"].map(truth_key))}
+    joined = joined.iloc[joined["repo_id"].map(truth_key).map(order).argsort(kind="stable")]
+    keep = ["repo_id", "sweep", "test_accuracy"] + [c for c in VALIDATION_METRICS if c in joined.columns]
+    return joined[keep].reset_index(drop=True), unmatched(truth, joined)
 
 
 def correlate(joined, *, metrics: tuple[str, ...] = VALIDATION_METRICS) -> object:
@@ -150,59 +131,21 @@ def verdict(tau: float, p: float) -> str:
 
 def validate_frames(models, truth, *, metrics: tuple[str, ...] = VALIDATION_METRICS) -> Validation:
     """Join and correlate in-memory tables (see join_truth, correlate)."""
-    joined, unmatched = join_truth(models, truth)
+    joined, missing = join_truth(models, truth)
     if joined.empty:
         raise ValidationError(
             "no model of the catalog matches a repo_id of the truth file; scan the zoo "
             "folder into this data root first (`ww-spectral scan --folder DIR --data ROOT`)"
         )
-    return Validation(long=correlate(joined, metrics=metrics), joined=joined, unmatched=unmatched)
-
-
-def load_models(data_root: str):
-    """The catalog's `models` view as a DataFrame (DuckDB via catalogs.catalog.connect)."""
-    from catalogs.catalog import connect
-
-    con = connect(data_root)
-    try:
-        return con.sql("SELECT * FROM models").df()
-    finally:
-        close = getattr(con, "close", None)
-        if close:
-            close()
-
-
-def read_truth(path: str | os.PathLike):
-    """A truth file as a DataFrame: CSV with repo_id, test_accuracy and optionally sweep (else 'all').
-
-    path: the CSV, or a folder holding truth.csv (e.g. the demo zoo's folder).
-    """
-    from pathlib import Path
-
-    import pandas as pd
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "truth.csv"
-    if not p.is_file():
-        raise ValidationError(
-            f"truth file {p} not found; build the demo zoo (`ww-spectral zoo build DIR`) "
-            "or pass a CSV with columns repo_id, test_accuracy[, sweep]"
-        )
-    df = pd.read_csv(p)
-    missing = [c for c in ("repo_id", "test_accuracy") if c not in df.columns]
-    if missing:
-        raise ValidationError(f"truth file {p} lacks columns {missing}; it needs repo_id and test_accuracy")
-    if "sweep" not in df.columns:
-        df["sweep"] = "all"
-    return df
+    return Validation(long=correlate(joined, metrics=metrics), joined=joined, unmatched=missing)
 
 
 def validate(
     data_root: str, truth_path: str | os.PathLike, *, metrics: tuple[str, ...] = VALIDATION_METRICS
 ) -> Validation:
-    """Validate the models stored under data_root against a truth file (truth.csv or the zoo folder)."""
-    return validate_frames(load_models(data_root), read_truth(truth_path), metrics=metrics)
+    """Validate the models stored under data_root (latest revision of each) against a truth file
+    (truth.csv or the zoo folder)."""
+    return validate_frames(latest_models(data_root), read_truth(truth_path), metrics=metrics)
 
 
 # ---------------------------------------------------------------------------------------------- output

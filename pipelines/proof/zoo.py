@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ ZOO_VERSION = 2  # bump when the files or numbers change: folders of another ver
 MODEL_TYPE = "ww-zoo-mlp"
 TRUTH_COLUMNS = ("repo_id", "sweep", "label_noise", "batch_size", "epochs", "seed", "test_accuracy")
 MODEL_FILES = ("model.safetensors", "config.json", "README.md", "zoo_meta.json")
+DEFAULT_ZOO = "ww-data/zoo"  # the zoo folder of `zoo build` and `demo`, inside the default data root
 
 
 class ZooError(WWSpectralError):
@@ -410,8 +412,6 @@ def _matches(meta: dict | None, spec: ModelSpec) -> bool:
 
 
 def _truth_csv(metas: list[dict]) -> str:
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(TRUTH_COLUMNS)
@@ -427,9 +427,3 @@ def _write_if_changed(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
-def read_truth(path: str | os.PathLike):
-    """truth.csv (or the zoo folder holding it) as a DataFrame; see pipelines/proof/validation.py read_truth."""
-    from .validation import read_truth as _read
-
-    return _read(path)

@@ -1,7 +1,7 @@
 """The static report in headless Chromium: loads without console errors, sorts, shows its images.
 
-The store is filled with real analyses (analyze_model + ResultStore.write_model) of a tiny zoo; the scan
-flow itself is exercised by the demo test.
+The store is filled with real analyses (analyze_model + ResultStore.write_model, as a scan writes them)
+of a tiny zoo; the scan flow itself is exercised by the demo test.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from catalogs.schema import Provenance
-from catalogs.store import ResultStore
 from pipelines.proof.report import build_report
 from pipelines.proof.zoo import TINY_GRID, build_zoo
-from ww_spectral.analysis import analyze_model
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -24,17 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, store_models):
     base = tmp_path_factory.mktemp("report")
     zoo = base / "zoo"
     build_zoo(zoo, grid=TINY_GRID, workers=1)
     data = base / "data"
-    store = ResultStore(str(data))
-    for spec in TINY_GRID.specs():
-        ma = analyze_model(str(zoo / spec.name))
-        store.write_model(model=dict(ma.summary), layers=ma.layers,
-                          provenance=Provenance(repo_id=ma.ref.repo_id, revision=ma.ref.revision,
-                                                options_hash=ma.options.fingerprint()))
+    store_models(data, [zoo / spec.name for spec in TINY_GRID.specs()])
     res = build_report(str(data), base / "out", truth=zoo / "truth.csv")
     return res, base
 

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load_file
 
+from pipelines.proof.truth import read_truth
 from pipelines.proof.zoo import (
     DEFAULT_GRID,
     TINY_GRID,
     TRUTH_COLUMNS,
     ZooError,
     build_zoo,
-    read_truth,
     zoo_is_complete,
 )
 
