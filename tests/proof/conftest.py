@@ -12,12 +12,13 @@ from catalogs.store import ResultStore
 from ww_spectral.analysis import analyze_model
 
 
-def _store_models(data_root: Path, folders: list[Path]) -> None:
-    """Analyse each model folder (the library's analyze_model) and write it to the store under
-    data_root as a folder scan does: its model record (options_json included) and its layer rows."""
+def _store_models(data_root: Path, folders: list[Path], **options) -> None:
+    """Analyse each model folder (the library's analyze_model, with analysis `options`) and write it to
+    the store under data_root as a folder scan does: its model record (options_json included) and its
+    layer rows."""
     store = ResultStore(str(data_root))
     for folder in folders:
-        ma = analyze_model(str(folder))
+        ma = analyze_model(str(folder), **options)
         store.write_model(model=ma.model_record(source_kind="folder"), layers=ma.layers,
                           provenance=Provenance(repo_id=ma.ref.repo_id, revision=ma.ref.revision,
                                                 options_hash=ma.options.fingerprint()))
