@@ -43,6 +43,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import fsspec
+
 from . import metrics as _metrics
 from .errors import CatalogError, ReadOnlyError
 from .schema import SCHEMA_VERSION, TABLES
@@ -76,8 +79,6 @@ def _sql_literal(text: str) -> str:
 
 def _execute(con, sql: str, params: dict | None = None) -> list[tuple]:
     """Run every statement of `sql`, each with the named parameters it uses; the last one's rows."""
-    import duckdb
-
     rows: list[tuple] = []
     for statement in duckdb.extract_statements(sql):
         names = statement.named_parameters
@@ -153,8 +154,6 @@ def _seed_struct() -> dict[str, list[str]]:
 
 
 def _register_filesystems(con, store: ResultStore) -> None:
-    import fsspec
-
     con.register_filesystem(fsspec.filesystem("memory"))
     if store.remote:
         con.register_filesystem(store.fs)
@@ -162,8 +161,6 @@ def _register_filesystems(con, store: ResultStore) -> None:
 
 def _create_objects(con, store: ResultStore) -> None:
     """The metric table, every view and macro, and _catalog_meta, bound against the in-memory seeds."""
-    import duckdb
-
     _register_filesystems(con, store)
     _session(con, "set_files", files=_seed_struct())
     _session(con, "create_metrics")
@@ -211,8 +208,6 @@ def build_catalog(
     roots whose path holds '?'.
     The new file is built under a temporary name and renamed over the old one.
     """
-    import duckdb
-
     store = _open_store(data_root, storage_options)
     path = Path(db_path) if db_path is not None else _default_db_path(store)
     if "?" in str(path):
@@ -241,8 +236,6 @@ def build_catalog(
 
 def _open_catalog(path: Path, fingerprint: str):
     """A read-only connection to the catalog file when it exists and is current, else None."""
-    import duckdb
-
     if not path.exists():
         return None
     try:
@@ -276,8 +269,6 @@ def connect(
     The connection reads only the store's files (see the module doc) and stops any query after
     `timeout_s` seconds. The caller closes it. Raises CatalogError when the root does not exist.
     """
-    import duckdb
-
     store = _open_store(data_root, storage_options)
     path = Path(db_path) if db_path is not None else _default_db_path(store)
     con = _open_catalog(path, _fingerprint(store.url()))
@@ -300,8 +291,6 @@ def check_read_only(sql: str) -> None:
     parse-level, before it reaches DuckDB, so no COPY, EXPORT, ATTACH, SET, INSTALL or CALL runs. The
     second layer is the connection: a catalog file is opened read-only, and the sandbox keeps every
     statement away from files outside the store."""
-    import duckdb
-
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -328,8 +317,6 @@ def _hint(msg: str) -> str:
 
 def query(con, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
     """Run one read-only statement; returns (column names, rows). Raises CatalogError on SQL errors."""
-    import duckdb
-
     check_read_only(sql)
     try:
         rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()

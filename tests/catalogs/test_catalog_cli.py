@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from support.catalog_data import run_cli, write
 
@@ -137,8 +138,6 @@ def test_check_read_only_parse_level():
 
 
 def test_connection_is_read_only_underneath(root):
-    import duckdb
-
     con = connect(root)
     try:
         with pytest.raises(duckdb.Error, match="read-only"):

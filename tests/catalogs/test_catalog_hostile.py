@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from support.catalog_data import killed_after, run_cli, write
 
@@ -85,8 +86,6 @@ def test_the_stores_own_files_stay_readable(hostile, capsys):
 def test_the_sandbox_cannot_be_undone_from_sql(hostile):
     con = catalog.connect(hostile["root"])
     try:
-        import duckdb
-
         for statement in ("SET enable_external_access = true", "SET lock_configuration = false",
                           "SET allowed_directories = ['/']"):  # fmt: skip
             with pytest.raises(duckdb.Error, match="locked"):  # even past check_read_only, on the connection
@@ -153,8 +152,6 @@ def test_a_stale_catalog_is_not_rebuilt_by_a_read(tmp_path, capsys):
     root = tmp_path / "store"
     write(ResultStore(root), "org/a", [2.5, 3.0])
     path = catalog.build_catalog(root)
-    import duckdb
-
     con = duckdb.connect(str(path))  # make it stale, as an older version's catalog would be
     con.execute("UPDATE _catalog_meta SET fingerprint = 'old'").fetchall()
     con.close()

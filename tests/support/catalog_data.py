@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from catalogs.schema import Provenance
+from pipelines.cli import main
 from ww_spectral.columns import LAYER_COLUMNS
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -118,6 +119,4 @@ def killed_after(code: str, *, lines: int = 1, check=None) -> list[str]:
 
 def run_cli(argv: list[str]) -> int:
     """Run a `ww-spectral` command in-process through the real dispatcher (errors: one line, exit 2)."""
-    from pipelines.cli import main
-
     return main(argv)
