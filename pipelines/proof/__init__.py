@@ -11,3 +11,7 @@ report       `ww-spectral report` (report_html: its pages)
 demo         `ww-spectral demo`: zoo -> scan -> leaderboard -> validation
 cli          the commands zoo build, validate, plot, report, demo
 """
+
+from __future__ import annotations
+
+DEFAULT_ZOO = "ww-data/zoo"  # the zoo folder of `zoo build` and `demo`, inside the default data root

@@ -1,8 +1,8 @@
 """The proof's commands: `zoo build`, `validate`, `plot`, `report` and `demo` (the README's main command).
 
-The dispatcher (pipelines/cli.py) imports this module at start-up, so it imports only light modules at
-the top; the modules that load numpy, pandas, matplotlib, DuckDB, Prefect or Ray when imported (report,
-demo, spectra, ww_spectral.plots) are imported by the handler that runs them.
+The dispatcher (pipelines/cli.py) imports this module at start-up to build the parsers, so each command's
+implementation module is imported by its handler, when it runs: most of them load numpy, pandas,
+matplotlib, DuckDB, Prefect or Ray (and the rest cost start-up time for every other command).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from catalogs.cli import DEFAULT_DATA
 from catalogs.errors import CatalogError
 
 from ..scan_cli import _positive_int  # one validator for every count option
-from . import validation, zoo
+from . import DEFAULT_ZOO
 
 
 def register(subparsers) -> None:
@@ -37,14 +37,15 @@ def _register_zoo(subparsers) -> None:
                        description="Train the fixed grid of small MLPs on scikit-learn's digits (no download) "
                        "into DIR: one Hugging Face model folder per model, plus truth.csv (measured clean "
                        "test accuracy) and manifest.json. Complete model folders are reused.")
-    b.add_argument("dir", metavar="DIR", nargs="?", default=zoo.DEFAULT_ZOO,
-                   help=f"zoo folder (default: {zoo.DEFAULT_ZOO})")
+    b.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_ZOO, help=f"zoo folder (default: {DEFAULT_ZOO})")
     b.add_argument("--workers", type=_positive_int, default=2, help="training processes (default: 2)")
     b.add_argument("--tiny", action="store_true", help="the seconds-long test grid instead of the real one")
     b.set_defaults(handler=_cmd_zoo_build)
 
 
 def _cmd_zoo_build(args) -> int:
+    from . import zoo
+
     res = zoo.build_zoo(args.dir, grid=zoo.TINY_GRID if args.tiny else zoo.DEFAULT_GRID, workers=args.workers,
                         log=_log)
     print(f"zoo {res.root}: {res.trained} trained, {res.reused} reused in {res.seconds:.1f} s; "
@@ -66,6 +67,8 @@ def _register_validate(subparsers) -> None:
 
 
 def _cmd_validate(args) -> int:
+    from . import validation
+
     print(validation.render(validation.validate(args.data, args.truth), args.format))
     return 0
 
@@ -159,7 +162,7 @@ def _register_demo(subparsers) -> None:
                               "the real folder-scan flow over it on the embedded default (local Ray, Prefect, "
                               "Parquet + DuckDB under --data), prints the leaderboard with each model's known "
                               "test accuracy beside its predicted rank, and the rank correlations.")
-    p.add_argument("--zoo", default=zoo.DEFAULT_ZOO, metavar="DIR", help=f"zoo folder (default: {zoo.DEFAULT_ZOO})")
+    p.add_argument("--zoo", default=DEFAULT_ZOO, metavar="DIR", help=f"zoo folder (default: {DEFAULT_ZOO})")
     p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT", help="DATA root (default: ./ww-data)")
     p.add_argument("--metric", default=None, help="ranking metric (default: alpha_weighted)")
     p.add_argument("--workers", type=_positive_int, default=None, help="Ray tasks in flight (default: all CPUs)")

@@ -17,10 +17,11 @@ from catalogs.catalog import connect, leaderboard
 from catalogs.cli import DEFAULT_DATA
 from catalogs.metrics import DEFAULT_METRIC, get_metric
 
+from . import DEFAULT_ZOO
 from .stored import latest_models
 from .truth import merge_truth, read_truth
 from .validation import format_markdown, validate_frames
-from .zoo import DEFAULT_GRID, DEFAULT_ZOO, TINY_GRID, build_zoo, zoo_is_complete
+from .zoo import DEFAULT_GRID, TINY_GRID, build_zoo, zoo_is_complete
 
 
 def _scan(zoo_dir: str, data_root: str, *, workers: int | None, ray_address: str | None) -> dict:

@@ -38,7 +38,6 @@ ZOO_VERSION = 2  # bump when the files or numbers change: folders of another ver
 MODEL_TYPE = "ww-zoo-mlp"
 TRUTH_COLUMNS = ("repo_id", "sweep", "label_noise", "batch_size", "epochs", "seed", "test_accuracy")
 MODEL_FILES = ("model.safetensors", "config.json", "README.md", "zoo_meta.json")
-DEFAULT_ZOO = "ww-data/zoo"  # the zoo folder of `zoo build` and `demo`, inside the default data root
 
 
 class ZooError(WWSpectralError):
