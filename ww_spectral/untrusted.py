@@ -32,15 +32,17 @@ CONFIG_MAX_BYTES = 4 * MiB
 INDEX_MAX_BYTES = 16 * MiB
 JSON_MAX_DEPTH = 64
 
-# A safetensors header holds ~100-160 bytes per tensor. The largest real single files (merged MoE
-# checkpoints with per-expert weights and scales, e.g. DeepSeek-V3: ~92k tensors over 163 shards) stay
-# far below 200 000 tensors; 200 000 entries of ~150 bytes are ~30 MB of JSON. Parsing a header at these
-# caps stays under ~0.5 GB resident (measured in tests/ww_spectral/test_hostile_readers.py).
-SAFETENSORS_HEADER_MAX_BYTES = 32 * MiB
+# A safetensors header holds ~100-160 bytes per tensor (a long MoE name such as
+# "model.layers.60.mlp.experts.255.down_proj.weight_scale_inv" plus ~80 bytes of dtype/shape/offsets).
+# The largest real single files (merged MoE checkpoints with per-expert weights and scales, e.g.
+# DeepSeek-V3's ~92k tensors if saved unsharded) stay far below 200 000 tensors, and 25 MiB holds ~180k
+# such entries; a 70B dense model's whole index is a few hundred kB. Peak RSS of opening a header at these
+# caps (measured in tests/ww_spectral/test_hostile_readers.py): ~250 MiB, bound asserted 512 MiB.
+SAFETENSORS_HEADER_MAX_BYTES = 25 * MiB
 SAFETENSORS_HEADER_MAX_ENTRIES = 200_000
-# JSON members + elements (commas + containers) a header may hold: ~10 per tensor entry is typical
-# (dtype, shape dims, two offsets); 16 per entry leaves room for 8-D shapes and __metadata__.
-SAFETENSORS_HEADER_MAX_ITEMS = 16 * SAFETENSORS_HEADER_MAX_ENTRIES
+# JSON members + elements (commas + containers) a header may hold: 8 per 2-D tensor entry (its object,
+# shape and offsets, their commas), 10 for a 4-D one; 12 per entry leaves room for __metadata__.
+SAFETENSORS_HEADER_MAX_ITEMS = 12 * SAFETENSORS_HEADER_MAX_ENTRIES
 
 # Pickle-based checkpoints (torch zip archives and legacy pickles).
 # The pickle program itself (data.pkl) holds names, shapes and storage references only, ~200 bytes per
@@ -199,7 +201,8 @@ def loads_json_bounded(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH, wh
     Invalid JSON, too deep, too many items -> CheckpointError.
     """
     where = what if path is None else path
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data) \
+        if not isinstance(data, bytes) else data
     shape = json_shape(raw)
     if shape.depth > max_depth:
         raise _limit_error(where, f"{what} nests {shape.depth} levels deep, over the limit of {max_depth}",
@@ -210,7 +213,8 @@ def loads_json_bounded(data: bytes | str, *, max_depth: int = JSON_MAX_DEPTH, wh
     if check is not None:
         check(shape)
     try:
-        return json.loads(raw)
+        # Strict UTF-8 (json.loads on bytes would also guess UTF-16/32 from NUL bytes).
+        return json.loads(raw.decode("utf-8") if not isinstance(data, str) else data)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
         # ValueError: e.g. an integer literal over Python's digit limit.
         text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
