@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from catalogs.catalog import connect, leaderboard
 from catalogs.cli import DEFAULT_DATA
 from catalogs.metrics import DEFAULT_METRIC, get_metric
@@ -37,8 +39,6 @@ def _scan(zoo_dir: str, data_root: str, *, workers: int | None, ray_address: str
 def zoo_leaderboard(data_root: str, truth, metric) -> object:
     """The catalog's leaderboard by `metric`, restricted to the zoo's models, with their truth (sweep,
     test_accuracy), `predicted_rank` among them and `accuracy_rank` (1 = most accurate)."""
-    import pandas as pd
-
     con = connect(data_root)
     try:
         cols, rows = leaderboard(con, metric.name)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .validation import WORKS_P, WORKS_TAU, summary_lines
+
 LEADERBOARD_COLUMNS = (
     "alpha_weighted", "alpha", "alpha_median", "log_norm", "log_spectral_norm", "log_alpha_norm",
     "stable_rank", "hill_alpha", "share_alpha_2_6", "n_layers_analysed",
@@ -131,8 +133,6 @@ def _img(path: Path, base: Path, alt: str) -> str:
 
 def validation_html(v) -> str:
     """The validation table (tau (rho) per sweep x metric, coloured by verdict) and its summary lines."""
-    from .validation import WORKS_P, WORKS_TAU, summary_lines
-
     tau, rho, verdicts = v.wide("tau"), v.wide("rho"), v.wide("verdict")
     ns = v.long.groupby("sweep", sort=False)["n"].max()
     cols = list(tau.columns)

@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ww_spectral.errors import WWSpectralError
+from ww_spectral import plots
+from ww_spectral.analysis import layer_esds
+from ww_spectral.checkpoint import open_checkpoint
+from ww_spectral.errors import OptionError, WWSpectralError
 from ww_spectral.progress import safe_text
 from ww_spectral.records import AnalysisOptions, make_options
 from ww_spectral.untrusted import loads_json_bounded
@@ -80,10 +83,6 @@ def stored_esds(row, models_dir: str | Path | None, *, layer: str | None = None)
     """({longname: LayerESD}, note) of a stored `models` row: the ESDs recomputed from its weights under
     models_dir (see the module docstring), or ({}, why not). Raises OptionError when `layer` names no
     tensor of the model (a user's typo, not a fact of the model)."""
-    from ww_spectral.analysis import layer_esds
-    from ww_spectral.checkpoint import open_checkpoint
-    from ww_spectral.errors import OptionError
-
     repo_id = str(row["repo_id"])
     if not models_dir:
         return {}, "ESD plots need the weights: pass --models-dir with the scanned folder"
@@ -110,8 +109,6 @@ def draw_stored_model(row, layers, *, out_dir: str | Path, models_dir: str | Pat
     """Every plot of one stored model into out_dir: alpha by depth and the alpha histogram from `layers`
     (its rows of the store's layers view), and the three ESD plots of each recomputed layer (all, or only
     `layer`) when layer_plots and the weights allow (see stored_esds)."""
-    from ww_spectral import plots
-
     out = Path(out_dir)
     name = str(row["repo_id"])
     model = (plots.plot_alpha_by_depth(layers, path=out / "alpha_by_depth.png", title=f"{name}: alpha by depth"),

@@ -6,6 +6,8 @@ The one place the proof queries the catalog's views (catalogs/catalog.py `connec
 
 from __future__ import annotations
 
+from catalogs.catalog import connect
+
 # The latest revision of each repo_id, and the layer rows of exactly those model rows (one revision may
 # have been analysed with several option sets: the join is on the whole provenance key).
 _MODELS_SQL = "SELECT * FROM models WHERE is_latest AND repo_id = coalesce($repo_id, repo_id)"
@@ -17,8 +19,6 @@ _LAYERS_SQL = (
 
 
 def _query(data_root: str, sql: str, repo_id: str | None):
-    from catalogs.catalog import connect
-
     con = connect(data_root)
     try:
         return con.execute(sql, {"repo_id": repo_id}).df()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from catalogs.errors import CatalogError
 
 TRUTH_FILE = "truth.csv"
@@ -34,8 +36,6 @@ def read_truth(path: str | os.PathLike):
     path: the CSV, or a folder holding truth.csv (e.g. the demo zoo's folder). Raises ValidationError
     (one line naming the fix) when it is missing, unreadable as CSV, or lacks a required column.
     """
-    import pandas as pd
-
     p = Path(path)
     if p.is_dir():
         p = p / TRUTH_FILE

@@ -21,6 +21,10 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+from scipy import stats
+
 from catalogs.metrics import get_metric
 
 from .stored import latest_models
@@ -78,10 +82,6 @@ def join_truth(models, truth):
 
 def correlate(joined, *, metrics: tuple[str, ...] = VALIDATION_METRICS) -> object:
     """Kendall tau-b and Spearman rho (scipy.stats) per sweep and pooled, expected-sign convention."""
-    import numpy as np
-    import pandas as pd
-    from scipy import stats
-
     rows = []
     groups = [(s, g) for s, g in joined.groupby("sweep", sort=False)]
     if len(groups) > 1 or not groups:
