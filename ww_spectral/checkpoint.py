@@ -4,85 +4,35 @@
         for info in ckpt.tensors():            # TensorInfo(name, shape, dtype code, file, nbytes)
             W = ckpt.read(info.name)           # np.float32 array of info.shape (float64 on request)
 
-See `ww_spectral.sources` for the SOURCE kinds and `ww_spectral.readers` for the formats.
+The entry point: a SOURCE that exists locally (or a module / mapping) is resolved by
+ww_spectral/sources.py; one that does not and looks like "org/name[@rev]" is downloaded by
+ww_spectral/hub_source.py. The Checkpoint class is ww_spectral/readers/checkpoint.py's.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import os
 
-from .errors import CheckpointError
-from .readers import MappingReader, SafetensorsReader, TensorReader, TorchReader
-from .records import CheckpointRef, TensorInfo
-from .sources import SAFETENSORS_SUFFIXES, resolve_source
+from . import hub, hub_source
+from .errors import CheckpointError, SourceNotFoundError
+from .layout import check_revision
+from .readers import MappingReader
+from .readers.checkpoint import Checkpoint, readers_for
+from .records import CheckpointRef
+from .sources import ResolvedSource, resolve_source
 
-
-class Checkpoint:
-    """An opened checkpoint: `.ref`, `.tensors()`, `.read(name, dtype=)`; a context manager.
-
-    Files are opened (headers parsed and validated) when the Checkpoint is created; `close()` releases
-    the memory maps. A tensor name present in several files is served from the first (load order).
-    """
-
-    def __init__(self, ref: CheckpointRef, readers: list[TensorReader]) -> None:
-        self.ref = ref
-        self._readers = readers
-        self._infos: list[TensorInfo] = []
-        self._owner: dict[str, TensorReader] = {}
-        self._closed = False
-        for reader in readers:
-            for info in reader.tensors():
-                if info.name not in self._owner:
-                    self._owner[info.name] = reader
-                    self._infos.append(info)
-
-    def tensors(self) -> list[TensorInfo]:
-        """Every tensor, in checkpoint order (files in load order, storage order within a file); no data read."""
-        return list(self._infos)
-
-    def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
-        """Tensor `name` in its stored shape, converted exactly to float32 (default) or float64.
-
-        Reads only this tensor. Raises KeyError for an unknown name, UnsupportedDtypeError for float8 /
-        integer / unknown codes, CheckpointError when the bytes are damaged.
-        """
-        if self._closed:
-            raise CheckpointError(f"{self.ref.repo_id}: the checkpoint is closed; open it again to read {name!r}")
-        reader = self._owner.get(name)
-        if reader is None:
-            raise KeyError(f"no tensor named {name!r} in {self.ref.repo_id}")
-        return reader.read(name, dtype=dtype)
-
-    def close(self) -> None:
-        """Release memory maps and in-memory references; the Checkpoint cannot be read afterwards."""
-        for reader in self._readers:
-            reader.close()
-        self._readers = []
-        self._owner = {}
-        self._closed = True
-
-    def __enter__(self) -> Checkpoint:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (f"Checkpoint({self.ref.repo_id!r}, revision={self.ref.revision!r}, kind={self.ref.kind!r}, "
-                f"files={len(self.ref.files)}, tensors={len(self._infos)})")
+__all__ = ["Checkpoint", "open_checkpoint", "readers_for"]
 
 
-def readers_for(ref: CheckpointRef) -> list[TensorReader]:
-    """Open a reader per weight file of `ref` (safetensors or torch, by suffix)."""
-    readers: list[TensorReader] = []
+def _hub_ref(source, revision: str | None, **hub_options) -> CheckpointRef | None:
+    """The downloaded ref when SOURCE is a hub id "org/name[@rev]" that is no local path; else None."""
+    if not (isinstance(source, str) and not os.path.lexists(os.path.expanduser(source)) and hub.is_hub_id(source)):
+        return None
+    repo_id, rev = hub.parse_model_id(source)
     try:
-        for f in ref.files:
-            readers.append(SafetensorsReader(f) if f.endswith(SAFETENSORS_SUFFIXES) else TorchReader(f))
-    except BaseException:
-        for r in readers:
-            r.close()
-        raise
-    return readers
+        return hub_source.download_weights(repo_id, revision=revision or rev, **hub_options)
+    except SourceNotFoundError as exc:  # say both: a typo'd local path looks like a hub id
+        raise SourceNotFoundError(f"{source}: no such local file or folder, and on the hub: {exc}") from exc
 
 
 def open_checkpoint(
@@ -92,15 +42,22 @@ def open_checkpoint(
     token: str | None = None,
     endpoint: str | None = None,
     cache_dir: str | None = None,
+    allow_external_links: bool = False,
 ) -> Checkpoint:
     """Open any SOURCE (path, folder, cache snapshot, "org/name[@rev]", nn.Module, mapping) for reading.
 
-    revision: branch/tag/commit for hub ids and cached repos (overrides "@rev" in the id).
-    token: hub token (default: HF_TOKEN). endpoint: hub URL (default: HF_ENDPOINT or huggingface.co).
-    cache_dir: hub download cache (default: the huggingface_hub cache).
-    Raises SourceNotFoundError, NoWeightsError, CheckpointError (incl. UnsafeCheckpointError), HubError.
+    revision: branch/tag/commit for hub ids and cached repos (overrides "@rev" in the id); a 40-hex sha or
+    a safe ref name, else OptionError. token: hub token (default: HF_TOKEN). endpoint: hub URL (default:
+    HF_ENDPOINT or huggingface.co). cache_dir: hub download cache (default: the huggingface_hub cache).
+    allow_external_links: read weight files, indexes and configs that a local folder links to outside itself
+    (default: refused with CheckpointError).
+    Raises SourceNotFoundError, NoWeightsError, CheckpointError (incl. UnsafeCheckpointError), HubError,
+    OptionError.
     """
-    resolved = resolve_source(source, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
+    check_revision(revision)
+    ref = _hub_ref(source, revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
+    resolved = ResolvedSource(ref) if ref is not None else \
+        resolve_source(source, revision=revision, allow_external_links=allow_external_links)
     if resolved.mapping is not None:
         return Checkpoint(resolved.ref, [MappingReader(resolved.mapping)])
     if not resolved.ref.files:

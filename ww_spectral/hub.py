@@ -1,4 +1,7 @@
-"""All Hugging Face hub I/O, through the real huggingface_hub client with `endpoint=` always explicit.
+"""The Hugging Face hub client: the REAL huggingface_hub client, `endpoint=` always explicit, errors mapped.
+
+This module only talks to the hub (listing, model info, one-file downloads, HTTP Range reads); turning a
+repo into a checkpoint is ww_spectral/hub_source.py, the choice of weight files ww_spectral/layout.py.
 
 huggingface_hub reads HF_ENDPOINT / HF_TOKEN at import time; this module reads them at call time and
 passes them explicitly, so a test (or a Ray worker) can point at another hub without re-importing.
@@ -7,49 +10,48 @@ Errors are mapped to ww-spectral's types, each naming the fix:
   401/403, gated or private repo        -> GatedRepoError   ("set HF_TOKEN ...")
   404 (repo, revision or file)          -> SourceNotFoundError
   408/429/5xx/timeouts/network errors   -> TransientHubError (after the client's and our own retries)
-  no supported weight files             -> NoWeightsError
+  an unsafe revision or repo id         -> OptionError / SourceNotFoundError (before any request)
 
 Rate limits: the client retries 429/5xx with exponential back-off and honours Retry-After on the calls
-it wraps (listing pages, downloads); calls it does not retry (model info, HEAD before a download, header
-range reads) are retried here with bounded exponential back-off (WW_HUB_MAX_ATTEMPTS attempts, default 4;
-waits WW_HUB_BACKOFF_S * 2**k seconds, default 1 s, capped at 8 s, or the server's Retry-After). Those calls
-time out after WW_HUB_TIMEOUT_S seconds (default 30; the client's default is to wait forever).
+it wraps (listing pages, downloads); calls it does not retry (model info, HEAD before a download, Range
+reads) are retried here: HubSettings.max_attempts attempts, waiting backoff_s * 2**k seconds (capped at
+MAX_BACKOFF_S) or the server's Retry-After. Those calls time out after HubSettings.timeout_s seconds (the
+client's default is to wait forever). HubSettings.from_env() reads WW_HUB_TIMEOUT_S, WW_HUB_MAX_ATTEMPTS
+and WW_HUB_BACKOFF_S once; every function takes `settings=` (default: from_env() at call time).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .errors import (
     GatedRepoError,
     HubError,
-    NoWeightsError,
+    OptionError,
     SourceNotFoundError,
     TransientHubError,
     WWSpectralError,
 )
-from .records import CheckpointRef, TensorInfo
-from .sources import BIN_INDEX, NOT_WEIGHTS, ST_INDEX, parse_model_id, read_config
+from .layout import check_inside, check_member_name, check_revision, is_commit_sha, select_weight_files
 
 __all__ = [
     "HubModel",
-    "Shard",
-    "download_weights",
-    "iter_weight_shards",
+    "HubSettings",
+    "download_file",
+    "is_hub_id",
     "list_models",
+    "map_hub_error",
     "model_info",
-    "open_remote_checkpoint",
     "parse_model_id",
-    "remote_tensor_infos",
-    "select_weight_files",
+    "range_fetcher",
+    "resolve_endpoint",
+    "resolve_token",
 ]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -58,16 +60,61 @@ LIST_EXPAND = ["sha", "safetensors", "library_name", "pipeline_tag", "tags", "do
 SORTS = {"downloads": "downloads", "likes": "likes", "last_modified": "last_modified",
          "lastModified": "last_modified", "created_at": "created_at", "createdAt": "created_at",
          "trending_score": "trending_score", "trendingScore": "trending_score"}
+MAX_BACKOFF_S = 8.0
+# "org/name[@rev]" as typed: a shape test only (checked when no such path exists); the revision is
+# validated by parse_model_id, so "org/name@../x" gets a message about its revision, not "not a hub id".
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+(@\S+)?")
+# The hub's own repo-name rule (huggingface_hub.utils.validate_repo_id): word characters, '.', '-'; no '--'
+# or '..'; not starting or ending with '.' or '-'; at most 96 characters a part. Use fullmatch.
+REPO_PART = re.compile(r"(?!.*--)(?!.*\.\.)(?![.-])(?!.*[.-]\Z)[\w.\-]{1,96}")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """How patient the client is. Frozen: read once (from_env) and passed down as `settings=`.
+
+    timeout_s: seconds an API call or Range read may stall before it counts as a (transient) timeout.
+    max_attempts: tries of a call the client does not retry itself (>= 1).
+    backoff_s: first wait between tries; doubled each time, capped at MAX_BACKOFF_S.
+    """
+
+    timeout_s: float = 30.0
+    max_attempts: int = 4
+    backoff_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.timeout_s > 0 and self.max_attempts >= 1 and self.backoff_s >= 0):
+            raise OptionError(f"hub settings out of range ({self}); need timeout_s > 0, max_attempts >= 1, "
+                              "backoff_s >= 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HubSettings:
+        """Settings from WW_HUB_TIMEOUT_S, WW_HUB_MAX_ATTEMPTS, WW_HUB_BACKOFF_S (unset: the defaults)."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for field, name, kind in (("timeout_s", "WW_HUB_TIMEOUT_S", float),
+                                  ("max_attempts", "WW_HUB_MAX_ATTEMPTS", int),
+                                  ("backoff_s", "WW_HUB_BACKOFF_S", float)):
+            text = (env.get(name) or "").strip()
+            if text:
+                try:
+                    values[field] = kind(float(text)) if kind is int else kind(text)
+                except ValueError:
+                    raise OptionError(f"{name}={text!r} is not a number; unset it or give a "
+                                      f"{kind.__name__}") from None
+        return cls(**values)
 
 
 @dataclass(frozen=True)
 class HubModel:
     """One model revision as the hub lists it.
 
-    parameter_count: total parameters from the safetensors metadata (None when the hub has none).
-    gated: False, or the gating mode ("auto"/"manual"). base_model: first declared base model id, or None.
-    files: weight files to download, in load order (filled by `model_info`; empty from `list_models`).
+    sha: the commit (40 hex chars; checked). parameter_count: total parameters from the safetensors
+    metadata (None when the hub has none). gated: False, or the gating mode ("auto"/"manual").
+    base_model: first declared base model id, or None.
+    files: weight files in load order (ww_spectral/layout.py's rule; filled by `model_info`, empty from
+    `list_models`). siblings: every file name of the revision (`model_info` only).
     """
 
     repo_id: str
@@ -82,23 +129,36 @@ class HubModel:
     gated: bool | str
     base_model: str | None
     files: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One downloaded weight file from `iter_weight_shards`; `path` is deleted when the consumer moves on."""
-
-    repo_id: str
-    revision: str
-    filename: str
-    path: str
-    index: int
-    count: int
-    config: dict
+    siblings: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------------------
-# settings and error mapping
+# ids, endpoint, token
+
+
+def is_hub_id(text: str) -> bool:
+    """True when `text` has the shape "org/name[@rev]" (asked only when no such path exists)."""
+    return bool(HUB_ID.fullmatch(text)) and not text.startswith((".", "/", "~"))
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`repo_id` if it is "org/name" by the hub's naming rule; SourceNotFoundError naming the rule otherwise."""
+    parts = repo_id.split("/") if isinstance(repo_id, str) else []
+    if len(parts) != 2 or not all(REPO_PART.fullmatch(p) for p in parts) or repo_id.endswith(".git"):
+        raise SourceNotFoundError(f"{repo_id!r:.120} is not a hub repo id: use org/name (letters, digits, '-', "
+                                  "'_', '.'; no '--' or '..')")
+    return repo_id
+
+
+def parse_model_id(model_id: str) -> tuple[str, str | None]:
+    """Split "org/name@rev" into ("org/name", "rev"); no "@" gives ("org/name", None).
+
+    The revision is validated (layout.check_revision: a commit sha or a safe branch/tag name), since it
+    becomes part of cache paths; OptionError otherwise.
+    """
+    repo_id, sep, rev = model_id.partition("@")
+    revision = (rev or None) if sep else None
+    return repo_id, check_revision(revision, what=f"revision of {repo_id!r:.120}")
 
 
 def resolve_endpoint(endpoint: str | None) -> str:
@@ -117,9 +177,8 @@ def _api(endpoint: str | None, token: str | None):
     return HfApi(endpoint=resolve_endpoint(endpoint), token=resolve_token(token))
 
 
-def _timeout() -> float:
-    """Seconds an API call may stall before it counts as a (transient) timeout: WW_HUB_TIMEOUT_S, default 30."""
-    return float(os.environ.get("WW_HUB_TIMEOUT_S", "30"))
+# --------------------------------------------------------------------------------------------------------------
+# error mapping and retries
 
 
 def _status(exc: BaseException) -> int | None:
@@ -163,7 +222,12 @@ def map_hub_error(exc: BaseException, what: str, endpoint: str | None = None) ->
         if status in (408, 429) or status >= 500:
             return TransientHubError(f"{what}: {where} answered {status} after retries; retry later "
                                      "(set HF_TOKEN for a higher rate limit)")
-        return HubError(f"{what}: {where} answered {status}: {str(exc).strip().splitlines()[0][:200]}")
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return HubError(f"{what}: {where} answered {status}: {first}")
+    if isinstance(exc, hf.HFValidationError):
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return HubError(f"{what}: refused by the hub client's checks ({first}); check the repo id, revision "
+                        "and file name")
     if isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError):
         return TransientHubError(f"{what}: network error talking to {where} ({type(exc).__name__}: {exc}); "
                                  "check the network and retry later")
@@ -179,10 +243,14 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def _call(what: str, endpoint: str | None, fn: Callable[[], T], *, retry: bool = True) -> T:
-    """Run one hub call; map its errors; retry TransientHubError with bounded exponential back-off."""
-    attempts = max(1, int(os.environ.get("WW_HUB_MAX_ATTEMPTS", "4"))) if retry else 1
-    base = float(os.environ.get("WW_HUB_BACKOFF_S", "1.0"))
+def call(what: str, fn: Callable[[], T], *, endpoint: str | None = None, settings: HubSettings | None = None,
+         retry: bool = True) -> T:
+    """Run one hub call `fn()`; map its errors; retry TransientHubError with bounded exponential back-off.
+
+    what: names the call in messages (e.g. "org/name@main"). retry=False for calls the client retries itself.
+    """
+    settings = settings or HubSettings.from_env()
+    attempts = settings.max_attempts if retry else 1
     for attempt in range(attempts):
         try:
             return fn()
@@ -192,7 +260,7 @@ def _call(what: str, endpoint: str | None, fn: Callable[[], T], *, retry: bool =
                 raise
             if isinstance(mapped, TransientHubError) and attempt + 1 < attempts:
                 wait = _retry_after(exc)
-                time.sleep(min(8.0, wait if wait is not None else base * 2**attempt))
+                time.sleep(min(MAX_BACKOFF_S, wait if wait is not None else settings.backoff_s * 2**attempt))
                 continue
             if mapped is exc:
                 raise
@@ -219,11 +287,24 @@ def _base_model(info) -> str | None:
     return None
 
 
-def _hub_model(info, files: tuple[str, ...] = ()) -> HubModel:
+def _checked_sha(info, what: str, endpoint: str | None, *, strict: bool = True) -> str | None:
+    """The commit the hub answered; it names cache folders, so anything but 40 hex chars is refused
+    (strict) or dropped to None (listings: that model's own model_info call then fails, not the listing)."""
+    sha = getattr(info, "sha", None)
+    if sha is not None and not is_commit_sha(sha):
+        if not strict:
+            return None
+        raise HubError(f"{what}: {resolve_endpoint(endpoint)} answered commit id {sha!r:.60}, not 40 hex "
+                       "characters; refused - check the endpoint")
+    return sha
+
+
+def _hub_model(info, endpoint: str | None, *, strict: bool = True, siblings: tuple[str, ...] = (),
+               files: tuple[str, ...] = ()) -> HubModel:
     st = getattr(info, "safetensors", None)
     return HubModel(
         repo_id=info.id,
-        sha=info.sha,
+        sha=_checked_sha(info, str(info.id), endpoint, strict=strict),
         parameter_count=int(st.total) if st is not None and st.total is not None else None,
         library=info.library_name,
         pipeline_tag=info.pipeline_tag,
@@ -234,6 +315,7 @@ def _hub_model(info, files: tuple[str, ...] = ()) -> HubModel:
         gated=info.gated if info.gated else False,
         base_model=_base_model(info),
         files=files,
+        siblings=siblings,
     )
 
 
@@ -241,14 +323,15 @@ def list_models(
     *,
     endpoint: str | None = None,
     token: str | None = None,
+    sort: str = "downloads",
+    limit: int | None = 100,
     author: str | None = None,
     library: str | None = None,
     pipeline_tag: str | None = None,
-    min_downloads: int | None = None,
     min_params: int | None = None,
     max_params: int | None = None,
-    sort: str = "downloads",
-    limit: int | None = 100,
+    min_downloads: int | None = None,
+    settings: HubSettings | None = None,
 ) -> list[HubModel]:
     """Models matching the filters, best first by `sort` (descending), at most `limit`.
 
@@ -282,7 +365,7 @@ def list_models(
     def run() -> list[HubModel]:
         out: list[HubModel] = []
         for info in api.list_models(**kwargs):
-            model = _hub_model(info)
+            model = _hub_model(info, endpoint, strict=False)
             if min_downloads is not None and (model.downloads or 0) < min_downloads:
                 if SORTS[sort] == "downloads":
                     break  # sorted by downloads, descending: nothing further can pass
@@ -297,262 +380,91 @@ def list_models(
         return out
 
     # The client already retried each page; a second round here would repeat whole listings.
-    return _call("listing models", endpoint, run, retry=False)
-
-
-def select_weight_files(names: list[str]) -> tuple[list[str], str]:
-    """Pick the weight files among a repo's root-level file names: (files, kind).
-
-    Same precedence as local folders: safetensors (index, model.safetensors, any *.safetensors) before
-    pytorch_model*.bin / .pt / .pth. With an index present, the shards are the root safetensors files other
-    than consolidated* (the exact list comes from the index at download time). Empty list: no weights.
-    """
-    root = [n for n in names if "/" not in n]
-    st = sorted(n for n in root if n.endswith(".safetensors"))
-    if ST_INDEX in root:
-        return [n for n in st if not n.startswith("consolidated")], "safetensors"
-    if "model.safetensors" in st:
-        return ["model.safetensors"], "safetensors"
-    if st:
-        return st, "safetensors"
-    pt = sorted(n for n in root if n.endswith((".bin", ".pt", ".pth", ".ckpt")) and not NOT_WEIGHTS.match(n))
-    return pt, ("torch" if pt else "none")
-
-
-def _info(api, repo_id: str, revision: str | None, endpoint: str | None):
-    return _call(f"{repo_id}@{revision or 'main'}", endpoint,
-                 lambda: api.model_info(repo_id, revision=revision, files_metadata=False, timeout=_timeout()))
+    return call("listing models", run, endpoint=endpoint, settings=settings, retry=False)
 
 
 def model_info(repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
-               token: str | None = None) -> HubModel:
-    """One model revision's metadata (sha resolved) with `files` = its weight files in load order."""
+               token: str | None = None, settings: HubSettings | None = None) -> HubModel:
+    """One model revision's metadata (sha resolved and checked) with `siblings` = every file name and
+    `files` = its weight files in load order (ww_spectral/layout.py's rule; an index's shards as guessed
+    from the root names until the index is read)."""
+    check_repo_id(repo_id)
+    check_revision(revision)
+    settings = settings or HubSettings.from_env()
     api = _api(endpoint, token)
-    info = _info(api, repo_id, revision, endpoint)
-    files, _ = select_weight_files([s.rfilename for s in info.siblings or []])
-    return _hub_model(info, tuple(files))
+    what = f"{repo_id}@{revision or 'main'}"
+    info = call(what, lambda: api.model_info(repo_id, revision=revision, files_metadata=False,
+                                             timeout=settings.timeout_s),
+                endpoint=endpoint, settings=settings)
+    siblings = tuple(s.rfilename for s in info.siblings or [])
+    return _hub_model(info, endpoint, siblings=siblings, files=select_weight_files(siblings).files)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# downloads and header reads
+# downloads and Range reads
 
 
-def _download(repo_id: str, filename: str, sha: str, *, endpoint, token, cache_dir=None, local_dir=None) -> str:
+def download_file(repo_id: str, filename: str, *, revision: str, endpoint: str | None = None,
+                  token: str | None = None, cache_dir: str | os.PathLike | None = None,
+                  local_dir: str | os.PathLike | None = None, settings: HubSettings | None = None) -> str:
+    """Download one file of a repo revision (hf_hub_download) and return its local path.
+
+    revision: a commit sha (preferred: what was planned is what is read) or a safe branch/tag name.
+    cache_dir: the HF cache (default: the client's); local_dir: a plain folder instead of the cache (the
+    file lands at local_dir/filename). A file already present is not fetched again. filename and revision
+    are validated before any request (layout.check_member_name / check_revision), and the path returned
+    must lie inside local_dir when one is given. Errors mapped as in the module doc; retried when transient.
+    """
     from huggingface_hub import hf_hub_download
 
-    return _call(
-        f"{repo_id}@{sha[:12]}/{filename}",
-        endpoint,
-        lambda: hf_hub_download(repo_id, filename, revision=sha, endpoint=resolve_endpoint(endpoint),
-                                token=resolve_token(token), cache_dir=cache_dir, local_dir=local_dir),
+    check_repo_id(repo_id)
+    check_member_name(filename, where=f"{repo_id}@{revision}")
+    check_revision(revision)
+    settings = settings or HubSettings.from_env()
+    path = call(
+        f"{repo_id}@{revision[:12]}/{filename}",
+        lambda: hf_hub_download(repo_id, filename, revision=revision, endpoint=resolve_endpoint(endpoint),
+                                token=resolve_token(token), cache_dir=cache_dir, local_dir=local_dir,
+                                etag_timeout=settings.timeout_s),
+        endpoint=endpoint, settings=settings,
     )
+    if local_dir is not None:
+        check_inside(path, local_dir, what="downloaded file")
+    return str(path)
 
 
-def _plan(api, repo_id: str, revision: str | None, endpoint, token, **dl) -> tuple[str, list[str], str, list[str]]:
-    """(sha, weight files in load order, kind, sibling names); downloads the index when there is one."""
-    info = _info(api, repo_id, revision, endpoint)
-    names = [s.rfilename for s in info.siblings or []]
-    files, kind = select_weight_files(names)
-    if not files:
-        shown = ", ".join(sorted(names)[:20]) or "no files"
-        raise NoWeightsError(f"{repo_id}@{info.sha}: no supported weight files (.safetensors, pytorch_model*.bin, "
-                             f".pt, .pth) on the hub; found {shown}")
-    index_name = ST_INDEX if ST_INDEX in names else (BIN_INDEX if kind == "torch" and BIN_INDEX in names else None)
-    if index_name is not None:
-        path = _download(repo_id, index_name, info.sha, endpoint=endpoint, token=token, **dl)
-        try:
-            weight_map = json.loads(Path(path).read_text())["weight_map"]
-            files = sorted(dict.fromkeys(weight_map.values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise HubError(f"{repo_id}@{info.sha}: {index_name} is not a valid index ({exc}); report it to the "
-                           "repo owner or pin an older revision") from None
-        missing = [f for f in files if f not in names]
-        if missing:
-            raise NoWeightsError(f"{repo_id}@{info.sha}: {index_name} lists shard(s) {', '.join(missing)} that "
-                                 "the repo does not have")
-    return info.sha, files, kind, names
-
-
-def download_weights(repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
-                     token: str | None = None, cache_dir: str | None = None) -> CheckpointRef:
-    """Download a repo's weight files (+ config.json) into the HF cache and return their CheckpointRef.
-
-    revision: branch, tag or commit (default main); the ref carries the resolved commit sha. Files already
-    cached are not fetched again. When the hub cannot be reached (TransientHubError) or HF_HUB_OFFLINE is set,
-    a cached snapshot of the revision in `cache_dir` is used.
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:  # no network calls at all: the cache or a clear error
-        cached = _cached_snapshot(repo_id, revision, cache_dir)
-        if cached is None:
-            raise HubError(f"{repo_id}@{revision or 'main'} is not in the HF cache and HF_HUB_OFFLINE is set; unset "
-                           "it to download, or analyse a local folder")
-        return cached
-    api = _api(endpoint, token)
-    try:
-        sha, files, kind, names = _plan(api, repo_id, revision, endpoint, token, cache_dir=cache_dir)
-    except TransientHubError:
-        cached = _cached_snapshot(repo_id, revision, cache_dir)
-        if cached is None:
-            raise
-        return cached
-    paths = [_download(repo_id, f, sha, endpoint=endpoint, token=token, cache_dir=cache_dir) for f in files]
-    _remember_ref(Path(paths[0]).parent.parent.parent, revision or "main", sha)
-    config: dict = {}
-    if "config.json" in names:
-        config = read_config(Path(_download(repo_id, "config.json", sha, endpoint=endpoint, token=token,
-                                            cache_dir=cache_dir)).parent)
-    return CheckpointRef(repo_id=repo_id, revision=sha, files=tuple(paths), kind=kind, config=config)
-
-
-def _remember_ref(repo_dir: Path, revision: str, sha: str) -> None:
-    """Record branch/tag -> commit in the cache (refs/<revision>), as snapshot_download does, so the snapshot
-    can be found offline later. Files are fetched by commit sha, which makes the client skip this step."""
-    if revision == sha or not (repo_dir / "snapshots").is_dir():
-        return
-    ref = repo_dir / "refs" / revision
-    try:
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        if not ref.is_file() or ref.read_text() != sha:
-            tmp = ref.with_name(ref.name + f".tmp{os.getpid()}")
-            tmp.write_text(sha)
-            os.replace(tmp, ref)
-    except OSError:
-        pass  # a read-only cache still works online
-
-
-def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: str | None) -> CheckpointRef | None:
-    from huggingface_hub import constants
-
-    from .sources import _local_folder
-
-    repo_dir = Path(cache_dir or constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
-    if not (repo_dir / "snapshots").is_dir():
-        return None
-    try:
-        return _local_folder(repo_dir, revision)
-    except WWSpectralError:
-        return None
-
-
-def iter_weight_shards(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
-                       token: str | None = None, dest: str | os.PathLike) -> Iterator[Shard]:
-    """Yield the repo's weight files one at a time, downloaded into `dest`; each is deleted when the consumer
-    asks for the next one (or closes the generator), so disk use stays bounded by one shard (+ config.json).
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    api = _api(endpoint, token)
-    sha, files, _, names = _plan(api, repo_id, revision, endpoint, token, local_dir=str(dest))
-    config = {}
-    if "config.json" in names:
-        config = read_config(Path(_download(repo_id, "config.json", sha, endpoint=endpoint, token=token,
-                                            local_dir=str(dest))).parent)
-    for i, filename in enumerate(files):
-        path = _download(repo_id, filename, sha, endpoint=endpoint, token=token, local_dir=str(dest))
-        try:
-            yield Shard(repo_id=repo_id, revision=sha, filename=filename, path=path, index=i, count=len(files),
-                        config=config)
-        finally:
-            Path(path).unlink(missing_ok=True)
-    for extra in (ST_INDEX, BIN_INDEX):
-        (dest / extra).unlink(missing_ok=True)
-    shutil.rmtree(dest / ".cache", ignore_errors=True)  # the client's per-file download metadata
-
-
-
-def _remote_safetensors(repo_id: str, revision: str | None, endpoint: str | None,
-                        token: str | None) -> tuple[Any, Any, list[str], list[str]]:
-    """(HfApi client, model info, every file name, the safetensors weight files) of a hub repo; NoWeightsError without them.
-
-    Range reads need safetensors headers: a repo with only .bin/.pt weights must be downloaded instead.
-    """
-    api = _api(endpoint, token)
-    info = _info(api, repo_id, revision, endpoint)
-    names = [s.rfilename for s in info.siblings or []]
-    files, kind = select_weight_files(names)
-    if kind != "safetensors":
-        raise NoWeightsError(f"{repo_id}@{info.sha}: no safetensors weights on the hub (found {kind} weights); "
-                             "tensors can only be range-read from .safetensors files - download it instead")
-    return api, info, names, files
-
-def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
-                        token: str | None = None) -> list[TensorInfo]:
-    """Every tensor of a safetensors repo from its headers alone (HTTP Range reads, no weights downloaded).
-
-    For memory planning before a download: TensorInfo.file is the file name inside the repo. A repo with
-    only .bin/.pt weights has no readable header: NoWeightsError says so.
-    """
-    api, info, names, files = _remote_safetensors(repo_id, revision, endpoint, token)
-    out: list[TensorInfo] = []
-    seen: set[str] = set()
-    for filename in files:
-        meta = _call(f"{repo_id}@{info.sha[:12]}/{filename}", endpoint,
-                     lambda f=filename: api.parse_safetensors_file_metadata(repo_id, f, revision=info.sha,
-                                                                             timeout=_timeout()))
-        for name, t in sorted(meta.tensors.items(), key=lambda kv: tuple(kv[1].data_offsets)):
-            if name in seen:
-                continue
-            seen.add(name)
-            begin, end = t.data_offsets
-            out.append(TensorInfo(name=name, shape=tuple(int(d) for d in t.shape), dtype=t.dtype, file=filename,
-                                  nbytes=int(end - begin)))
-    return out
-
-
-def _range_fetcher(repo_id: str, filename: str, sha: str, endpoint: str | None, token: str | None):
+def range_fetcher(repo_id: str, filename: str, *, revision: str, endpoint: str | None = None,
+                  token: str | None = None, settings: HubSettings | None = None):
     """fetch(start, end) -> (bytes [start, end), total size) for one repo file, by HTTP Range GETs.
 
     Goes through the client's http_backoff (retries 429/5xx with back-off, honours Retry-After) and its
-    error parsing; redirects (the hub's CDN) are followed.
+    error parsing; redirects (the hub's CDN) are followed. This is what readers.SafetensorsRangeReader reads.
     """
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
 
-    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=resolve_endpoint(endpoint))
+    check_repo_id(repo_id)
+    check_member_name(filename, where=f"{repo_id}@{revision}")
+    check_revision(revision)
+    settings = settings or HubSettings.from_env()
+    url = hf_hub_url(repo_id, filename, revision=revision, endpoint=resolve_endpoint(endpoint))
     headers = build_hf_headers(token=resolve_token(token))
 
     def fetch(start: int, end: int) -> tuple[bytes, int]:
         def get():
             r = http_backoff("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
-                             timeout=_timeout(), follow_redirects=True)
+                             timeout=settings.timeout_s, follow_redirects=True)
             hf_raise_for_status(r)
             return r
 
-        r = _call(f"{repo_id}@{sha[:12]}/{filename}", endpoint, get, retry=False)
+        r = call(f"{repo_id}@{revision[:12]}/{filename}", get, endpoint=endpoint, settings=settings, retry=False)
         content_range = r.headers.get("Content-Range", "")
         if r.status_code == 206 and "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
             return r.content, int(content_range.rsplit("/", 1)[1])
         if r.status_code == 416:  # start past the end: report an empty read and the size
-            return b"", int(content_range.rsplit("/", 1)[1]) if "/" in content_range else 0
+            total = content_range.rsplit("/", 1)[1] if "/" in content_range else ""
+            return b"", int(total) if total.isdigit() else 0
         # A server that ignores Range sends the whole file: still correct, only slower.
         return r.content[start:end], len(r.content)
 
     return fetch
-
-
-def open_remote_checkpoint(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
-                           token: str | None = None):
-    """A Checkpoint over a hub repo's safetensors files that downloads nothing up front: headers are
-    range-read at open, and each `read(name)` fetches exactly that tensor's bytes (one Range request).
-
-    Disk use: none. Memory: one tensor. Requests: 1-2 per file at open + 1 per tensor read (each is a
-    "resolver" request in the hub's rate limits). ref.files are the repo file names; ref.revision the commit.
-    Repos without safetensors weights raise NoWeightsError (download them instead).
-    """
-    from .checkpoint import Checkpoint
-    from .readers import SafetensorsRangeReader
-
-    api, info, names, files = _remote_safetensors(repo_id, revision, endpoint, token)
-    config: dict = {}
-    if "config.json" in names:
-        fetch = _range_fetcher(repo_id, "config.json", info.sha, endpoint, token)
-        try:
-            parsed = json.loads(fetch(0, 10_000_000)[0])
-            config = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
-            config = {}
-    readers = [SafetensorsRangeReader(f, _range_fetcher(repo_id, f, info.sha, endpoint, token)) for f in files]
-    ref = CheckpointRef(repo_id=repo_id, revision=info.sha, files=tuple(files), kind="safetensors", config=config)
-    return Checkpoint(ref, readers)

@@ -1,6 +1,7 @@
-"""Resolve a SOURCE to concrete weight files (a CheckpointRef), or to an in-memory mapping.
+"""Resolve a LOCAL source to concrete weight files (a CheckpointRef), or to an in-memory mapping.
 
-SOURCE kinds, tried in this order:
+Local SOURCE kinds, tried in this order (hub ids "org/name[@rev]" are ww_spectral/hub_source.py's;
+ww_spectral/checkpoint.py's open_checkpoint dispatches between the two):
   nn.Module / Mapping (Python only)         -> kind "module" / "mapping"
   an existing path:
     file.safetensors                          -> that file
@@ -8,8 +9,11 @@ SOURCE kinds, tried in this order:
     file.bin / .pt / .pth / .ckpt             -> a torch state dict
     models--org--name (cached repo)           -> snapshots/<refs/REVISION or refs/main>
     .../models--org--name/snapshots/<sha>     -> that snapshot, repo_id org/name, revision <sha>
-    any other folder                          -> its weight files (see `find_weight_files`)
-  "org/name[@rev]" that is not a path        -> downloaded from the hub (weights + config.json only)
+    any other folder                          -> its weight files (ww_spectral/layout.py's rule)
+
+Nothing outside the model is read: every weight file, index and config.json must lie (links followed)
+inside the folder named, or for an HF cache snapshot inside its models--org--name folder (snapshot files
+are links into ../../blobs). allow_external_links=True lifts that. Weight files must be regular files.
 
 Local revisions are content hashes (`content_revision`): editing weights makes a new revision.
 """
@@ -17,9 +21,7 @@ Local revisions are content hashes (`content_revision`): editing weights makes a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +29,20 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, NoWeightsError, SourceNotFoundError
+from .layout import (
+    CONFIG,
+    SAFETENSORS_SUFFIXES,
+    TORCH_SUFFIXES,
+    check_inside,
+    check_revision,
+    is_commit_sha,
+    read_config,
+    read_index,
+    select_weight_files,
+)
+from .progress import safe_text
 from .records import CheckpointRef
-
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-ST_INDEX = "model.safetensors.index.json"
-BIN_INDEX = "pytorch_model.bin.index.json"
-# Files with weight-like suffixes that are not model weights (HF Trainer checkpoint folders).
-NOT_WEIGHTS = re.compile(r"^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state.*\.pth)$")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
+from .untrusted import check_regular_file, open_regular, read_bytes_bounded
 
 KINDS_ACCEPTED = (
     "a .safetensors file, a folder of (sharded) safetensors or an HF model folder, a pytorch_model*.bin/.pt/.pth "
@@ -48,6 +55,9 @@ KINDS_ACCEPTED = (
 FULL_HASH_BYTES = 64 * 2**20
 SAMPLES = 64
 SAMPLE_BYTES = 64 * 2**10
+# A cache refs/<branch> file holds one 40-hex commit id (+ newline).
+REF_FILE_MAX_BYTES = 256
+GENERIC_STEMS = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
 
 
 @dataclass(frozen=True)
@@ -58,21 +68,14 @@ class ResolvedSource:
     mapping: Mapping | None = None
 
 
-def parse_model_id(model_id: str) -> tuple[str, str | None]:
-    """Split "org/name@rev" into ("org/name", "rev"); no "@" gives ("org/name", None)."""
-    repo_id, sep, rev = model_id.partition("@")
-    return repo_id, (rev or None) if sep else None
-
-
-def is_hub_id(text: str) -> bool:
-    """True when `text` looks like a hub repo id "org/name[@rev]" (checked only when no such path exists)."""
-    return bool(HUB_ID.match(text)) and not text.startswith((".", "/", "~"))
+# --------------------------------------------------------------------------------------------------------------
+# content revisions
 
 
 def _hash_file(h, path: Path) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}\0{size}\0".encode())
-    with open(path, "rb") as f:
+    with open_regular(path, what="weight file") as f:
+        size = os.fstat(f.fileno()).st_size
+        h.update(f"{path.name}\0{size}\0".encode())
         if size <= FULL_HASH_BYTES:
             for chunk in iter(lambda: f.read(2**20), b""):
                 h.update(chunk)
@@ -81,7 +84,7 @@ def _hash_file(h, path: Path) -> None:
         if path.suffix == ".safetensors":
             prefix = f.read(8)
             n = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-            if 0 < n <= size - 8:
+            if 0 < n <= min(size - 8, FULL_HASH_BYTES):
                 h.update(prefix + f.read(n))  # every tensor's name, dtype, shape and offsets
                 start = 8 + n
         span = size - start
@@ -97,7 +100,7 @@ def content_revision(files: Sequence[str | os.PathLike]) -> str:
     (so any change of name/shape/dtype/layout shows) plus 64 evenly spaced 64 KiB samples and the tail.
     Cheap for huge files (~4 MiB read per file); independent of mtimes and absolute paths. Trade-off: an
     edit of a few bytes inside an unsampled region of a file above 64 MiB keeps the hash; any re-export,
-    fine-tune or dtype change alters the sampled bytes.
+    fine-tune or dtype change alters the sampled bytes. Regular files only (CheckpointError otherwise).
     """
     h = hashlib.sha256(b"ww-spectral-content-v1\0")
     for p in sorted((Path(f) for f in files), key=lambda p: p.name):
@@ -110,9 +113,11 @@ def mapping_revision(mapping: Mapping) -> str:
     h = hashlib.sha256(b"ww-spectral-mapping-v1\0")
     for name, value in mapping.items():
         if type(value).__module__.startswith("torch"):
+            import torch  # only reached with torch tensors in hand
+
             value = value.detach().cpu()
             shape, dt = tuple(value.shape), str(value.dtype)
-            raw = value.contiguous().view(-1).view(__import__("torch").uint8).numpy()
+            raw = value.contiguous().view(-1).view(torch.uint8).numpy()
         else:
             arr = np.ascontiguousarray(np.asarray(value))
             shape, dt = arr.shape, str(arr.dtype)
@@ -127,89 +132,64 @@ def mapping_revision(mapping: Mapping) -> str:
     return "local-" + h.hexdigest()[:32]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# folders
+
+
 def _listing(folder: Path, limit: int = 20) -> str:
     try:
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+        names = sorted(e.name + ("/" if e.is_dir() else "") for e in os.scandir(folder))
     except OSError:
         return "(unreadable)"
     if not names:
         return "nothing (the folder is empty)"
     more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+    return safe_text(", ".join(names[:limit]), limit=2000) + more
 
 
-def _index_files(folder: Path, index_name: str) -> list[Path]:
-    index = folder / index_name
+def _file_names(folder: Path) -> list[str]:
+    """Names of the folder's entries that are not folders (files, links to files, also FIFOs/devices: those
+    are refused by name later instead of being silently skipped)."""
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        names = list(dict.fromkeys(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{index}: not a valid index ({type(exc).__name__}: {exc}); re-download it") from None
-    files = [folder / n for n in sorted(names)]
-    missing = [str(f.name) for f in files if not f.is_file()]
-    if missing:
-        raise CheckpointError(f"{index} lists shard(s) {', '.join(missing)} that are missing from {folder}; "
-                              "re-download the model (all shards)")
-    return files
+        return [e.name for e in os.scandir(folder) if not e.is_dir()]
+    except OSError as exc:
+        raise SourceNotFoundError(f"{folder}: cannot list the folder ({exc.strerror or exc}); check its "
+                                  "permissions") from None
 
 
-def find_weight_files(folder: str | os.PathLike) -> tuple[list[str], str]:
+def weight_files(folder: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                 allow_external_links: bool = False) -> tuple[list[str], str]:
     """The weight files of a model folder, in load order, and their kind ("safetensors" or "torch").
 
-    Precedence: model.safetensors.index.json, else model.safetensors, else every *.safetensors; only when
-    there is no safetensors file: pytorch_model.bin.index.json, else every *.bin/*.pt/*.pth/*.ckpt
-    (Trainer files such as optimizer.pt are ignored). Raises NoWeightsError listing what was found.
+    Which files: ww_spectral/layout.py's select_weight_files (an index's shards from the index itself).
+    root: what every file, the index included, must lie inside (default: the folder); each weight file
+    must be a regular file. Raises NoWeightsError listing what was found, CheckpointError for a bad
+    index, a missing shard, a link leading outside root, a FIFO/device.
     """
     folder = Path(folder)
-    if (folder / ST_INDEX).is_file():
-        return [str(f) for f in _index_files(folder, ST_INDEX)], "safetensors"
-    if (folder / "model.safetensors").is_file():
-        return [str(folder / "model.safetensors")], "safetensors"
-    st = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SAFETENSORS_SUFFIXES)
-    if st:
-        return [str(p) for p in st], "safetensors"
-    if (folder / BIN_INDEX).is_file():
-        return [str(f) for f in _index_files(folder, BIN_INDEX)], "torch"
-    pt = sorted(p for p in folder.iterdir()
-                if p.is_file() and p.suffix in TORCH_SUFFIXES and not NOT_WEIGHTS.match(p.name))
-    if pt:
-        return [str(p) for p in pt], "torch"
-    hint = ""
-    if any(p.name.startswith("models--") for p in folder.iterdir()):
-        hint = " It looks like a Hugging Face cache root: pass one models--org--name folder (or scan the folder)."
-    raise NoWeightsError(
-        f"{folder}: no supported weight files (.safetensors, pytorch_model*.bin, .pt, .pth); found "
-        f"{_listing(folder)}.{hint}"
-    )
-
-
-def read_config(folder: Path) -> dict:
-    """Parsed config.json beside the weights, or {} (absent or unreadable: the config is informative only)."""
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def _cached_repo_snapshot(repo_dir: Path, revision: str | None) -> Path:
-    rev = revision or "main"
-    snapshots = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / rev
-    if ref.is_file():
-        sha = ref.read_text().strip()
-    elif (snapshots / rev).is_dir():
-        sha = rev
-    else:
-        have = sorted(p.name for p in (repo_dir / "refs").glob("**/*") if p.is_file()) if (repo_dir / "refs").is_dir() \
-            else []
-        raise SourceNotFoundError(f"{repo_dir}: revision {rev!r} is not in this cached repo (refs: {have or 'none'}); "
-                                  "pass an existing revision or download it again")
-    snap = snapshots / sha
-    if not snap.is_dir():
-        raise SourceNotFoundError(f"{repo_dir}: refs/{rev} points to snapshot {sha} which is missing; "
-                                  "download the model again")
-    return snap
+    root = folder if root is None else Path(root)
+    chosen = select_weight_files(_file_names(folder))
+    if chosen.kind == "none":
+        hint = ""
+        if any(n.startswith("models--") for n in os.listdir(folder)):
+            hint = " It looks like a Hugging Face cache root: pass one models--org--name folder (or scan the folder)."
+        raise NoWeightsError(f"{folder}: no supported weight files (.safetensors, pytorch_model*.bin, .pt, .pth); "
+                             f"found {_listing(folder)}.{hint}")
+    names = chosen.files
+    if chosen.index is not None:
+        index = check_inside(folder / chosen.index, root, allow_external_links=allow_external_links,
+                             what="index file")
+        names = read_index(index, index_name=chosen.index)
+        missing = [n for n in names if not os.path.lexists(folder / n)]
+        if missing:
+            raise CheckpointError(f"{index} lists shard(s) {safe_text(', '.join(missing))} that are missing from "
+                                  f"{folder}; re-download the model (all shards)")
+    files = []
+    for name in names:
+        path = check_inside(folder / name, root, allow_external_links=allow_external_links, what="weight file")
+        check_regular_file(path, what="weight file")
+        files.append(str(path))
+    return files, chosen.kind
 
 
 def repo_id_of_cache_dir(name: str) -> str | None:
@@ -219,52 +199,101 @@ def repo_id_of_cache_dir(name: str) -> str | None:
     return name[len("models--"):].replace("--", "/")
 
 
-def _local_folder(folder: Path, revision: str | None) -> CheckpointRef:
+def _cache_repo_of(folder: Path) -> tuple[Path, str] | None:
+    """(models--org--name folder, "org/name") when `folder` is a snapshot of an HF cache entry, else None."""
+    if folder.parent.name != "snapshots":
+        return None
+    repo_id = repo_id_of_cache_dir(folder.parent.parent.name)
+    return (folder.parent.parent, repo_id) if repo_id is not None else None
+
+
+def _read_ref(ref: Path, repo_dir: Path, allow_external_links: bool) -> str:
+    """The commit a cache refs/ file names. Its content is never shown: only a 40-hex id is accepted."""
+    check_inside(ref, repo_dir, allow_external_links=allow_external_links, what="cache ref")
+    sha = read_bytes_bounded(ref, max_bytes=REF_FILE_MAX_BYTES, what="cache ref").decode("ascii", "replace").strip()
+    if not is_commit_sha(sha):
+        raise CheckpointError(f"{ref}: does not hold a 40-hex commit id, so it is not a hub cache ref; the cache "
+                              "entry is damaged - download the model again")
+    return sha
+
+
+def cached_repo_snapshot(repo_dir: Path, revision: str | None, *, allow_external_links: bool = False) -> Path:
+    """The snapshot folder of a cached repo (models--org--name) for `revision` (branch, tag or commit;
+    default main). The revision is validated before it becomes a path (layout.check_revision)."""
+    rev = check_revision(revision) or "main"
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / rev
+    if ref.is_file():
+        sha = _read_ref(ref, repo_dir, allow_external_links)
+    elif is_commit_sha(rev) and (snapshots / rev).is_dir():
+        sha = rev
+    else:
+        refs = repo_dir / "refs"
+        have = sorted(p.relative_to(refs).as_posix() for p in refs.glob("**/*") if p.is_file()) \
+            if refs.is_dir() else []
+        raise SourceNotFoundError(f"{repo_dir}: revision {rev!r} is not in this cached repo (refs: "
+                                  f"{safe_text(have or 'none')}); pass an existing revision or download it again")
+    snap = snapshots / sha
+    if not snap.is_dir():
+        raise SourceNotFoundError(f"{repo_dir}: refs/{rev} points to snapshot {sha} which is missing; "
+                                  "download the model again")
+    return snap
+
+
+def _ref(folder: Path, *, root: Path, repo_id: str, revision: str | None, allow: bool) -> CheckpointRef:
+    files, kind = weight_files(folder, root=root, allow_external_links=allow)
+    config = read_config(folder / CONFIG, root=root, allow_external_links=allow)
+    return CheckpointRef(repo_id=repo_id, revision=revision or content_revision(files), files=tuple(files),
+                         kind=kind, config=config)
+
+
+def folder_ref(folder: str | os.PathLike, revision: str | None = None, *,
+               allow_external_links: bool = False) -> CheckpointRef:
+    """The CheckpointRef of a local folder: a cached repo (models--org--name), a cache snapshot, or any
+    model folder (revision: content hash). `revision` selects the snapshot of a cached repo."""
+    folder = Path(folder).resolve()
     repo_id = repo_id_of_cache_dir(folder.name)
     if repo_id is not None and (folder / "snapshots").is_dir():  # a cached repo
-        snap = _cached_repo_snapshot(folder, revision)
-        files, kind = find_weight_files(snap)
-        return CheckpointRef(repo_id=repo_id, revision=snap.name, files=tuple(files), kind=kind,
-                             config=read_config(snap))
-    files, kind = find_weight_files(folder)
-    parent_repo = repo_id_of_cache_dir(folder.parent.parent.name) if folder.parent.name == "snapshots" else None
-    if parent_repo is not None:  # a cache snapshot: its name is the commit sha
-        return CheckpointRef(repo_id=parent_repo, revision=folder.name, files=tuple(files), kind=kind,
-                             config=read_config(folder))
-    return CheckpointRef(repo_id=folder.name, revision=content_revision(files), files=tuple(files), kind=kind,
-                         config=read_config(folder))
+        snap = cached_repo_snapshot(folder, revision, allow_external_links=allow_external_links)
+        return _ref(snap, root=folder, repo_id=repo_id, revision=snap.name, allow=allow_external_links)
+    cached = _cache_repo_of(folder)
+    if cached is not None:  # a cache snapshot: its name is the commit sha; its files link into ../../blobs
+        return _ref(folder, root=cached[0], repo_id=cached[1], revision=folder.name, allow=allow_external_links)
+    return _ref(folder, root=folder, repo_id=folder.name, revision=None, allow=allow_external_links)
 
 
-GENERIC_STEMS = ("model", "pytorch_model", "consolidated", "diffusion_pytorch_model")
-
-
-def _local_file(path: Path) -> CheckpointRef:
+def _file_ref(path: Path, allow: bool) -> CheckpointRef:
+    """One weight file (or an index naming its folder's shards). The file's own folder is its root (the
+    repo folder for a file of a cache snapshot); the file may be a link inside that root."""
     if path.name.endswith(".index.json"):
-        return _local_folder(path.parent, None)
+        return folder_ref(path.parent, allow_external_links=allow)
     if path.suffix in SAFETENSORS_SUFFIXES:
         kind = "safetensors"
     elif path.suffix in TORCH_SUFFIXES:
         kind = "torch"
     else:
         raise NoWeightsError(f"{path}: not a supported weight file (use .safetensors, .bin, .pt or .pth)")
+    cached = _cache_repo_of(path.parent)
+    root = cached[0] if cached is not None else path.parent
+    check_inside(path, root, allow_external_links=allow, what="weight file")
+    check_regular_file(path, what="weight file")
+    config = read_config(path.parent / CONFIG, root=root, allow_external_links=allow)
+    if cached is not None:
+        return CheckpointRef(repo_id=cached[1], revision=path.parent.name, files=(str(path),), kind=kind,
+                             config=config)
     stem = path.name.split(".")[0]
     repo_id = path.parent.name if (stem in GENERIC_STEMS or stem.startswith("model-")) and path.parent.name else \
         path.stem
     return CheckpointRef(repo_id=repo_id, revision=content_revision([path]), files=(str(path),), kind=kind,
-                         config=read_config(path.parent))
+                         config=config)
 
 
-def resolve_source(
-    source,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    endpoint: str | None = None,
-    cache_dir: str | None = None,
-) -> ResolvedSource:
-    """Resolve any SOURCE kind (module docstring) to a ResolvedSource; hub ids are downloaded.
+def resolve_source(source, *, revision: str | None = None, allow_external_links: bool = False) -> ResolvedSource:
+    """Resolve a local SOURCE (module doc: module, mapping, file, folder, cache entry) to a ResolvedSource.
 
-    Raises SourceNotFoundError (naming the kinds accepted), NoWeightsError, CheckpointError, HubError.
+    revision: selects the snapshot of a cached repo (models--org--name). allow_external_links: read files
+    a folder links to outside itself. Raises SourceNotFoundError (naming the kinds accepted),
+    NoWeightsError, CheckpointError, OptionError (an unsafe revision).
     """
     if type(source).__module__.startswith("torch") and hasattr(source, "state_dict"):
         state = dict(source.state_dict())
@@ -281,19 +310,10 @@ def resolve_source(
         raise SourceNotFoundError(f"SOURCE of type {type(source).__name__} is not supported; pass {KINDS_ACCEPTED}")
     text = os.fspath(source)
     path = Path(text).expanduser()
-    if path.exists():
-        path = path.resolve()
-        if path.is_dir():
-            return ResolvedSource(_local_folder(path, revision))
-        return ResolvedSource(_local_file(path))
-    if isinstance(source, str) and is_hub_id(text):
-        from . import hub
-
-        repo_id, rev = parse_model_id(text)
-        try:
-            return ResolvedSource(hub.download_weights(repo_id, revision=revision or rev, endpoint=endpoint,
-                                                       token=token, cache_dir=cache_dir))
-        except SourceNotFoundError as exc:  # say both: a typo'd local path looks like a hub id
-            raise SourceNotFoundError(f"{text}: no such local file or folder, and on the hub: {exc}") from exc
-    raise SourceNotFoundError(f"{text}: no such file or folder, and not a hub id org/name[@revision]; pass "
-                              f"{KINDS_ACCEPTED}")
+    if not path.exists():
+        raise SourceNotFoundError(f"{safe_text(text)}: no such file or folder, and not a hub id "
+                                  f"org/name[@revision]; pass {KINDS_ACCEPTED}")
+    if path.is_dir():
+        return ResolvedSource(folder_ref(path, revision, allow_external_links=allow_external_links))
+    # The folder is resolved, not the file: a link's own name (and suffix) is what the user named.
+    return ResolvedSource(_file_ref(path.parent.resolve() / path.name, allow_external_links))

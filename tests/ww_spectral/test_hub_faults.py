@@ -10,7 +10,7 @@ import pytest
 from support.checkpoints import tiny_model_tensors, write_hf_model_folder
 from support.hub_server import HubServer
 
-from ww_spectral import hub
+from ww_spectral import hub, hub_source
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import GatedRepoError, HubError, SourceNotFoundError, TransientHubError
 
@@ -50,7 +50,7 @@ def test_gated_repo_without_token(server, tmp_path):
 
 def test_gated_repo_with_hf_token_env(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    ref = hub.download_weights("org/gated", endpoint=server.endpoint, cache_dir=str(tmp_path))
+    ref = hub_source.download_weights("org/gated", endpoint=server.endpoint, cache_dir=str(tmp_path))
     assert ref.repo_id == "org/gated"
 
 
@@ -101,11 +101,11 @@ def test_500_burst_that_does_not_recover(server, tmp_path, monkeypatch):
 
 def test_unreachable_hub_falls_back_to_cached_snapshot(server, tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
-    first = hub.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
+    first = hub_source.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
     monkeypatch.setenv("WW_HUB_MAX_ATTEMPTS", "1")
     server.inject("/api/models/org/open", status=502, times=100)
     try:
-        again = hub.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
+        again = hub_source.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
         assert (again.repo_id, again.revision, again.files) == (first.repo_id, first.revision, first.files)
     finally:
         server.clear_faults()
@@ -149,14 +149,14 @@ def test_offline_mode_uses_the_cache(server, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     cache = str(tmp_path / "cache")
-    first = hub.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
+    first = hub_source.download_weights("org/open", endpoint=server.endpoint, cache_dir=cache)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     n = len(server.requests)
     with open_checkpoint("org/open", endpoint=server.endpoint, cache_dir=cache) as ckpt:
         assert ckpt.ref.revision == first.revision
     assert len(server.requests) == n  # no request at all
     with pytest.raises(HubError, match="not in the HF cache and HF_HUB_OFFLINE is set; unset it"):
-        hub.download_weights("org/gated", endpoint=server.endpoint, cache_dir=cache)
+        hub_source.download_weights("org/gated", endpoint=server.endpoint, cache_dir=cache)
 
 
 def test_typo_local_path_that_looks_like_a_hub_id(server, tmp_path):

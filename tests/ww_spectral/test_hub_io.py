@@ -17,7 +17,7 @@ from support.checkpoints import (
 )
 from support.hub_server import HubServer
 
-from ww_spectral import hub
+from ww_spectral import hub, hub_source
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import NoWeightsError
 
@@ -104,17 +104,18 @@ def test_model_info_lists_weight_files(hub_repos):
 def test_remote_tensor_infos_use_range_reads_only(hub_repos):
     server, folders, shas = hub_repos
     start = len(server.requests)
-    infos = hub.remote_tensor_infos("org/sharded", endpoint=server.endpoint)
+    infos = hub_source.remote_tensor_infos("org/sharded", endpoint=server.endpoint)
     with open_checkpoint(folders["org/sharded"]) as local:
         want = {(t.name, t.shape, t.dtype, t.nbytes) for t in local.tensors()}
     assert {(t.name, t.shape, t.dtype, t.nbytes) for t in infos} == want
     assert {t.file for t in infos} == {f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)}
     gets = [r for r in server.requests[start:] if "/resolve/" in r.path and r.method == "GET"]
-    assert len(gets) == 3
+    assert len(gets) == 4  # the index (its shard list is the file list), then one per shard header
+    assert gets[0].path.endswith("/model.safetensors.index.json")
     assert all(r.range is not None and r.range.startswith("bytes=0-") for r in gets)
     assert all(shas["org/sharded"] in r.path for r in gets)  # pinned to the resolved commit
     with pytest.raises(NoWeightsError, match="download it instead"):
-        hub.remote_tensor_infos("other/bin", endpoint=server.endpoint)
+        hub_source.remote_tensor_infos("other/bin", endpoint=server.endpoint)
 
 
 def test_range_requests_served_as_206(hub_repos):
@@ -174,7 +175,7 @@ def test_iter_weight_shards_keeps_one_shard_on_disk(hub_repos, tmp_path):
     server, _, shas = hub_repos
     dest = tmp_path / "work"
     seen = []
-    for shard in hub.iter_weight_shards("org/sharded", endpoint=server.endpoint, dest=dest):
+    for shard in hub_source.iter_weight_shards("org/sharded", endpoint=server.endpoint, dest=dest):
         on_disk = sorted(p.name for p in dest.iterdir() if p.suffix == ".safetensors")
         assert on_disk == [shard.filename]  # exactly one shard at a time
         assert shard.revision == shas["org/sharded"] and shard.count == 3
@@ -184,7 +185,7 @@ def test_iter_weight_shards_keeps_one_shard_on_disk(hub_repos, tmp_path):
     assert sorted(seen) == sorted(TENSORS)
     assert not [p for p in dest.rglob("*.safetensors")]
     # A consumer that stops early still leaves no shard behind.
-    gen = hub.iter_weight_shards("org/sharded", endpoint=server.endpoint, dest=tmp_path / "early")
+    gen = hub_source.iter_weight_shards("org/sharded", endpoint=server.endpoint, dest=tmp_path / "early")
     first = next(gen)
     assert Path(first.path).exists()
     gen.close()
@@ -194,7 +195,7 @@ def test_iter_weight_shards_keeps_one_shard_on_disk(hub_repos, tmp_path):
 def test_no_weights_repo(hub_repos, tmp_path):
     server, _, _ = hub_repos
     with pytest.raises(NoWeightsError, match="no supported weight files .* found README.md"):
-        hub.download_weights("org/noweights", endpoint=server.endpoint, cache_dir=str(tmp_path))
+        hub_source.download_weights("org/noweights", endpoint=server.endpoint, cache_dir=str(tmp_path))
 
 
 def test_min_downloads_stops_paging_early(hub_repos):
@@ -209,7 +210,7 @@ def test_min_downloads_stops_paging_early(hub_repos):
 def test_open_remote_checkpoint_reads_each_tensor_by_one_range(hub_repos):
     server, folders, shas = hub_repos
     start = len(server.requests)
-    with hub.open_remote_checkpoint("org/sharded", endpoint=server.endpoint) as ckpt:
+    with hub_source.open_remote_checkpoint("org/sharded", endpoint=server.endpoint) as ckpt:
         assert ckpt.ref.revision == shas["org/sharded"] and ckpt.ref.config["model_type"] == "llama"
         opened = len(server.requests)
         want = stored_values(TENSORS, "BF16")
@@ -225,7 +226,7 @@ def test_open_remote_checkpoint_reads_each_tensor_by_one_range(hub_repos):
     gets = [r for r in server.requests[start:opened] if "/resolve/" in r.path]
     assert all(r.range is not None for r in gets)  # nothing downloaded whole
     with pytest.raises(NoWeightsError, match="download it instead"):
-        hub.open_remote_checkpoint("other/bin", endpoint=server.endpoint)
+        hub_source.open_remote_checkpoint("other/bin", endpoint=server.endpoint)
 
 
 def test_remote_truncated_file_is_caught_at_open(tmp_path):
@@ -237,4 +238,4 @@ def test_remote_truncated_file_is_caught_at_open(tmp_path):
     with HubServer() as server:
         server.add_repo("org/broken", folder)
         with pytest.raises(CheckpointError, match="truncated file: tensor .* needs bytes"):
-            hub.open_remote_checkpoint("org/broken", endpoint=server.endpoint)
+            hub_source.open_remote_checkpoint("org/broken", endpoint=server.endpoint)

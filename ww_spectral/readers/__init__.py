@@ -7,6 +7,8 @@ A reader lists its tensors from metadata alone (`tensors()`) and converts ONE te
     TorchReader(path)         torch.load(weights_only=True, mmap=True); refuses pickles that need code
     SafetensorsRangeReader    a remote .safetensors file read by HTTP Range (header, then one tensor per read)
     MappingReader(mapping)    in-memory {name: numpy array | torch tensor} (also nn.Module.state_dict())
+
+Checkpoint (ww_spectral/readers/checkpoint.py) puts one reader per weight file behind one name -> tensor view.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from ..records import TensorInfo
+from .checkpoint import Checkpoint, open_all, readers_for
 from .mapping import MappingReader
 from .safetensors import SafetensorsRangeReader, SafetensorsReader, parse_safetensors_header
 from .torch_state import TorchReader
@@ -31,4 +34,5 @@ class TensorReader(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["MappingReader", "SafetensorsRangeReader", "SafetensorsReader", "TensorReader", "TorchReader", "parse_safetensors_header"]
+__all__ = ["Checkpoint", "MappingReader", "SafetensorsRangeReader", "SafetensorsReader", "TensorReader", "TorchReader",
+           "open_all", "parse_safetensors_header", "readers_for"]

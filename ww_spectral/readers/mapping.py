@@ -9,6 +9,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import CheckpointError
 from ..records import TensorInfo
+from .torch_state import tensor_info, torch_to_numpy
 
 
 def _is_torch(value) -> bool:
@@ -23,8 +24,6 @@ class MappingReader:
         self._infos: list[TensorInfo] = []
         for name, value in mapping.items():
             if _is_torch(value):
-                from .torch_state import tensor_info
-
                 info = tensor_info(str(name), value, None)
             else:
                 try:
@@ -55,8 +54,6 @@ class MappingReader:
             code = dtypes.code_of_torch(value.dtype)
             if not dtypes.is_analysable(code):
                 raise dtypes.unsupported(name, code)
-            from .torch_state import torch_to_numpy
-
             return torch_to_numpy(value, target)
         code = dtypes.code_of_numpy(value.dtype)
         if not dtypes.is_analysable(code):
