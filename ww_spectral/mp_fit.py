@@ -33,6 +33,7 @@ status 'failed' and a fit_status code, never WW's -1 values.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ class MPFit:
     num_spikes: eigenvalues beyond the MP bulk edge + Tracy-Widom pad (None when failed);
     sigma_mp: fitted MP scale in units where the mean eigenvalue is 1; mp_softrank: bulk_max / lambda_max;
     bulk_max, bulk_min: MP bulk edges in eigenvalue units; W_scale: sqrt(n / sum lambda);
-    spike_threshold: bulk edge + Tracy-Widom pad in eigenvalue units (eigenvalues above it are the spikes);
+    spike_edge: bulk_max + sqrt(TW) in rescaled units (mean eigenvalue 1); `is_spike` applies it;
     status: 'success' | 'failed'; fit_status: 'ok' | 'too_few_evals' | 'nonfinite' | 'all_zero'.
     """
 
@@ -65,10 +66,14 @@ class MPFit:
     bulk_max: float
     bulk_min: float
     W_scale: float
-    spike_threshold: float = math.nan
+    spike_edge: float = math.nan
     status: str = "success"
     fit_status: str = "ok"
     detail: str = ""
+
+    def is_spike(self, evals: np.ndarray) -> np.ndarray:
+        """Which of `evals` (eigenvalue units) lie beyond the edge, compared exactly as num_spikes counts."""
+        return (self.W_scale * self.W_scale) * np.asarray(evals, dtype=np.float64) > self.spike_edge
 
     def columns(self, prefix: str = "") -> dict:
         """The six WW columns, e.g. prefix='rand_' gives rand_num_spikes, rand_sigma_mp, ..."""
@@ -115,18 +120,23 @@ class _Residual:
     def __call__(self, sigmas: np.ndarray) -> np.ndarray:
         s = np.asarray(sigmas, dtype=np.float64).reshape(-1, 1)
         x = self.x[None, :]
+        # Same expressions, in the same order, as WW's marchenko_pastur_fun / quarter_circle_fun. Their
+        # np.nan_to_num only ever meets NaN here (sqrt of a negative, or 1/0 * NaN at t = 0; never +-inf
+        # since s > 0 and a > 0 when Q != 1), so NaN -> 0 is the whole of it.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self.Q == 1:
-                model = np.nan_to_num((1.0 / (np.pi * s * s)) * np.sqrt(4.0 - x**2))
-                penalised = np.zeros(s.shape[0], dtype=bool)
+                model = (1 / (np.pi * s * s)) * np.sqrt(4 - x**2)
+                penalised = None
             else:
-                y = 1.0 / self.Q
-                b = np.power(s * (1.0 + np.sqrt(1.0 / self.Q)), 2)
-                a = np.power(s * (1.0 - np.sqrt(1.0 / self.Q)), 2)
-                model = np.nan_to_num((1.0 / (2.0 * np.pi * s * s * x * y)) * np.sqrt((b - x) * (x - a)))
+                y = 1 / self.Q
+                b = np.power(s * (1 + np.sqrt(1 / self.Q)), 2)
+                a = np.power(s * (1 - np.sqrt(1 / self.Q)), 2)
+                model = (1 / (2 * np.pi * s * s * x * y)) * np.sqrt((b - x) * (x - a))
                 penalised = ((b < self.x_peak) | (b > self.x_top) | (a > self.x_peak)).ravel()
+        model[np.isnan(model)] = 0.0
         resid = model - self.y[None, :]
-        resid[penalised] = PENALTY
+        if penalised is not None and penalised.any():
+            resid[penalised] = PENALTY
         if self.n_dropped:  # WW concatenates zeros: same value, kept for the same summation order
             resid = np.concatenate([resid, np.zeros((resid.shape[0], self.n_dropped))], axis=1)
         return np.sum(resid**2, axis=1)
@@ -179,15 +189,14 @@ def mp_fit(evals: np.ndarray, *, N: int, M: int, bw: float = MP_BANDWIDTH) -> MP
     bulk_max = (sigma * (1.0 + inv_sqrt_q)) ** 2
     bulk_min = (sigma * (1.0 - inv_sqrt_q)) ** 2
     tw = inv_sqrt_q * bulk_max ** (2.0 / 3.0) * M ** (-2.0 / 3.0)
-    threshold = bulk_max + math.sqrt(tw)
-    num_spikes = int(np.count_nonzero(x > threshold))
     w2 = w_scale * w_scale
-    return MPFit(
-        num_spikes=num_spikes,
+    fit = MPFit(
+        num_spikes=0,
         sigma_mp=sigma,
         mp_softrank=bulk_max / float(np.max(x)),
         bulk_max=bulk_max / w2,
         bulk_min=bulk_min / w2,
         W_scale=w_scale,
-        spike_threshold=threshold / w2,
+        spike_edge=bulk_max + math.sqrt(tw),
     )
+    return dataclasses.replace(fit, num_spikes=int(np.count_nonzero(fit.is_spike(lam))))
