@@ -91,8 +91,11 @@ def select_weight_files(names: Iterable[str]) -> WeightFiles:
     return WeightFiles(pt, "torch" if pt else "none")
 
 
-def name_problem(name: object) -> str | None:
-    """Why `name` is not a safe relative file name inside a folder or repo (None: it is)."""
+def name_problem(name: object, *, allow_external_links: bool = False) -> str | None:
+    """Why `name` is not a safe relative file name inside a folder or repo (None: it is).
+
+    allow_external_links: '..' components and absolute paths pass (a local folder whose user allows links
+    outside it); control characters, backslashes and empty components never do."""
     if not isinstance(name, str) or not name:
         return "not a non-empty string"
     if len(name) > NAME_MAX_CHARS:
@@ -101,6 +104,9 @@ def name_problem(name: object) -> str | None:
         return "holds a control character"
     if "\\" in name:
         return "holds a backslash"
+    if allow_external_links:
+        parts = name.removeprefix("/").split("/")
+        return "has an empty or '.' path component" if any(p in ("", ".") for p in parts) else None
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         return "is an absolute path"
     if any(part in ("", ".", "..") for part in name.split("/")):
@@ -114,21 +120,23 @@ def _shown(text: object) -> str:
     return s if len(s) <= 120 else s[:117] + "..."
 
 
-def check_member_name(name: object, *, where: str, what: str = "file name") -> str:
+def check_member_name(name: object, *, where: str, what: str = "file name", allow_external_links: bool = False) -> str:
     """`name` if it is a safe relative name (see name_problem); CheckpointError naming `where` otherwise."""
-    problem = name_problem(name)
+    problem = name_problem(name, allow_external_links=allow_external_links)
     if problem is not None:
-        raise CheckpointError(f"{where}: {what} {_shown(name)} {problem}; refused (it could point outside the "
-                              "model) - the file is damaged or hostile, re-download it from a trusted source")
+        raise CheckpointError(f"{where}: {what} {_shown(name)} {problem} and is refused (it could lead outside the "
+                              "model); the file is damaged or hostile - get it again from a trusted source")
     return name  # type: ignore[return-value]
 
 
-def parse_index(data: bytes, *, index_name: str, where: str | os.PathLike | None = None) -> tuple[str, ...]:
+def parse_index(data: bytes, *, index_name: str, where: str | os.PathLike | None = None,
+                allow_external_links: bool = False) -> tuple[str, ...]:
     """The shard file names an index (model.safetensors.index.json / pytorch_model.bin.index.json) lists.
 
     data: the index bytes (at most INDEX_MAX_BYTES of ww_spectral/untrusted.py). where: named in messages
     (default: index_name). Returns the names sorted (the load order), each checked with check_member_name
     and ending in the suffix of its kind. CheckpointError, one line, for anything else.
+    allow_external_links: '..' and absolute shard names pass (local folders only; never for hub repos).
     """
     at = os.fspath(where) if where is not None else index_name
 
@@ -147,7 +155,12 @@ def parse_index(data: bytes, *, index_name: str, where: str | os.PathLike | None
     suffixes = SAFETENSORS_SUFFIXES if index_name == ST_INDEX else TORCH_SUFFIXES
     names = set()
     for value in weight_map.values():
-        name = check_member_name(value, where=at, what="shard name")
+        problem = name_problem(value, allow_external_links=allow_external_links)
+        if problem is not None:
+            raise CheckpointError(f"{at}: not a valid index (shard name {_shown(value)} {problem}: it could lead "
+                                  "outside the model); re-download it from a trusted source (a local folder that "
+                                  "links elsewhere on purpose needs --allow-external-links)")
+        name = str(value)
         if not name.endswith(suffixes):
             raise bad(f"shard {_shown(name)} is not a {'/'.join(suffixes)} file")
         names.add(name)
@@ -156,7 +169,7 @@ def parse_index(data: bytes, *, index_name: str, where: str | os.PathLike | None
     return tuple(sorted(names))
 
 
-def read_index(path: str | os.PathLike, *, index_name: str) -> tuple[str, ...]:
+def read_index(path: str | os.PathLike, *, index_name: str, allow_external_links: bool = False) -> tuple[str, ...]:
     """parse_index of the index file at `path` (a regular file, at most INDEX_MAX_BYTES, read bounded)."""
     try:
         data = read_bytes_bounded(path, max_bytes=INDEX_MAX_BYTES, what="index file")
@@ -164,7 +177,7 @@ def read_index(path: str | os.PathLike, *, index_name: str) -> tuple[str, ...]:
         raise CheckpointError(f"{os.fspath(path)}: not a valid index ("
                               f"{str(exc).removeprefix(os.fspath(path) + ': ').partition(';')[0]}); "
                               "re-download it (or the whole model)") from None
-    return parse_index(data, index_name=index_name, where=path)
+    return parse_index(data, index_name=index_name, where=path, allow_external_links=allow_external_links)
 
 
 def is_commit_sha(rev: object) -> bool:

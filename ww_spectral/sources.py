@@ -179,7 +179,7 @@ def weight_files(folder: str | os.PathLike, *, root: str | os.PathLike | None = 
     if chosen.index is not None:
         index = check_inside(folder / chosen.index, root, allow_external_links=allow_external_links,
                              what="index file")
-        names = read_index(index, index_name=chosen.index)
+        names = read_index(index, index_name=chosen.index, allow_external_links=allow_external_links)
         missing = [n for n in names if not os.path.lexists(folder / n)]
         if missing:
             raise CheckpointError(f"{index} lists shard(s) {safe_text(', '.join(missing))} that are missing from "

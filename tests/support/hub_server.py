@@ -120,7 +120,7 @@ def _safetensors_params(files: dict[str, _File]) -> dict | None:
             with open(f.local, "rb") as fh:
                 (n,) = struct.unpack("<Q", fh.read(8))
                 header = json.loads(fh.read(n))
-        except (OSError, ValueError, struct.error):
+        except (OSError, ValueError, RecursionError, struct.error):
             continue
         found = True
         for name, entry in header.items():
@@ -228,17 +228,21 @@ class HubServer:
         tags: list[str] | tuple[str, ...] = (),
         last_modified: datetime | None = None,
         base_model: str | None = None,
+        extra_files: dict[str, str | os.PathLike] | None = None,
     ) -> str:
         """Serve `folder`'s files as a new commit of `repo_id` on `branch`; returns the commit sha.
 
         Files are served from disk (not copied): do not edit them while they are served. Adding the same
         repo again creates a new commit; older commits stay reachable by sha.
+        branch and commit may be any text (a hostile hub's, e.g. "../../x"): served as given.
+        extra_files: repo path -> local file, for names no folder can hold (a hostile hub's "../x.safetensors").
         """
         folder = Path(folder)
         files: dict[str, _File] = {}
         h = hashlib.sha1(repo_id.encode())
-        for p in sorted(q for q in folder.rglob("*") if q.is_file()):
-            rel = p.relative_to(folder).as_posix()
+        entries = [(p.relative_to(folder).as_posix(), p) for p in sorted(q for q in folder.rglob("*") if q.is_file())]
+        entries += [(rel, Path(local)) for rel, local in (extra_files or {}).items()]
+        for rel, p in entries:
             data_hash = hashlib.sha256()
             with open(p, "rb") as fh:
                 for chunk in iter(lambda fh=fh: fh.read(2**20), b""):
@@ -261,10 +265,10 @@ class HubServer:
                 auto_tags.append(f"base_model:{base_model}")
                 repo.base_models = {"relation": "finetune", "models": [{"id": base_model}]}
             repo.tags = list(dict.fromkeys([*tags, *auto_tags]))
-            if "config.json" in files:
+            if "config.json" in files and files["config.json"].size <= 4 << 20:  # hostile configs: not parsed here
                 try:
                     repo.config = json.loads(files["config.json"].local.read_text())
-                except ValueError:
+                except (ValueError, RecursionError):
                     repo.config = None
             self._repos[repo_id] = repo
         return sha
