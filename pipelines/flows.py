@@ -50,7 +50,8 @@ def nightly_scan(
              "min_params": min_params, "max_params": max_params, "sort": sort, "limit": limit}
     try:
         return run_scan(source="hub", filters={**query, "endpoint": hub.resolve_endpoint(endpoint)},
-                        list_fn=lambda: list_hub(endpoint=endpoint, **query), settings=settings)
+                        list_fn=lambda: list_hub(endpoint=endpoint, hub_settings=settings.hub, **query),
+                        settings=settings)
     except Exception as exc:
         cause = root_cause(exc)
         if isinstance(cause, WWSpectralError) and cause is not exc:
@@ -70,7 +71,8 @@ def analyze_models(
     settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers, endpoint=endpoint)
     ids = sorted(dict.fromkeys(model_ids))
     return run_scan(source="models", filters={"model_ids": ids}, settings=settings,
-                    list_fn=lambda: list_ids(ids, endpoint=endpoint, timeout_s=settings.model_timeout_s))
+                    list_fn=lambda: list_ids(ids, endpoint=endpoint, timeout_s=settings.model_timeout_s,
+                                             hub_settings=settings.hub))
 
 
 @flow(name="scan-folder", persist_result=False, log_prints=False)

@@ -90,7 +90,8 @@ def list_folder(folder: str, *, timeout_s: float = 6 * 3600.0) -> Listed:
     return items, failed
 
 
-def list_ids(model_ids: list[str], *, endpoint: str | None, timeout_s: float = 6 * 3600.0) -> Listed:
+def list_ids(model_ids: list[str], *, endpoint: str | None, timeout_s: float = 6 * 3600.0,
+             hub_settings: hub.HubSettings | None = None) -> Listed:
     """Explicit ids "org/name[@rev]" (revisions other than commit shas are resolved with one info call
     each) or local paths."""
     items, failed = [], []
@@ -112,9 +113,9 @@ def list_ids(model_ids: list[str], *, endpoint: str | None, timeout_s: float = 6
             continue
         try:
             with stage("list"):
-                info = Deadline(timeout_s).call(lambda r=repo_id, v=rev: hub.model_info(r, revision=v,
-                                                                                          endpoint=endpoint),
-                                                what=f"model info of {repo_id}")
+                info = Deadline(timeout_s).call(
+                    lambda r=repo_id, v=rev: hub.model_info(r, revision=v, endpoint=endpoint, settings=hub_settings),
+                    what=f"model info of {repo_id}")
         except Exception as exc:  # noqa: BLE001
             failed.append((WorkItem(repo_id, rev, "hub", repo_id), tagged("list", exc)))
             continue
@@ -122,11 +123,11 @@ def list_ids(model_ids: list[str], *, endpoint: str | None, timeout_s: float = 6
     return items, failed
 
 
-def list_hub(*, endpoint: str | None, **filters) -> Listed:
+def list_hub(*, endpoint: str | None, hub_settings: hub.HubSettings | None = None, **filters) -> Listed:
     """One hub listing (filters: author, library, pipeline_tag, min_downloads, min_params, max_params, sort,
     limit). A listing that fails is the scan's failure (raised, tagged stage `list`)."""
     with stage("list"):
-        models = hub.list_models(endpoint=endpoint, **filters)
+        models = hub.list_models(endpoint=endpoint, settings=hub_settings, **filters)
     return [WorkItem(m.repo_id, m.sha, "hub", m.repo_id, facts=hub_facts(m)) for m in models], []
 
 

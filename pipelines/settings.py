@@ -1,8 +1,9 @@
 """Everything a scan is configured with, read once (flags, then environment, then defaults).
 
 `ScanSettings.from_env(**flags)` is the one place the scan reads its WW_SCAN_* variables (and, through
-`ww_spectral.hub.HubSettings.from_env`, the WW_HUB_* ones); the result is frozen and passed down to every
-piece of the scan. A flag given explicitly (not None) wins over the environment.
+`ww_spectral.hub.HubSettings.from_env`, the WW_HUB_* ones: WW_HUB_TIMEOUT_S, WW_HUB_MAX_ATTEMPTS,
+WW_HUB_BACKOFF_S); the result is frozen and passed down to every piece of the scan, the hub calls of the
+Ray workers included. A flag given explicitly (not None) wins over the environment.
 
     WW_SCAN_RETRIES          task retries for transient faults (default 3)
     WW_SCAN_RETRY_DELAY_S    base of the exponential back-off between retries, seconds (default 2)
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ww_spectral.errors import OptionError
+from ww_spectral.hub import HubSettings
 from ww_spectral.records import AnalysisOptions
 
 GiB = 2**30
@@ -59,8 +61,8 @@ class ScanSettings:
     progress: bool = False
     # The analysis options; their fingerprint is the identity under which results are stored and skipped.
     options: AnalysisOptions = field(default_factory=AnalysisOptions)
-    # Hub client settings (ww_spectral.hub.HubSettings: timeout, attempts, back-off), or None for its defaults.
-    hub: Any = None
+    # Hub client settings (timeout, attempts, back-off: WW_HUB_*), passed to every hub call of the scan.
+    hub: HubSettings = field(default_factory=HubSettings)
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -99,7 +101,7 @@ class ScanSettings:
             "chunk_bytes": _number(env, "WW_SCAN_CHUNK_BYTES", int),
             "prewarm": _flag(env, "WW_SCAN_PREWARM"),
             "progress": _flag(env, "WW_SCAN_PROGRESS"),
-            "hub": _hub_settings(env),
+            "hub": HubSettings.from_env(env),
         }
         values.update(flags)
         return cls(**{k: v for k, v in values.items() if v is not None})
@@ -121,15 +123,3 @@ def _flag(env: Mapping[str, str], name: str) -> bool | None:
         return None
     return text not in ("0", "false", "no", "off")
 
-
-def _hub_settings(env: Mapping[str, str]) -> Any:
-    """ww_spectral.hub.HubSettings read from the same environment, when the hub client has them."""
-    from ww_spectral import hub
-
-    settings_cls = getattr(hub, "HubSettings", None)
-    if settings_cls is None:
-        return None
-    try:
-        return settings_cls.from_env(environ=env)
-    except TypeError:  # a from_env() that reads os.environ itself
-        return settings_cls.from_env()

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 
 from catalogs.schema import Provenance
-from ww_spectral import hub
+from ww_spectral import hub, hub_source
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import NoWeightsError
 from ww_spectral.layers import plan_layer
@@ -37,7 +37,7 @@ from .deadline import Deadline
 from .faults import is_transient, retry_if_transient, retry_options, stage
 from .listing import WorkItem
 from .scan_state import ScanState
-from .work import Chunk, plan_chunks
+from .work import Chunk, RemoteFile, plan_chunks
 
 # A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.
 WHOLE_FILE = 2**62
@@ -147,7 +147,8 @@ def _tensors_of(path: str) -> list:
 def _plan_from_headers(item: WorkItem, revision: str, state: ScanState) -> _HeaderPlan | None:
     """The plan from remote safetensors headers; None for a repo without safetensors weights."""
     try:
-        ckpt = hub.open_remote_checkpoint(item.repo_id, revision, endpoint=state.settings.endpoint)
+        ckpt = hub_source.open_remote_checkpoint(item.repo_id, revision, endpoint=state.settings.endpoint,
+                                                 settings=state.settings.hub)
     except NoWeightsError:
         return None  # .bin repo, or no weights at all (iter_weight_shards says which)
     with ckpt:
@@ -157,7 +158,8 @@ def _plan_from_headers(item: WorkItem, revision: str, state: ScanState) -> _Head
 def _shards(item: WorkItem, revision: str, state: ScanState, dest: str, deadline: Deadline) -> Iterator:
     """The repo's weight files one at a time (each deleted when the next is asked for), each download under
     the model's deadline."""
-    shards = hub.iter_weight_shards(item.repo_id, revision, endpoint=state.settings.endpoint, dest=dest)
+    shards = hub_source.iter_weight_shards(item.repo_id, revision, endpoint=state.settings.endpoint, dest=dest,
+                                           settings=state.settings.hub)
     while True:
         with stage("download"):
             shard = deadline.call(lambda: next(shards, None), what=f"downloading {item.label}")
@@ -171,7 +173,8 @@ def _analyse_hub(item: WorkItem, state: ScanState, deadline: Deadline) -> tuple[
     revision = item.revision
     if revision is None:
         with stage("list"):
-            revision = deadline.call(lambda: hub.model_info(item.repo_id, endpoint=endpoint).sha,
+            revision = deadline.call(lambda: hub.model_info(item.repo_id, endpoint=endpoint,
+                                                            settings=state.settings.hub).sha,
                                      what=f"model info of {item.label}")
     with stage("read"):
         planner = deadline.call(lambda: _plan_from_headers(item, revision, state), what=f"planning {item.label}")
@@ -183,8 +186,8 @@ def _analyse_hub(item: WorkItem, state: ScanState, deadline: Deadline) -> tuple[
             plans = planner.shard_plans(shard, deadline)
             if plans:
                 kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
-                done.run(state, _chunks(state, shard.path, plans, kind=kind,
-                                        fetch=(item.repo_id, revision, shard.filename, endpoint)), deadline)
+                fetch = RemoteFile(item.repo_id, revision, shard.filename, endpoint, state.settings.hub)
+                done.run(state, _chunks(state, shard.path, plans, kind=kind, fetch=fetch), deadline)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return planner.model_plan(), done

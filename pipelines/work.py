@@ -9,20 +9,35 @@ No Prefect code runs in a Ray worker, so Prefect's ephemeral mode never starts a
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ww_spectral import hub
 from ww_spectral.analysis import analyze_layers, analyze_model
 from ww_spectral.checkpoint import open_checkpoint
+from ww_spectral.hub import HubSettings
 from ww_spectral.records import AnalysisOptions, LayerPlan
 
 # Fixed memory a chunk needs beyond its largest layer: the worker's imports, the memory map's touched
 # pages of one tensor, row dicts. Measured roughly (a fresh worker importing numpy+scipy: ~150 MB).
 CHUNK_BASE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """Where a hub shard comes from, so a worker on another node can fetch the very same bytes."""
+
+    repo_id: str
+    revision: str  # the commit sha planned
+    filename: str
+    endpoint: str | None
+    hub: HubSettings  # the scan's hub client settings (timeouts, attempts), read once by the flow
 
 
 @dataclass(frozen=True)
@@ -33,13 +48,14 @@ class Chunk:
     source: what the worker opens (a local path: a model folder, a weight file, a cache snapshot).
     memory: bytes the Ray task declares: the largest layer's est_bytes + CHUNK_BASE_BYTES, since a
         chunk analyses its layers one at a time.
+    fetch: for a hub shard, where to fetch it when `source` is not on this node's disk.
     """
 
     index: int
     source: str
     plans: tuple[LayerPlan, ...]
     memory: int
-    fetch: tuple[str, str, str, str | None] | None = None  # (repo_id, commit, filename, endpoint) of a hub shard
+    fetch: RemoteFile | None = None
 
 
 def _local_copy(chunk: Chunk) -> str:
@@ -48,18 +64,13 @@ def _local_copy(chunk: Chunk) -> str:
     the hub client's file lock makes concurrent fetches of one file safe). HF_TOKEN is read on this node."""
     if os.path.exists(chunk.source) or chunk.fetch is None:
         return chunk.source
-    import tempfile
-
-    from huggingface_hub import hf_hub_download
-
-    from ww_spectral.hub import resolve_endpoint, resolve_token
-
-    repo_id, commit, filename, endpoint = chunk.fetch
+    remote = chunk.fetch
     root = os.path.join(tempfile.gettempdir(), "ww-spectral-shards")
-    dest = os.path.join(root, repo_id.replace("/", "--"), commit)
+    # repo ids and revisions were validated by the hub client (no "..", no separators beyond org/name)
+    dest = os.path.join(root, remote.repo_id.replace("/", "--"), remote.revision)
     prune_stale_shards(root, keep=dest)
-    return hf_hub_download(repo_id, filename, revision=commit, endpoint=resolve_endpoint(endpoint),
-                           token=resolve_token(None), local_dir=dest)
+    return hub.download_file(remote.repo_id, remote.filename, revision=remote.revision, endpoint=remote.endpoint,
+                             local_dir=dest, settings=remote.hub)
 
 
 # A node-local shard copy is shared by the chunks of its model that land on this node, so it cannot be
@@ -72,8 +83,6 @@ def prune_stale_shards(root: str, *, keep: str, max_age_s: float = STALE_SHARD_S
 
     Bounds a worker node's disk to the shards of recently analysed models. Returns the folders removed.
     """
-    import shutil
-
     removed: list[str] = []
     now = time.time()
     try:
@@ -99,7 +108,7 @@ def prune_stale_shards(root: str, *, keep: str, max_age_s: float = STALE_SHARD_S
 
 def plan_chunks(
     source: str, plans: list[LayerPlan], *, chunk_bytes: int, min_chunks: int = 1,
-    fetch: tuple[str, str, str, str | None] | None = None,
+    fetch: RemoteFile | None = None,
 ) -> list[Chunk]:
     """Split a model's plans into contiguous chunks of about `chunk_bytes` of summed est_bytes each.
 

@@ -123,9 +123,10 @@ def test_analyze_models_with_token_and_revisions(ray_local, prefect_api, hub, hu
 def test_chunk_fetches_its_shard_when_the_flow_download_is_not_on_its_node(hub, hub_env, tmp_path):
     """On a multi-node cluster the flow's downloaded shard is not on the worker's disk: the chunk fetches the
     same commit's file itself (here: called directly, the way a Ray worker on another node calls it)."""
-    from pipelines.work import analyze_chunk, plan_chunks
+    from pipelines.work import RemoteFile, analyze_chunk, plan_chunks
     from ww_spectral.analysis import plan_layers
     from ww_spectral.checkpoint import open_checkpoint
+    from ww_spectral.hub import HubSettings
     from ww_spectral.records import AnalysisOptions
 
     server, folders, shas = hub
@@ -133,7 +134,7 @@ def test_chunk_fetches_its_shard_when_the_flow_download_is_not_on_its_node(hub, 
     with open_checkpoint(str(folders["org/a"])) as ckpt:
         plans = plan_layers(ckpt, AnalysisOptions())
     (chunk,) = plan_chunks(str(tmp_path / "elsewhere" / "model.safetensors"), plans, chunk_bytes=2**30,
-                           fetch=("org/a", shas["org/a"], "model.safetensors", server.endpoint))
+                           fetch=RemoteFile("org/a", shas["org/a"], "model.safetensors", server.endpoint, HubSettings()))
     out = analyze_chunk(chunk, AnalysisOptions())
     direct = analyze_model(str(folders["org/a"])).layers
     assert [r["tensor_name"] for r in out["rows"]] == direct["tensor_name"].tolist()

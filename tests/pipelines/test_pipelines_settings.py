@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,16 +19,18 @@ from pipelines.settings import ScanSettings
 from ww_spectral.errors import CheckpointError, OptionError
 from ww_spectral.progress import ProgressReporter
 
+ROOT = Path(__file__).resolve().parents[2]
 FORGED = "x\n[ww-spectral] scan 9/9: done 9 | failed 0"
 
 
 def test_settings_read_the_environment_once_and_flags_win():
     env = {"WW_SCAN_RETRIES": "1", "WW_SCAN_RETRY_DELAY_S": "0.25", "WW_SCAN_MODEL_TIMEOUT_S": "30",
-           "WW_SCAN_CHUNK_BYTES": "1e6", "WW_SCAN_PREWARM": "1", "WW_SCAN_PROGRESS": "0"}
+           "WW_SCAN_CHUNK_BYTES": "1e6", "WW_SCAN_PREWARM": "1", "WW_SCAN_PROGRESS": "0",
+           "WW_HUB_TIMEOUT_S": "5", "WW_HUB_MAX_ATTEMPTS": "2"}
     s = ScanSettings.from_env(environ=env, data_root="d", workers=2)
     assert (s.data_root, s.workers, s.retries, s.retry_delay_s, s.model_timeout_s, s.chunk_bytes) == (
         "d", 2, 1, 0.25, 30.0, 1_000_000)
-    assert (s.prewarm, s.progress) == (True, False)
+    assert (s.prewarm, s.progress, s.hub.timeout_s, s.hub.max_attempts) == (True, False, 5.0, 2)
     # A flag given explicitly wins over the environment; None means "not given".
     assert ScanSettings.from_env(environ=env, retries=5, workers=None).retries == 5
     # Nothing set: the documented defaults.
@@ -49,6 +53,19 @@ def test_bad_settings_are_one_line_option_errors(env, flags):
     with pytest.raises(OptionError) as info:
         ScanSettings.from_env(environ=env, **flags)
     assert "\n" not in str(info.value)
+
+
+def test_only_settings_and_ray_runtime_read_the_environment():
+    """Every WW_SCAN_*/WW_HUB_* variable is read in one place (pipelines/settings.py); ray_runtime reads
+    Ray's own variables and sets the telemetry defaults; scan_cli only sets two for the flows it runs."""
+    readers = {}
+    for path in sorted((ROOT / "pipelines").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        hits = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and n.attr in ("environ", "getenv") and getattr(n.value, "id", None) == "os"]
+        if hits:
+            readers[path.name] = hits
+    assert set(readers) == {"settings.py", "ray_runtime.py", "scan_cli.py"}, readers
 
 
 def test_deadline_stops_waiting_for_a_step_that_hangs():
