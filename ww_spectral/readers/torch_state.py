@@ -74,6 +74,8 @@ def geometry_problem(shape, stride, offset: int, itemsize: int, storage_bytes: i
     numel = 1
     for d in shape:
         numel *= d
+    if any(d < 0 for d in shape):
+        return f"negative dimensions in shape {tuple(shape)}"
     if numel == 0:
         return None
     if any(st < 0 for st in stride) or offset < 0:
@@ -89,8 +91,13 @@ def geometry_problem(shape, stride, offset: int, itemsize: int, storage_bytes: i
     return None
 
 
+def _small_int(value) -> bool:
+    """An int a tensor field can hold (int64): bigger ones are left to torch, which refuses them."""
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX <= value <= INT64_MAX
+
+
 def _int_tuple(value) -> tuple[int, ...] | None:
-    if isinstance(value, tuple | list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if isinstance(value, tuple | list) and len(value) <= 64 and all(_small_int(v) for v in value):
         return tuple(value)
     return None
 
@@ -194,7 +201,7 @@ class _Scanner(pickle.Unpickler):
                 return  # an unusual form: the check after loading covers it
             decl = args[0].decl
             offset, shape, stride = args[1], _int_tuple(args[2]), _int_tuple(args[3])
-            if not isinstance(offset, int) or shape is None or stride is None or len(shape) != len(stride):
+            if not _small_int(offset) or shape is None or stride is None or len(shape) != len(stride):
                 return
             problem = geometry_problem(shape, stride, offset, decl.itemsize, decl.nbytes)
             if problem:
@@ -212,10 +219,9 @@ class _Scanner(pickle.Unpickler):
         _, storage_type, key, _location, numel = pid[:5]
         itemsize = _storage_itemsize(storage_type)
         if itemsize is None:
-            raise _fail(self._path, f"storage of unknown type {getattr(storage_type, 'qualname', storage_type)!r}")
-        if not isinstance(key, str) or not isinstance(numel, int) or isinstance(numel, bool) \
-                or not 0 <= numel <= INT64_MAX // 16:
-            raise _fail(self._path, f"storage record {pid[:5]!r:.120} is malformed")
+            raise _fail(self._path, f"a storage of unknown type {getattr(storage_type, 'qualname', '?')!r:.100}")
+        if not isinstance(key, str) or len(key) > 256 or not _small_int(numel) or not 0 <= numel <= INT64_MAX // 16:
+            raise _fail(self._path, "a storage record with a malformed key or element count")
         old = self._storages.get(key)
         decl = StorageDecl(key, itemsize, numel)
         if old is None or old.nbytes < decl.nbytes:
@@ -264,8 +270,10 @@ def _check_zip(path: str, f, size: int) -> None:
                 raise _fail(path, f"its pickle program is {pkl.file_size} bytes, over the {PICKLE_MAX_BYTES}-"
                             "byte limit (real state dicts need ~200 bytes per tensor)")
             program = z.read(pkl)
-    except zipfile.BadZipFile as exc:
-        raise _fail(path, f"not a readable PyTorch checkpoint (zip: {exc})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+        # a damaged directory (offsets before the start, bad sizes, encryption): zipfile's own error kinds
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise _fail(path, f"not a readable PyTorch checkpoint (zip: {text})") from None
     storages: dict[str, StorageDecl] = {}
     _scan(io.BytesIO(program), path, storages, [0])
     for decl in storages.values():
@@ -302,7 +310,10 @@ def _check_legacy(path: str, f, size: int) -> None:
         raise
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise _fail(path, "a legacy torch.save file whose storage key list is malformed")
-    need = sum(8 + storages[k].nbytes for k in set(keys) if k in storages)
+    if set(storages) - set(keys):
+        # torch would allocate such a storage at its declared size and never fill it
+        raise _fail(path, "a legacy torch.save file declaring storages it does not hold")
+    need = sum(8 + decl.nbytes for decl in storages.values())
     if need > size - head.tell():
         raise _fail(path, f"its storages declare {need} bytes but only {size - head.tell()} follow the pickle",
                     "the file lies about its tensors or is truncated; " + FIX)
@@ -428,10 +439,13 @@ def _check_loaded(path: str, state: dict) -> None:
     import torch
 
     for name, t in state.items():
-        if t.layout != torch.strided or t.device.type == "meta":
-            continue  # no strided storage to overrun; such tensors fail when read
-        problem = geometry_problem(tuple(t.shape), t.stride(), t.storage_offset(), t.element_size(),
-                                   t.untyped_storage().nbytes())
+        if t.layout != torch.strided or t.is_nested or t.device.type == "meta":
+            continue  # no flat strided storage to overrun; such tensors fail when read
+        try:
+            problem = geometry_problem(tuple(t.shape), t.stride(), t.storage_offset(), t.element_size(),
+                                       t.untyped_storage().nbytes())
+        except (RuntimeError, NotImplementedError) as exc:  # a tensor kind without a plain storage
+            problem = f"its storage cannot be inspected ({str(exc).strip()[:100]})"
         if problem:
             raise _fail(path, f"tensor {name!r:.100}: {problem}", "the file lies about its tensors; " + FIX)
 
