@@ -4,7 +4,7 @@ One `ScanState` per scan, created by pipelines/scan.py and handed to every model
 It is a plain class on purpose (not a dataclass): Prefect walks dataclass, list and dict parameters of a
 task looking for futures, which would cost O(models) per task submission here; a plain object is passed
 through as it is (checked with Prefect 3.9.1: with cache_policy=NO_CACHE the task receives this very
-object, never hashed or serialised, retries included - tests/pipelines/test_pipelines_units.py).
+object, never hashed or serialised, retries included - tests/pipelines/test_pipelines_hostile.py).
 """
 
 from __future__ import annotations
