@@ -57,6 +57,11 @@ def test_demo_end_to_end_on_a_tiny_zoo(tmp_path):
                           "--format", "csv"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert val.returncode == 0, val.stderr[-2000:]
     assert val.stdout.startswith("sweep,metric,direction,n,tau") and "pooled,alpha_weighted" in val.stdout
+    # the report redraws every ESD of the scanned models: the scan stored the options their fits used
+    rep = subprocess.run([sys.executable, "-m", "pipelines.cli", "report", "--data", "d", "--truth", "z", "--out",
+                          "rep"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert "(4 models, 36 layer plots" in rep.stdout  # 3 layers x 3 plots each
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 analysed, 4 already stored" in second.stdout
