@@ -78,3 +78,26 @@ def test_no_match_is_an_error():
 def test_verdict_thresholds():
     assert verdict(0.5, 0.01) == "works" and verdict(-0.5, 0.01) == "wrong sign"
     assert verdict(0.5, 0.2) == "weak" and verdict(math.nan, math.nan) == "n/a"
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage\x00", b"", b'repo_id,test_accuracy\n"unclosed,1\n',
+                                     b"name,acc\nm0,0.5\n"])
+def test_a_damaged_truth_file_is_one_line_naming_the_fix(tmp_path, capsys, content):
+    from pipelines.cli import main
+
+    (tmp_path / "truth.csv").write_bytes(content)
+    assert main(["validate", "--data", str(tmp_path), "--truth", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "repo_id, test_accuracy" in err.replace("repo_id and test_accuracy",
+                                                                             "repo_id, test_accuracy")
+
+
+def test_two_truth_rows_or_two_models_for_one_name_are_ambiguous():
+    models, truth = make(0)
+    with pytest.raises(ValidationError, match="twice"):
+        validate_frames(models, pd.concat([truth, truth.iloc[:1]]))
+    twin = models.iloc[:1].assign(repo_id="other/m0")
+    with pytest.raises(ValidationError, match="share the name"):
+        validate_frames(pd.concat([models, twin]), truth)
+    unrelated = models.iloc[:1].assign(repo_id="a/unrelated")  # a twin name the truth never mentions is fine
+    validate_frames(pd.concat([models, unrelated, unrelated.assign(repo_id="b/unrelated")]), truth)
