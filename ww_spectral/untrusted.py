@@ -46,8 +46,11 @@ SAFETENSORS_HEADER_MAX_ITEMS = 12 * SAFETENSORS_HEADER_MAX_ENTRIES
 
 # Pickle-based checkpoints (torch zip archives and legacy pickles).
 # The pickle program itself (data.pkl) holds names, shapes and storage references only, ~200 bytes per
-# tensor; 16 MiB covers ~80k tensors (real .bin shards hold hundreds). Storages live in separate, stored (uncompressed) zip members.
-PICKLE_MAX_BYTES = 16 * MiB
+# tensor: 4 MiB covers ~20k tensors (real .bin shards hold hundreds; a 7B training checkpoint with its
+# optimizer state ~1.2k). The cap also bounds time: torch's weights_only unpickler is pure Python
+# (~1-2 us per opcode), so a hostile 4 MiB program of 2M one-byte opcodes costs seconds, not minutes.
+# Storages live in separate, stored (uncompressed) zip members and are not counted here.
+PICKLE_MAX_BYTES = 4 * MiB
 # Nesting of dicts/lists in a state dict (real ones: < 5) and tensors per file (like the header cap).
 PICKLE_MAX_DEPTH = JSON_MAX_DEPTH
 PICKLE_MAX_TENSORS = SAFETENSORS_HEADER_MAX_ENTRIES
@@ -63,6 +66,9 @@ PICKLE_VIEW_MAX_BYTES = 16 * MiB
 # and element counts / byte offsets that fit int64 (what numpy, torch and the file format can address).
 TENSOR_MAX_NDIM = 32
 INT64_MAX = 2**63 - 1
+# numpy refuses any array (even an empty one: shape [0, 2**61]) whose nonzero dims times its item size
+# overflow int64; reads may convert to float64 (8 bytes), so that is the bound on the nonzero dims' product.
+TENSOR_MAX_NUMEL = INT64_MAX // 8
 
 
 def _limit_error(path: os.PathLike | str, problem: str, fix: str) -> CheckpointError:

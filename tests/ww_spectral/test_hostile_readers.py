@@ -318,6 +318,8 @@ HOSTILE_HEADERS = {
     "deep objects": (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nests 5000 levels deep"),
     "zero dim, huge dim": ({"w": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}},
                            "more elements than int64"),
+    "empty, too big for numpy": ({"w": {"dtype": "F32", "shape": [0, 2**61], "data_offsets": [0, 0]}},
+                                 "more elements than int64"),
     "product overflows int64": ({"w": {"dtype": "Q9_X", "shape": [2**40, 2**40], "data_offsets": [0, 0]}},
                                 "more elements than int64"),
     "negative dim": ({"w": {"dtype": "F32", "shape": [4, -4], "data_offsets": [0, 64]}}, "non-negative integers"),

@@ -10,6 +10,12 @@ entry's fields and types, offsets inside the file (truncation), byte length == n
 known codes, no two tensors overlapping. Gaps between tensors are tolerated (they cannot corrupt a
 tensor whose own length matches its shape). Unknown dtype codes are kept (listed by `tensors()`) and
 raise UnsupportedDtypeError from `read()`, so the analysis can record a skip row.
+
+Untrusted-input limits (values and reasons: ww_spectral/untrusted.py): regular files only (a FIFO or
+device is refused, never read); header length <= SAFETENSORS_HEADER_MAX_BYTES; before json.loads builds
+anything, a linear scan checks nesting (JSON_MAX_DEPTH), tensor count (SAFETENSORS_HEADER_MAX_ENTRIES)
+and item count (SAFETENSORS_HEADER_MAX_ITEMS); shapes have <= TENSOR_MAX_NDIM dims whose nonzero
+product is <= TENSOR_MAX_NUMEL (what numpy can allocate, even for an empty tensor); offsets < 2**63.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ..untrusted import (
     SAFETENSORS_HEADER_MAX_ENTRIES,
     SAFETENSORS_HEADER_MAX_ITEMS,
     TENSOR_MAX_NDIM,
+    TENSOR_MAX_NUMEL,
     JsonShape,
     loads_json_bounded,
     open_regular,
@@ -61,10 +68,10 @@ def _shape_problem(shape) -> str | None:
     if len(shape) > TENSOR_MAX_NDIM:
         return f"has {len(shape)} dimensions, over the limit of {TENSOR_MAX_NDIM}"
     numel = 1
-    for d in shape:  # zeros skipped: [0, 2**70] holds no data but still cannot be allocated
+    for d in shape:  # zeros skipped: [0, 2**70] holds no data but numpy still cannot make the array
         numel *= d or 1
-        if numel > INT64_MAX:
-            return "has more elements than int64 can count"
+        if numel > TENSOR_MAX_NUMEL:
+            return "has more elements than int64 can count (as float64 bytes, even with a zero dimension)"
     return None
 
 

@@ -120,12 +120,12 @@ class StorageDecl:
 
 
 class _Stub:
-    """Stands for any global the pickle names; calling, building or filling it records nothing and runs nothing."""
+    """Stands for any global the pickle names; calling, building or filling it does nothing at all."""
 
     qualname = ("", "")
 
     def __init__(self, *args, **kwargs) -> None:
-        self.args = args
+        pass
 
     def __setstate__(self, state) -> None:
         pass
@@ -192,7 +192,6 @@ class _Scanner(pickle.Unpickler):
         scanner = self
 
         def init(stub, *args, **kwargs) -> None:
-            stub.args = args
             scanner._counts[0] += 1
             if scanner._counts[0] > PICKLE_MAX_TENSORS:
                 raise _fail(scanner._path, f"more than {PICKLE_MAX_TENSORS} tensors in one file, over the limit",
@@ -319,8 +318,8 @@ def _check_legacy(path: str, f, size: int) -> None:
                     "the file lies about its tensors or is truncated; " + FIX)
 
 
-def _precheck(path: str) -> str:
-    """Check `path` before torch.load; returns the path torch should open (the checked file itself)."""
+def _precheck(path: str) -> bool:
+    """Check `path` before torch.load; True for the zip format, False for the legacy one."""
     with open_regular(path, what="PyTorch checkpoint") as f:
         size = os.fstat(f.fileno()).st_size
         zipped = f.read(4) == ZIP_MAGIC
@@ -329,19 +328,17 @@ def _precheck(path: str) -> str:
             _check_zip(path, f, size)
         else:
             _check_legacy(path, f, size)
-    return path
+    return zipped
 
 
 def _load(path: str):
     import torch
 
-    _precheck(path)
+    zipped = _precheck(path)
     kwargs = {"map_location": "cpu", "weights_only": True}
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4 ...": noise; failures are reported below
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            with open(path, "rb") as f:
-                zipped = f.read(4) == ZIP_MAGIC
             if zipped:
                 return torch.load(path, mmap=True, **kwargs)
             return torch.load(path, **kwargs)  # legacy format: mmap is not possible
