@@ -7,6 +7,10 @@ Public API (see README):
     summarize(layers) -> dict                        WW's get_summary() means + robust aggregates
     plan_model(checkpoint, options) -> ModelPlan     / assemble_model(plan, rows, seconds=...) -> ModelAnalysis:
                                                      the per-model unit (ww_spectral/model.py)
+    AnalysisOptions(...) / make_options(...)         every analysis option (ww_spectral/records.py)
+    WeightWatcher(model=...)                         WeightWatcher 0.7.7's API: analyze(**its keywords),
+                                                     get_summary, get_details, describe, get_ESD, distances
+                                                     (ww_spectral/compat.py)
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ __all__ = [
 _LAZY = {
     "analyze": "analysis", "analyze_model": "analysis", "describe": "analysis", "summarize": "summary",
     "ModelAnalysis": "model", "ModelFacts": "model", "ModelPlan": "model", "assemble_model": "model",
-    "plan_model": "model",
+    "plan_model": "model", "WeightWatcher": "compat", "AnalysisOptions": "records", "make_options": "records",
 }
 __all__ += sorted(_LAZY)
 

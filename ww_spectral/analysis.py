@@ -11,8 +11,10 @@ Public API:
     summarize(layers) -> dict                          WW get_summary() means + robust aggregates
     plan_layers, plan_model, assemble_model, rows_to_frame, ModelAnalysis: see ww_spectral/model.py
 
-Options (keyword arguments): the fields of records.AnalysisOptions (fix_fingers, backend, precision,
-device, min_evals, max_evals, max_N, ww_compat_conv_nm), plus where-it-runs settings that never change
+Options (keyword arguments): the fields of records.AnalysisOptions (fix_fingers, fit, xmin_max,
+max_fingers, finger_thresh, mp_fit, randomize, seed, layers, include, exclude, min_evals, max_evals,
+max_N, glorot_fix, pool, conv1d, backend, precision, device, ww_compat_conv_nm), plus where-it-runs
+settings that never change
 numbers: workers (layers analysed at once), threads (cores to use; default: all this process may use);
 and for hub/cache sources: revision, token, endpoint, cache_dir, allow_external_links (passed to
 checkpoint.open_checkpoint).
@@ -24,7 +26,9 @@ A model with no analysable layer at all raises errors.NoAnalysableLayerError (mo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import multiprocessing
@@ -34,21 +38,23 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from . import fit_variants
 from .checkpoint import open_checkpoint
 from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
 from .errors import OptionError, UnsupportedDtypeError, WWSpectralError
-from .fit import PowerLawFit, failed_fit, fit_power_law, hill_alpha
+from .fit import PowerLawFit, failed_fit, fit_power_law, hill_alpha, ww_max_fingers
 from .layers import eigenvalue_scale, layer_matrices
 from .metrics import layer_metrics
-from .model import ModelAnalysis, assemble_model, plan_layers, plan_model, rows_to_frame
+from .model import ModelAnalysis, assemble_model, plan_layers, plan_model, rows_to_frame, slice_ids
+from .mp_fit import mp_fit
 from .progress import ProgressReporter, safe_text
+from .randomize import RandomizedESD, randomize_layer
 from .records import OPTION_FIELDS, AnalysisOptions, LayerPlan, make_options
 from .spectrum import NonFiniteSpectrumError, layer_spectrum, noise_floor
 from .summary import summarize
@@ -62,8 +68,8 @@ DESCRIBE_COLUMNS = ("layer_id", "tensor_name", "longname", "layer_type", "shape"
                     "rf", "num_evals", "analysed", "skip_code", "skip_reason", "est_bytes")
 
 __all__ = ["DESCRIBE_COLUMNS", "LayerESD", "ModelAnalysis", "analyze", "analyze_layers", "analyze_model",
-           "assemble_model", "describe", "layer_esd", "layer_esds", "make_options", "plan_layers", "plan_model",
-           "rows_to_frame", "summarize"]
+           "assemble_model", "describe", "layer_esd", "layer_esds", "layer_randomized", "make_options",
+           "plan_layers", "plan_model", "rows_to_frame", "summarize"]
 
 
 # ---------------------------------------------------------------- options and resources
@@ -92,7 +98,7 @@ def available_cores() -> int:
     return max(1, n)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _blas_threads(n: int, use_torch: bool):
     """Every BLAS/OpenMP pool in the process (numpy's, scipy's, torch's) limited to n threads."""
     from threadpoolctl import threadpool_limits
@@ -132,7 +138,7 @@ def _is_checkpoint(obj: Any) -> bool:
     return callable(getattr(obj, "tensors", None)) and callable(getattr(obj, "read", None))
 
 
-@contextmanager
+@contextlib.contextmanager
 def _opened(source: Any, **open_kwargs: Any):
     """Yield a Checkpoint for any SOURCE; closes what it opened (not a checkpoint passed in).
     open_kwargs (_OPEN_FIELDS) go to open_checkpoint."""
@@ -156,38 +162,79 @@ class LayerESD:
     """One layer's spectrum as the analysis sees it.
 
     plan: the layer's LayerPlan; evals: its pooled eigenvalues, ascending float64, shape (num_evals,),
-    scaled (0.5 for conv2d) and with the float32 noise floor applied (values under it set to 0) - the
-    exact input of `fit`; fit: the power-law fit of `evals` (a failed fit with fit_status 'all_zero' for
-    an all-zero matrix); slices: each slice's eigenvalues as computed (before the floor), the input of
-    metrics.layer_metrics.
+    scaled (layers.eigenvalue_scale: 0.5 for conv2d, ...) and with the float32 noise floor applied
+    (values under it set to 0) - the exact input of `fit`; fit: the fit of `evals` that the options ask
+    for (fit.PowerLawFit; fit_variants.TruncatedPowerLawFit with Lambda for TPL/E_TPL; a failed fit with
+    fit_status 'all_zero' for an all-zero matrix); slices: each slice's eigenvalues as computed (before
+    the floor), the input of metrics.layer_metrics; slice_id: the kernel position of a pool=False
+    conv2d row, else None.
     """
 
     plan: LayerPlan
     evals: np.ndarray
     fit: PowerLawFit
     slices: tuple[np.ndarray, ...]
+    slice_id: int | None = None
+
+
+def fit_esd(evals: np.ndarray, options: AnalysisOptions) -> PowerLawFit:
+    """The fit the options ask for: WW's default fitter (fit.py) for fit='PL' with fix_fingers None or
+    'clip_xmax' (max_fingers as WW applies it, finger_thresh), else fit_variants.fit_layer (TPL, E_TPL,
+    xmin_peak with xmin_max)."""
+    if options.fit == "PL" and options.fix_fingers in (None, "clip_xmax"):
+        return fit_power_law(evals, fix_fingers=options.fix_fingers,
+                             max_fingers=ww_max_fingers(options.max_fingers, int(np.size(evals))),
+                             finger_thresh=options.finger_thresh)
+    return fit_variants.fit_layer(evals, fit=options.fit, fix_fingers=options.fix_fingers,
+                                  xmin_max=options.xmin_max)
 
 
 def layer_esd(plan: LayerPlan, array: np.ndarray,
-              options: AnalysisOptions | Mapping[str, Any] | None = None) -> LayerESD:
-    """The eigenvalues and power-law fit of one planned layer, from its tensor data (shape plan.shape).
+              options: AnalysisOptions | Mapping[str, Any] | None = None, *,
+              slice_id: int | None = None) -> LayerESD:
+    """The eigenvalues and fit of one planned layer, from its tensor data (shape plan.shape).
 
-    The one function the rows (analyze) and the plots (plots.py) both use, so a plotted fit is the
-    stored one. Raises spectrum.NonFiniteSpectrumError when W^T W has NaN/Inf entries.
+    slice_id: the kernel position of one row of a pool=False conv2d plan (plan.row_count > 1); None
+    otherwise. The one function the rows (analyze) and the plots (plots.py) both use, so a plotted fit
+    is the stored one. Raises spectrum.NonFiniteSpectrumError when W^T W has NaN/Inf entries.
     """
     opts = options if isinstance(options, AnalysisOptions) else make_options(options)
-    mats = layer_matrices(plan, array)
-    slices = tuple(layer_spectrum(mats, scale=eigenvalue_scale(plan), backend=opts.backend,
+    if (slice_id is None) != (plan.row_count == 1):
+        raise ValueError(f"{plan.tensor_name}: slice_id={slice_id!r} for a plan of {plan.row_count} row(s)")
+    mats = layer_matrices(plan, array, slice_id=slice_id)
+    slices = tuple(layer_spectrum(mats, scale=eigenvalue_scale(plan, opts), backend=opts.backend,
                                   precision=opts.precision, device=opts.device))
     evals = np.sort(np.concatenate(slices))
+    if plan.layer_type == "conv1d":  # WW: the M largest of all channels' eigenvalues, as one "slice"
+        evals = evals[-plan.M:]
+        slices = (evals,)
     if not evals.size or not evals[-1] > 0:
-        return LayerESD(plan, evals, failed_fit("all_zero", "all weights are zero; no spectrum"), slices)
+        return LayerESD(plan, evals, failed_fit("all_zero", "all weights are zero; no spectrum"), slices, slice_id)
     if opts.precision == "float32":
         # Round-off of float32 Gram + eigensolve (~1e-6 lambda_max) is not spectrum: an exactly
         # rank-deficient layer must not fit noise where WW (float64 SVD) sees zeros it drops.
         floor = noise_floor(float(evals[-1]), max(e.size for e in slices), "float32")
         evals = np.where(evals > floor, evals, 0.0)
-    return LayerESD(plan, evals, fit_power_law(evals, fix_fingers=opts.fix_fingers), slices)
+    return LayerESD(plan, evals, fit_esd(evals, opts), slices, slice_id)
+
+
+def _shuffle_name(plan: LayerPlan, slice_id: int | None) -> str:
+    """The name the shuffles of one row are seeded with: the tensor name (+ '#slice' for pool=False rows)."""
+    return plan.tensor_name if slice_id is None else f"{plan.tensor_name}#slice{slice_id}"
+
+
+def layer_randomized(plan: LayerPlan, array: np.ndarray, esd: LayerESD, options: AnalysisOptions, *,
+                     locate_traps: bool = True) -> RandomizedESD:
+    """The randomized ESD of one layer row (randomize.randomize_layer) with the options' seed, seeded by
+    (seed, tensor name[, slice]) only: the same numbers on any host, worker count or layer order.
+    Raises OptionError for conv1d layers (WW shuffles the whole 3-D kernel; not reproduced)."""
+    if plan.layer_type == "conv1d":
+        raise OptionError(f"{plan.tensor_name}: randomize is not available for conv1d layers")
+    mats = layer_matrices(plan, array, slice_id=esd.slice_id)
+    return randomize_layer(mats, esd.evals, N=plan.N, M=plan.M, seed=options.seed,
+                           tensor_name=_shuffle_name(plan, esd.slice_id), scale=eigenvalue_scale(plan, options),
+                           backend=options.backend, precision=options.precision, device=options.device,
+                           locate_traps=locate_traps)
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -195,7 +242,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _empty_row(plan: LayerPlan) -> dict:
+def _empty_row(plan: LayerPlan, slice_id: int | None = None) -> dict:
     row: dict[str, Any] = {c: math.nan for c in FLOAT_COLUMNS}
     row.update({c: None for c in INT_COLUMNS})
     row.update({c: "" for c in STR_COLUMNS})
@@ -203,7 +250,7 @@ def _empty_row(plan: LayerPlan) -> dict:
         layer_id=plan.layer_id, tensor_name=plan.tensor_name, longname=plan.longname,
         layer_type=plan.layer_type, shape=_shape_text(plan.shape), dtype=plan.dtype,
         N=plan.N, M=plan.M, Q=plan.Q, rf=plan.rf, num_evals=plan.num_evals,
-        num_pl_spikes=0, num_fingers=0,
+        num_pl_spikes=0, num_fingers=0, slice_id=slice_id,
     )
     return row
 
@@ -216,24 +263,30 @@ def _skipped_row(plan: LayerPlan, code: str | None = None, reason: str | None = 
     return row
 
 
-def _failed_row(plan: LayerPlan, code: str, reason: str) -> dict:
-    row = _empty_row(plan)
-    row.update(status="failed", fit_status=code, skip_reason=reason)
-    return row
+def _failed_rows(plan: LayerPlan, options: AnalysisOptions, code: str, reason: str) -> list[dict]:
+    """The rows of a plan that failed as a whole (one per slice_id it would have given)."""
+    rows = []
+    for sid in slice_ids(plan, options):
+        row = _empty_row(plan, sid)
+        row.update(status="failed", fit_status=code, skip_reason=reason)
+        rows.append(row)
+    return rows
 
 
-def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions) -> dict:
-    """One layer's row from its tensor data (already read in the compute dtype)."""
-    try:
-        esd = layer_esd(plan, array, options)
-    except NonFiniteSpectrumError:
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        if bad:
-            return _failed_row(plan, "nonfinite", f"{bad} NaN/Inf weight(s); the ESD is undefined")
-        return _failed_row(plan, "nonfinite", f"W^T W overflows in {options.precision}; "
-                                              "use precision='float64'")
+def _traps_json(rand: RandomizedESD) -> str:
+    """The traps as a compact JSON list (the trap_positions column; query it with DuckDB's json functions)."""
+    keep = ("slice", "row", "col", "rand_eval", "weight", "weight_z", "localization")
+    return json.dumps([{k: t.as_dict()[k] for k in keep} for t in rand.traps], separators=(",", ":"))
+
+
+def _esd_row(plan: LayerPlan, array: np.ndarray, esd: LayerESD, options: AnalysisOptions,
+             slice_id: int | None) -> dict:
+    """One row from a layer's (or a pool=False slice's) LayerESD, plus the optional columns; slice_id:
+    the row's slice_id column (model.slice_ids)."""
     fit = esd.fit
-    row = _empty_row(plan)
+    row = _empty_row(plan, slice_id)
+    if esd.slice_id is not None:
+        row["num_evals"] = int(esd.evals.size)
     row.update(layer_metrics(list(esd.slices), N=plan.N, alpha=fit.alpha, precision=options.precision))
     row.update(
         alpha=fit.alpha, D=fit.D, sigma=fit.sigma, xmin=fit.xmin, xmax=fit.xmax,
@@ -242,7 +295,36 @@ def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions)
         skip_reason=fit.detail if fit.status != "success" else "",
         hill_alpha=hill_alpha(esd.evals),
     )
+    if options.fit != "PL":
+        row["Lambda"] = getattr(fit, "Lambda", math.nan)
+    if options.xmin_peak:
+        with contextlib.suppress(ValueError):  # no positive eigenvalue: the fit failed and says why
+            row["xmin_max"] = fit_variants.xmin_peak_range(esd.evals, xmin_max=options.xmin_max).upper
+    if options.mp_fit:
+        row.update(mp_fit(esd.evals, N=plan.N, M=plan.M).columns())
+    if options.randomize and esd.evals.size and esd.evals[-1] > 0 and plan.layer_type != "conv1d":
+        rand = layer_randomized(plan, array, esd, options)
+        row.update(rand.columns())
+        row["trap_positions"] = _traps_json(rand)
     return row
+
+
+def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions) -> list[dict]:
+    """The rows of one planned layer from its tensor data (already read in the compute dtype): one row,
+    or one per kernel position for a pool=False conv2d plan. Every option (fits, mp_fit, randomize) is
+    computed here, so every way of running layers (in process, forked workers, Ray chunks) has them."""
+    rows = []
+    for sid in slice_ids(plan, options):
+        try:
+            esd = layer_esd(plan, array, options, slice_id=sid if plan.row_count > 1 else None)
+        except NonFiniteSpectrumError:
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                return _failed_rows(plan, options, "nonfinite", f"{bad} NaN/Inf weight(s); the ESD is undefined")
+            return _failed_rows(plan, options, "nonfinite", f"W^T W overflows in {options.precision}; "
+                                                            "use precision='float64'")
+        rows.append(_esd_row(plan, array, esd, options, sid))
+    return rows
 
 
 def _read(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions) -> np.ndarray:
@@ -250,23 +332,24 @@ def _read(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions) -> np.ndar
     return checkpoint.read(plan.tensor_name, dtype=np.float64 if options.precision == "float64" else np.float32)
 
 
-def _analyse_one(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions, read_lock: threading.Lock) -> dict:
+def _analyse_one(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions,
+                 read_lock: threading.Lock) -> list[dict]:
     if not plan.analysed:
-        return _skipped_row(plan)
+        return [_skipped_row(plan)]
     try:
         with read_lock:  # one tensor read at a time: bounded memory, no contention on the file
             array = _read(checkpoint, plan, options)
     except UnsupportedDtypeError as exc:
-        return _skipped_row(plan, "unsupported_dtype", str(exc))
+        return [_skipped_row(plan, "unsupported_dtype", str(exc))]
     except WWSpectralError as exc:
-        return _failed_row(plan, "read_error", f"{type(exc).__name__}: {exc}")
+        return _failed_rows(plan, options, "read_error", f"{type(exc).__name__}: {exc}")
     try:
         return _analyse_array(plan, array, options)
     except MemoryError:
         raise
     except Exception as exc:  # one bad layer never stops a model
         log.warning("layer %s failed: %s: %s", safe_text(plan.tensor_name), type(exc).__name__, exc)
-        return _failed_row(plan, "error", f"{type(exc).__name__}: {exc}")
+        return _failed_rows(plan, options, "error", f"{type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------- progress
@@ -288,11 +371,13 @@ def _bar(total: int, reporter: ProgressReporter):
         return None
 
 
-def _report(reporter: ProgressReporter, bar, plan: LayerPlan, row: dict, seconds: float) -> None:
+def _report(reporter: ProgressReporter, bar, plan: LayerPlan, rows: list[dict], seconds: float) -> None:
     if bar is not None:
         bar.update(1)
     else:
-        reporter.line(f"{safe_text(plan.tensor_name)} {plan.shape}: {row['status']} alpha={row['alpha']:.3f} "
+        row = rows[0]
+        more = f" (+{len(rows) - 1} slices)" if len(rows) > 1 else ""
+        reporter.line(f"{safe_text(plan.tensor_name)} {plan.shape}: {row['status']} alpha={row['alpha']:.3f}{more} "
                       f"({seconds:.2f} s)")
 
 
@@ -308,7 +393,8 @@ def analyze_layers(
     threads: int | None = None,
     progress: bool | ProgressReporter | None = None,
 ) -> list[dict]:
-    """Rows (dicts with exactly LAYER_COLUMN_NAMES) for the given plans, in the order given.
+    """Rows (dicts with exactly LAYER_COLUMN_NAMES) for the given plans, in the order given: plan.row_count
+    rows per analysed plan (one per kernel position for a pool=False conv2d kernel), one per other plan.
 
     Skipped plans give skipped rows. `threads` cores are shared by `workers` layers at once, each with
     threads // workers BLAS threads (one pool per process, never oversubscribed). progress: True (lines
@@ -321,11 +407,11 @@ def analyze_layers(
     blas = max(1, threads // nworkers)
     reporter = _reporter(progress)
     if nworkers > 1 and _can_fork(checkpoint, plans, opts):
-        rows = _analyse_in_processes(checkpoint, plans, opts, nworkers=nworkers, blas=blas, reporter=reporter)
-        return [{c: r[c] for c in LAYER_COLUMN_NAMES} for r in rows]
+        per_plan = _analyse_in_processes(checkpoint, plans, opts, nworkers=nworkers, blas=blas, reporter=reporter)
+        return [{c: r[c] for c in LAYER_COLUMN_NAMES} for rows in per_plan for r in rows]
     lock = threading.Lock()
     bar = _bar(sum(p.analysed for p in plans), reporter)
-    rows: list[dict | None] = [None] * len(plans)
+    rows: list[list[dict] | None] = [None] * len(plans)
 
     def job(i: int) -> None:
         t0 = time.perf_counter()
@@ -344,7 +430,7 @@ def analyze_layers(
     finally:
         if bar is not None:
             bar.close()
-    return [{c: r[c] for c in LAYER_COLUMN_NAMES} for r in rows if r is not None]
+    return [{c: r[c] for c in LAYER_COLUMN_NAMES} for plan_rows in rows if plan_rows is not None for r in plan_rows]
 
 
 # ---------------------------------------------------------------- layer parallelism in processes
@@ -393,7 +479,7 @@ def _child_init(checkpoint: Any, plans: list[LayerPlan], options: AnalysisOption
     _CHILD = _ChildState(checkpoint, plans, options, threadpool_limits(limits=blas))
 
 
-def _child_job(i: int) -> tuple[int, dict, float]:
+def _child_job(i: int) -> tuple[int, list[dict], float]:
     state = _CHILD
     if state is None:  # pragma: no cover - only reachable if a pool ran without its initializer
         raise RuntimeError("_child_job runs only in a worker started by _analyse_in_processes")
@@ -403,12 +489,13 @@ def _child_job(i: int) -> tuple[int, dict, float]:
 
 
 def _analyse_in_processes(checkpoint: Any, plans: list[LayerPlan], opts: AnalysisOptions, *, nworkers: int,
-                          blas: int, reporter: ProgressReporter) -> list[dict]:
-    """Rows of every plan, analysed by `nworkers` forked processes (largest layers first, for balance)."""
-    rows: list[dict | None] = [None] * len(plans)
+                          blas: int, reporter: ProgressReporter) -> list[list[dict]]:
+    """The rows of every plan (a list per plan), analysed by `nworkers` forked processes (largest layers
+    first, for balance)."""
+    rows: list[list[dict] | None] = [None] * len(plans)
     for i, plan in enumerate(plans):
         if not plan.analysed:
-            rows[i] = _skipped_row(plan)
+            rows[i] = [_skipped_row(plan)]
     todo = sorted((i for i, p in enumerate(plans) if p.analysed),
                   key=lambda i: -(float(plans[i].M) ** 2 * plans[i].N * plans[i].rf))
     bar = None
@@ -418,9 +505,9 @@ def _analyse_in_processes(checkpoint: Any, plans: list[LayerPlan], opts: Analysi
             futures = [pool.submit(_child_job, i) for i in todo]  # the first submit forks every worker
             bar = _bar(len(todo), reporter)  # after the fork: tqdm starts a thread
             for fut in as_completed(futures):
-                i, row, seconds = fut.result()
-                rows[i] = row
-                _report(reporter, bar, plans[i], row, seconds)
+                i, plan_rows, seconds = fut.result()
+                rows[i] = plan_rows
+                _report(reporter, bar, plans[i], plan_rows, seconds)
     finally:
         if bar is not None:
             bar.close()
@@ -473,7 +560,8 @@ def describe(source: Any, **options: Any) -> pd.DataFrame:
 def layer_esds(source: Any, *, layer: str | None = None,
                options: AnalysisOptions | Mapping[str, Any] | None = None) -> dict[str, LayerESD]:
     """The LayerESD of every analysed layer of SOURCE (or only `layer`, by longname or tensor name),
-    {longname: LayerESD} in checkpoint order - what plots and reports draw.
+    {longname: LayerESD} in checkpoint order - what plots and reports draw. With pool=False a conv2d
+    kernel gives one entry per kernel position, keyed "longname:slice_id".
 
     Layers whose ESD is undefined (NaN/Inf weights, unreadable or unsupported data: failed or skipped
     rows in the analysis) have no entry. Raises OptionError when `layer` names no tensor, and
@@ -490,8 +578,11 @@ def layer_esds(source: Any, *, layer: str | None = None,
             if layer is not None and layer not in (p.longname, p.tensor_name):
                 continue
             try:
-                esd = layer_esd(p, _read(ckpt, p, opts), opts)
+                array = _read(ckpt, p, opts)
+                for sid in (range(p.row_count) if p.row_count > 1 else [None]):
+                    esd = layer_esd(p, array, opts, slice_id=sid)
+                    key = p.longname if p.longname not in out else p.tensor_name
+                    out[key if sid is None else f"{key}:{sid}"] = esd
             except (NonFiniteSpectrumError, WWSpectralError):
                 continue
-            out[p.longname if p.longname not in out else p.tensor_name] = esd
     return out

@@ -4,22 +4,167 @@ analyze writes one row per tensor (LAYER_COLUMN_NAMES; skipped tensors included,
 their reason) to --out FILE (.parquet, .csv or .json) or, without --out, prints a readable table (skipped
 tensors only with --include-skipped) and the model summary. Names are printed escaped to one line
 (progress.safe_text). Heavy imports (pandas, the analysis) happen inside the handlers: start-up stays fast.
+
+The analysis options are flags (WeightWatcher's analyze() keywords, records.AnalysisOptions):
+    [--randomize] [--mp-fit] [--fit PL|TPL|E_TPL] [--fix-fingers clip_xmax|xmin_peak] [--xmin-max X]
+    [--max-fingers N] [--finger-thresh X] [--layers ID...] [--include GLOB...] [--exclude GLOB...]
+    [--min-evals N] [--max-evals N] [--max-N N] [--glorot-fix] [--no-pool] [--conv1d] [--seed N]
+    [--backend ...] [--precision ...] [--device ...]
+Other commands take the same flags with `add_analysis_flags(parser)` and turn them into AnalysisOptions
+with `options_from_args(args)`; `options_from_flags("--randomize --seed 3")` parses them from one string
+(e.g. a scan's --options value).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import OptionError
 from .progress import safe_text
+from .records import FITS, AnalysisOptions, make_options
 
 OUT_SUFFIXES = (".parquet", ".csv", ".json")
 TABLE_COLUMNS = ("layer_id", "longname", "layer_type", "shape", "num_evals", "alpha", "alpha_weighted", "D",
                  "num_pl_spikes", "log_norm", "log_spectral_norm", "stable_rank", "hill_alpha", "status",
                  "warning", "skip_reason")
+# Printed after `num_evals` when their option is on (every column is always in --out files).
+_OPTION_TABLE_COLUMNS = (("pool", False, ("slice_id",)), ("fit", "TPL", ("Lambda",)), ("fit", "E_TPL", ("Lambda",)),
+                         ("mp_fit", True, ("num_spikes", "mp_softrank")),
+                         ("randomize", True, ("rand_distance", "ww_softrank", "num_traps")))
+
+# flag dest -> AnalysisOptions field, for every analysis flag (add_analysis_flags); None/absent = default.
+_FLAG_FIELDS = {
+    "fix_fingers": "fix_fingers", "fit": "fit", "xmin_max": "xmin_max", "max_fingers": "max_fingers",
+    "finger_thresh": "finger_thresh", "randomize": "randomize", "seed": "seed", "mp_fit": "mp_fit",
+    "layers": "layers", "include": "include", "exclude": "exclude", "min_evals": "min_evals",
+    "max_evals": "max_evals", "max_N": "max_N", "glorot_fix": "glorot_fix", "pool": "pool", "conv1d": "conv1d",
+    "backend": "backend", "precision": "precision", "device": "device",
+}
+
+
+def _layer_selector(text: str) -> int | str:
+    """One --layers value: an integer id (negative: leave it out), else a layer name or type."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+_PLANNING_FLAGS = ("--layers", "--include", "--exclude", "--min-evals", "--max-evals", "--max-N", "--no-pool",
+                   "--conv1d")
+
+
+def add_analysis_flags(p: argparse.ArgumentParser, *, planning_only: bool = False) -> None:
+    """The analysis options as flags (every field of records.AnalysisOptions that changes numbers).
+
+    Every flag defaults to None / absent, so `options_from_args` passes only what was given and
+    AnalysisOptions keeps its defaults (WeightWatcher 0.7.7's default analyze()). planning_only: only the
+    flags that decide which layers there are (selection, size filters, pooling; for describe).
+    """
+    d = AnalysisOptions()
+    g = _FlagGroup(p.add_argument_group("analysis options (WeightWatcher's analyze() keywords)"),
+                   _PLANNING_FLAGS if planning_only else None)
+    g.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"], default=None,
+                   help="clip_xmax: refit without the top eigenvalues (--max-fingers, --finger-thresh); "
+                        "xmin_peak: xmin searched near the ESD peak (--xmin-max); default: off")
+    g.add_argument("--fit", choices=list(FITS), default=None,
+                   help="PL: power law; TPL: truncated power law (adds Lambda); E_TPL: TPL with xmin_peak "
+                        f"(default: {d.fit})")
+    g.add_argument("--xmin-max", type=float, default=None, metavar="X",
+                   help="xmin_peak / E_TPL: top of the xmin search range (default: 1.5 x the ESD peak)")
+    g.add_argument("--max-fingers", type=int, default=None, metavar="N",
+                   help=f"clip_xmax: WeightWatcher's max_fingers (default: {d.max_fingers})")
+    g.add_argument("--finger-thresh", type=float, default=None, metavar="X",
+                   help=f"clip_xmax: alpha must drop by more than X (default: {d.finger_thresh})")
+    g.add_argument("--randomize", action="store_true", default=None,
+                   help="also analyse each layer with its elements shuffled: rand_distance, ww_softrank, "
+                        "correlation traps (num_traps, trap_positions), ...; default: off")
+    g.add_argument("--seed", type=int, default=None, metavar="N",
+                   help=f"--randomize: shuffles depend on (seed, tensor name) only (default: {d.seed})")
+    g.add_argument("--mp-fit", action="store_true", default=None,
+                   help="Marchenko-Pastur fit of the bulk: num_spikes, sigma_mp, mp_softrank, bulk_max, ...; "
+                        "default: off")
+    g.add_argument("--layers", nargs="+", type=_layer_selector, default=None, metavar="ID",
+                   help="analyse only these layer ids (the layer_id column; negative ids leave layers out), "
+                        "layer names, or layer types (dense, conv1d, conv2d, embedding); default: all")
+    g.add_argument("--include", nargs="+", default=None, metavar="GLOB",
+                   help="analyse only tensors whose name matches a glob, e.g. 'model.layers.*.mlp.*' "
+                        "(default: every tensor)")
+    g.add_argument("--exclude", nargs="+", default=None, metavar="GLOB",
+                   help="never analyse tensors whose name matches a glob, e.g. '*lm_head*' (default: none)")
+    g.add_argument("--min-evals", type=int, default=None, metavar="N",
+                   help=f"analyse only layers with at least N eigenvalues, M*rf (default: {d.min_evals})")
+    g.add_argument("--max-evals", type=int, default=None, metavar="N",
+                   help=f"... and at most N (default: {d.max_evals})")
+    g.add_argument("--max-N", dest="max_N", type=int, default=None, metavar="N",
+                   help=f"... and N (the longer side) at most N (default: {d.max_N})")
+    g.add_argument("--glorot-fix", action="store_true", default=None,
+                   help="rescale each W by sqrt((N+M)/2) (Glorot normalisation; alpha and D do not change); "
+                        "default: off")
+    g.add_argument("--no-pool", dest="pool", action="store_false", default=None,
+                   help="one row per conv2d kernel position (slice_id) instead of one pooled ESD per kernel "
+                        "(default: pooled)")
+    g.add_argument("--conv1d", action="store_true", default=None,
+                   help="analyse 3-D (out, in, k) tensors as Conv1d layers, WeightWatcher's nn.Conv1d rule "
+                        "(default: skipped, as WeightWatcher does for state dicts)")
+    g.add_argument("--backend", choices=["numpy", "torch"], default=None,
+                   help=f"eigensolver: numpy (scipy LAPACK) or torch (default: {d.backend})")
+    g.add_argument("--precision", choices=["float32", "float64"], default=None,
+                   help=f"arithmetic of the Gram matrix and eigensolve (default: {d.precision})")
+    g.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help=f"where torch computes; cuda needs --backend torch (default: {d.device})")
+
+
+def options_from_args(args: argparse.Namespace, base: AnalysisOptions | None = None) -> AnalysisOptions:
+    """AnalysisOptions from the flags of add_analysis_flags (THE conversion: analyze and scan share it).
+
+    base: the options the given flags change (default: AnalysisOptions()). Raises OptionError (one line,
+    naming the fix) for values AnalysisOptions refuses.
+    """
+    given = {field: value for dest, field in _FLAG_FIELDS.items()
+             if (value := getattr(args, dest, None)) is not None}
+    return make_options(base, **given)
+
+
+def options_from_flags(flags: str | Sequence[str], base: AnalysisOptions | None = None) -> AnalysisOptions:
+    """AnalysisOptions from analysis flags in one string ("--randomize --seed 3 --fit TPL") or a list of
+    tokens, e.g. a scan's --options value. Raises OptionError naming a bad or unknown flag."""
+    tokens = shlex.split(flags) if isinstance(flags, str) else list(flags)
+    parser = _FlagParser(prog="--options", add_help=False)
+    add_analysis_flags(parser)
+    args = parser.parse_args(tokens)
+    return options_from_args(args, base)
+
+
+class _FlagGroup:
+    """An argument group that adds only the flags in `keep` (all when None)."""
+
+    def __init__(self, group, keep: tuple[str, ...] | None) -> None:
+        self.group, self.keep = group, keep
+
+    def add_argument(self, flag: str, *args, **kwargs) -> None:
+        if self.keep is None or flag in self.keep:
+            self.group.add_argument(flag, *args, **kwargs)
+
+
+class _FlagParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises OptionError instead of printing usage and exiting."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        raise OptionError(f"analysis flags: {message}; see `ww-spectral analyze --help`")
+
+
+def _table_columns(options: AnalysisOptions) -> list[str]:
+    cols = list(TABLE_COLUMNS)
+    at = cols.index("num_evals") + 1
+    extra = [c for name, value, names in _OPTION_TABLE_COLUMNS if getattr(options, name) == value for c in names]
+    return cols[:at] + list(dict.fromkeys(extra)) + cols[at:]
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
@@ -44,15 +189,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="FILE",
                    help="write the per-layer table, skipped tensors included (status 'skipped' and their "
                         "reason), to FILE (.parquet, .csv or .json); default: print the table")
-    p.add_argument("--fix-fingers", choices=["clip_xmax"], default=None,
-                   help="WeightWatcher's fix_fingers='clip_xmax' (refit without the top eigenvalues); "
-                        "default: off")
-    p.add_argument("--backend", choices=["numpy", "torch"], default="numpy",
-                   help="eigensolver: numpy (scipy LAPACK) or torch (default: %(default)s)")
-    p.add_argument("--precision", choices=["float32", "float64"], default="float32",
-                   help="arithmetic of the Gram matrix and eigensolve (default: %(default)s)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="where torch computes; cuda needs --backend torch (default: %(default)s)")
     p.add_argument("--include-skipped", action="store_true",
                    help="also print tensors that are not layers (biases, norms, filtered, unsupported dtypes); "
                         "default: hidden from the printed table (--out files always hold them)")
@@ -62,6 +198,7 @@ def register(subparsers) -> None:
                    help="report each layer on stderr (default: on when stderr is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress output (default: off when stderr is not a terminal)")
+    add_analysis_flags(p)
     p.set_defaults(handler=cmd_analyze)
 
     d = subparsers.add_parser(
@@ -70,6 +207,7 @@ def register(subparsers) -> None:
                     "eigenvalues, analysed or why not) from the file headers alone: no tensor data is read "
                     "and nothing is computed.")
     _add_source_options(d)
+    add_analysis_flags(d, planning_only=True)
     d.set_defaults(handler=cmd_describe)
 
 
@@ -116,6 +254,7 @@ def _fmt_summary(summary: dict) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     out = _check_out(args.out)  # fail before any work
+    options = options_from_args(args)  # ... and before any import: bad values fail fast
     import pandas as pd
 
     from .analysis import analyze_model
@@ -123,8 +262,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = analyze_model(
         args.source, include_skipped=True, progress=progress, revision=args.revision,
-        allow_external_links=args.allow_external_links, fix_fingers=args.fix_fingers, backend=args.backend,
-        precision=args.precision, device=args.device, workers=args.workers,
+        allow_external_links=args.allow_external_links, workers=args.workers, **dataclasses.asdict(options),
     )
     if out is not None:
         write_layers(result.layers, out)  # every tensor: skipped ones with their reason
@@ -135,9 +273,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 48, "display.float_format", "{:.4f}".format):
         shown = result.layers if args.include_skipped else result.layers[result.layers["status"] != "skipped"]
-        print(_one_line_names(shown[list(TABLE_COLUMNS)]).to_string(index=False))
+        print(_one_line_names(shown[_table_columns(options)]).to_string(index=False))
     print(f"\n{safe_text(result.ref.repo_id)} (revision {safe_text(result.ref.revision or '-')}), "
-          f"{result.seconds:.1f} s")
+          f"{result.seconds:.1f} s; options: {options.label()} ({options.fingerprint()})")
     print(_fmt_summary(result.summary))
     return 0
 
@@ -147,7 +285,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
     from .analysis import describe
 
-    table = describe(args.source, revision=args.revision, allow_external_links=args.allow_external_links)
+    table = describe(args.source, revision=args.revision, allow_external_links=args.allow_external_links,
+                     **dataclasses.asdict(options_from_args(args)))
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 60):
         print(_one_line_names(table.drop(columns=["skip_reason"])).to_string(index=False))

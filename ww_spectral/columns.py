@@ -2,6 +2,11 @@
 
 This is the one list the DataFrame, the CLI outputs and the Parquet `layers` schema are built from.
 kind: "str" | "int" | "float" | "bool". Floats are NaN when undefined (see `status`/`fit_status`).
+
+The columns after `hill_alpha` belong to options (records.AnalysisOptions): NaN (ints: null, strings: '')
+when their option is off - pool=False (slice_id), fit='TPL'/'E_TPL' (Lambda), xmin_peak (xmin_max),
+mp_fit (MP_COLUMNS), randomize (RANDOMIZE_COLUMNS). Their definitions: ww_spectral/mp_fit.py and
+ww_spectral/randomize.py (WeightWatcher 0.7.7's, under its names).
 """
 
 from __future__ import annotations
@@ -55,7 +60,35 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     Column("weak_rank_loss", "int", "#eigenvalues < 1e-6"),
     Column("entropy", "float", "normalised spectral entropy in [0, 1]"),
     Column("hill_alpha", "float", "Hill estimator with fixed tail k = n/2 (TempBalance/AlphaPruning), not in WW"),
+    # --- option columns (null when the option is off)
+    Column("slice_id", "int", "pool=False: kernel position i*kw + j of a conv2d row (0 for other layers)"),
+    Column("Lambda", "float", "fit='TPL'/'E_TPL': exponential cut-off rate of the truncated power law"),
+    Column("xmin_max", "float", "xmin_peak / E_TPL: top of the xmin search range (default 1.5 x ESD peak)"),
+    Column("num_spikes", "int", "mp_fit: eigenvalues beyond the MP bulk edge + Tracy-Widom pad"),
+    Column("sigma_mp", "float", "mp_fit: fitted MP scale (units where the mean eigenvalue is 1)"),
+    Column("mp_softrank", "float", "mp_fit: bulk_max / lambda_max (rescaled units)"),
+    Column("bulk_max", "float", "mp_fit: upper MP bulk edge, in eigenvalue units"),
+    Column("bulk_min", "float", "mp_fit: lower MP bulk edge, in eigenvalue units"),
+    Column("W_scale", "float", "mp_fit: sqrt(num_evals / sum lambda), the rescaling to mean eigenvalue 1"),
+    Column("max_rand_eval", "float", "randomize: largest eigenvalue of the randomized (shuffled) ESD"),
+    Column("rand_distance", "float", "randomize: Jensen-Shannon distance between the ESD and a randomized one"),
+    Column("ww_softrank", "float", "randomize: max randomized eigenvalue / lambda_max"),
+    Column("ww_maxdist", "float", "randomize: lambda_max - max randomized eigenvalue"),
+    Column("rand_num_spikes", "int", "randomize: randomized eigenvalues beyond their MP bulk edge + TW pad"),
+    Column("num_traps", "int", "randomize: correlation traps (= rand_num_spikes)"),
+    Column("rand_sigma_mp", "float", "randomize: MP scale of the randomized ESD"),
+    Column("rand_mp_softrank", "float", "randomize: MP soft rank of the randomized ESD"),
+    Column("rand_W_scale", "float", "randomize: W_scale of the randomized ESD"),
+    Column("rand_bulk_max", "float", "randomize: upper MP bulk edge of the randomized ESD"),
+    Column("rand_bulk_min", "float", "randomize: lower MP bulk edge of the randomized ESD"),
+    Column("trap_positions", "str", "randomize: JSON list, one object per trap: slice, row, col of the weight "
+                                    "behind it, rand_eval, weight, weight_z, localization ('' when off)"),
 )
+
+MP_COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "bulk_min", "W_scale")
+RANDOMIZE_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",
+                     "num_traps", "rand_sigma_mp", "rand_mp_softrank", "rand_W_scale", "rand_bulk_max",
+                     "rand_bulk_min", "trap_positions")
 
 LAYER_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in LAYER_COLUMNS)
 INT_COLUMNS: tuple[str, ...] = tuple(c.name for c in LAYER_COLUMNS if c.kind == "int")

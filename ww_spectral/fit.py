@@ -248,31 +248,46 @@ def _prepare(evals: np.ndarray) -> np.ndarray:
     return np.sort(x[x > EVALS_THRESH])
 
 
-def _clip_xmax(x: np.ndarray) -> tuple[_Core, int, float]:
-    """WW's fit_clipped_powerlaw: refit without the top 2..9 eigenvalues; returns (fit, num_fingers, raw_alpha)."""
+def ww_max_fingers(max_fingers: int, num_evals: int) -> int:
+    """The max_fingers WW 0.7.7 actually uses: the one given only when it is at least half the number of
+    eigenvalues (num_evals, zeros included), else DEFAULT_MAX_FINGERS (its fit_powerlaw resets it)."""
+    if max_fingers is None or max_fingers < 0 or max_fingers < num_evals / 2:
+        return MAX_FINGERS
+    return int(max_fingers)
+
+
+def _clip_xmax(x: np.ndarray, *, max_fingers: int = MAX_FINGERS,
+               finger_thresh: float = FINGER_THRESH) -> tuple[_Core, int, float]:
+    """WW's fit_clipped_powerlaw: refit without the top 2..max_fingers-1 eigenvalues; returns (fit,
+    num_fingers, raw_alpha)."""
     first = _fit_sorted(x)
     best, num_fingers, idx = first, 0, None
-    for idx in range(2, MAX_FINGERS):  # noqa: B007 - idx is used after the loop, as in WW
+    for idx in range(2, max_fingers):  # noqa: B007 - idx is used after the loop, as in WW
         fit = _fit_sorted(x[:-idx])
-        if fit.alpha + FINGER_THRESH < first.alpha:
+        if fit.alpha + finger_thresh < first.alpha:
             best, num_fingers = fit, idx - 1
             break
         if fit.alpha <= MIN_ALPHA:
             break
+    if idx is None:  # max_fingers <= 2: WW's loop never runs and it keeps the first fit
+        return best, num_fingers, first.alpha
     # WW then refits without 1..3 more eigenvalues as a check; it changes nothing but fails when the
     # sample runs out, so a fit that WW reports as failed stays failed here.
     for idy in range(idx + 1, idx + 4):
         check = _fit_sorted(x[:-idy])
-        if abs(check.alpha - best.alpha) > FINGER_THRESH:
+        if abs(check.alpha - best.alpha) > finger_thresh:
             break
     return best, num_fingers, first.alpha
 
 
-def fit_power_law(evals: np.ndarray, *, fix_fingers: str | None = None) -> PowerLawFit:
+def fit_power_law(evals: np.ndarray, *, fix_fingers: str | None = None, max_fingers: int = MAX_FINGERS,
+                  finger_thresh: float = FINGER_THRESH) -> PowerLawFit:
     """Fit a power law to the tail of an ESD exactly as WeightWatcher 0.7.7 does by default.
 
     evals: eigenvalues of one layer (any order, zeros allowed), shape (n,).
-    fix_fingers: None or 'clip_xmax'. Never raises on small or degenerate input: returns a failed fit.
+    fix_fingers: None or 'clip_xmax' (fit='TPL'/'E_TPL' and fix_fingers='xmin_peak' are in
+    fit_variants.py). max_fingers (as WW uses it: see ww_max_fingers) and finger_thresh: clip_xmax's
+    WW parameters. Never raises on small or degenerate input: returns a failed fit.
     """
     if fix_fingers not in (None, "clip_xmax"):
         raise ValueError(f"fix_fingers={fix_fingers!r}; use None or 'clip_xmax'")
@@ -280,7 +295,7 @@ def fit_power_law(evals: np.ndarray, *, fix_fingers: str | None = None) -> Power
     try:
         x = _prepare(all_evals)
         if fix_fingers == "clip_xmax":
-            core, num_fingers, raw_alpha = _clip_xmax(x)
+            core, num_fingers, raw_alpha = _clip_xmax(x, max_fingers=max_fingers, finger_thresh=finger_thresh)
         else:
             core = _fit_sorted(x)
             num_fingers, raw_alpha = 0, core.alpha

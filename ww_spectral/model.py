@@ -30,7 +30,7 @@ from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make
 from .summary import summarize
 
 __all__ = ["ModelAnalysis", "ModelFacts", "ModelPlan", "TensorListing", "assemble_model", "plan_model",
-           "plan_layers", "require_analysable", "rows_to_frame"]
+           "plan_layers", "require_analysable", "rows_to_frame", "slice_ids"]
 
 _INT64_MAX = 2**63 - 1  # the catalog stores parameter_count as int64
 
@@ -144,6 +144,17 @@ def plan_model(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | N
     return ModelPlan(ref=ref, options=opts, layers=layers, facts=ModelFacts.from_tensors(infos, ref.config))
 
 
+def slice_ids(plan: LayerPlan, options: AnalysisOptions) -> list[int | None]:
+    """The slice_id of each row a plan gives, in order (THE rule the analysis and assemble_model share):
+    0..rf-1 for a conv2d kernel analysed with pool=False, [0] for another analysed layer with pool=False
+    (as WW numbers them), [None] otherwise (pooled analyses and skipped tensors)."""
+    if not plan.analysed:
+        return [None]
+    if plan.row_count > 1:
+        return list(range(plan.row_count))
+    return [None] if options.pool else [0]
+
+
 def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     """DataFrame with exactly LAYER_COLUMN_NAMES, ints as nullable Int64, floats as float64, strings str."""
     df = pd.DataFrame(list(rows), columns=list(LAYER_COLUMN_NAMES))
@@ -189,30 +200,34 @@ class ModelAnalysis:
 def assemble_model(plan: ModelPlan, rows: Iterable[dict], *, seconds: float) -> ModelAnalysis:
     """One ModelAnalysis from a plan and the rows of its layers (in any order, e.g. from chunks).
 
-    Every plan must have exactly one row, matched by layer_id and tensor_name; a missing, extra,
-    duplicated or mismatched row raises ValueError (rows lost on the way are a bug, never a result).
+    Every plan must have exactly its rows (slice_ids: one, or one per kernel position with pool=False),
+    matched by layer_id, tensor_name and slice_id; a missing, extra, duplicated or mismatched row raises
+    ValueError (rows lost on the way are a bug, never a result). Rows are ordered by (layer_id, slice_id).
     """
     label = safe_text(plan.ref.repo_id)
-    by_id: dict[int, dict] = {}
+    by_key: dict[tuple[int, int | None], dict] = {}
     for row in rows:
-        lid = int(row["layer_id"])
-        if lid in by_id:
-            raise ValueError(f"{label}: two rows for layer_id {lid}")
-        by_id[lid] = row
+        sid = row.get("slice_id")
+        key = (int(row["layer_id"]), None if sid is None or pd.isna(sid) else int(sid))
+        if key in by_key:
+            raise ValueError(f"{label}: two rows for layer_id {key[0]}" + (f" slice {key[1]}" if key[1] is not None
+                                                                            else ""))
+        by_key[key] = row
     ordered = []
     missing = []
     for p in plan.layers:
-        row = by_id.pop(p.layer_id, None)
-        if row is None:
-            missing.append(p.layer_id)
-            continue
-        if row["tensor_name"] != p.tensor_name:
-            raise ValueError(f"{label}: row of layer_id {p.layer_id} is "
-                             f"{safe_text(row['tensor_name'])!r}, the plan has {safe_text(p.tensor_name)!r}")
-        ordered.append(row)
-    if missing or by_id:
+        for sid in slice_ids(p, plan.options):
+            row = by_key.pop((p.layer_id, sid), None)
+            if row is None:
+                missing.append(p.layer_id)
+                continue
+            if row["tensor_name"] != p.tensor_name:
+                raise ValueError(f"{label}: row of layer_id {p.layer_id} is "
+                                 f"{safe_text(row['tensor_name'])!r}, the plan has {safe_text(p.tensor_name)!r}")
+            ordered.append(row)
+    if missing or by_key:
         raise ValueError(f"{label}: rows do not match the plan (missing layer_ids "
-                         f"{missing[:10]}, unplanned layer_ids {sorted(by_id)[:10]})")
+                         f"{missing[:10]}, unplanned layer_ids {sorted(k[0] for k in by_key)[:10]})")
     layers = rows_to_frame(ordered)
     return ModelAnalysis(ref=plan.ref, options=plan.options, layers=layers, summary=summarize(layers),
                          facts=plan.facts, seconds=float(seconds))

@@ -15,7 +15,7 @@ import pandas as pd
 WW_SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                       "stable_rank")
 SUMMARY_FLOAT_KEYS: tuple[str, ...] = (*WW_SUMMARY_METRICS, "alpha_median", "alpha_weighted_median",
-                                       "hill_alpha", "hill_alpha_median", "share_alpha_2_6")
+                                       "hill_alpha", "hill_alpha_median", "share_alpha_2_6", "mp_softrank")
 SUMMARY_INT_KEYS: tuple[str, ...] = ("n_tensors", "n_layers_analysed", "n_layers_skipped", "n_layers_failed")
 SUMMARY_KEYS: tuple[str, ...] = SUMMARY_FLOAT_KEYS + SUMMARY_INT_KEYS
 
@@ -38,8 +38,10 @@ def summarize(layers: pd.DataFrame) -> dict:
 
     Keys, in order, SUMMARY_KEYS: WW's means (log_norm, alpha, alpha_weighted, log_alpha_norm,
     log_spectral_norm, stable_rank), alpha_median, alpha_weighted_median, hill_alpha (mean),
-    hill_alpha_median, share_alpha_2_6 (floats, NaN when no layer succeeded); n_tensors,
-    n_layers_analysed (status success), n_layers_skipped, n_layers_failed (ints).
+    hill_alpha_median, share_alpha_2_6, mp_softrank (WW's get_summary() mean, with mp_fit; floats, NaN
+    when no layer succeeded or the column is off); n_tensors (distinct layer_ids), n_layers_analysed
+    (rows with status success: kernel positions count one each with pool=False), n_layers_skipped,
+    n_layers_failed (ints).
     """
     status = layers["status"] if "status" in layers else pd.Series([], dtype=str)
     ok = layers[status == "success"]
@@ -53,7 +55,8 @@ def summarize(layers: pd.DataFrame) -> dict:
     out["hill_alpha"] = _mean(hill)
     out["hill_alpha_median"] = _median(hill)
     out["share_alpha_2_6"] = float(np.mean((alpha >= 2.0) & (alpha <= 6.0))) if alpha.size else math.nan
-    out["n_tensors"] = int(len(layers))
+    out["mp_softrank"] = _mean(_finite(ok["mp_softrank"])) if "mp_softrank" in ok else math.nan
+    out["n_tensors"] = int(layers["layer_id"].nunique()) if "layer_id" in layers else int(len(layers))
     out["n_layers_analysed"] = int((status == "success").sum())
     out["n_layers_skipped"] = int((status == "skipped").sum())
     out["n_layers_failed"] = int((status == "failed").sum())
