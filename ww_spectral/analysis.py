@@ -275,7 +275,7 @@ def _failed_rows(plan: LayerPlan, options: AnalysisOptions, code: str, reason: s
 
 def _traps_json(rand: RandomizedESD) -> str:
     """The traps as a compact JSON list (the trap_positions column; query it with DuckDB's json functions)."""
-    keep = ("slice", "row", "col", "rand_eval", "weight", "weight_z", "localization")
+    keep = ("replica", "slice", "row", "col", "rand_eval", "weight", "weight_z", "localization")
     return json.dumps([{k: t.as_dict()[k] for k in keep} for t in rand.traps], separators=(",", ":"))
 
 

@@ -81,8 +81,8 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     Column("rand_W_scale", "float", "randomize: W_scale of the randomized ESD"),
     Column("rand_bulk_max", "float", "randomize: upper MP bulk edge of the randomized ESD"),
     Column("rand_bulk_min", "float", "randomize: lower MP bulk edge of the randomized ESD"),
-    Column("trap_positions", "str", "randomize: JSON list, one object per trap: slice, row, col of the weight "
-                                    "behind it, rand_eval, weight, weight_z, localization ('' when off)"),
+    Column("trap_positions", "str", "randomize: JSON list, one object per trap: replica, slice, row, col of "
+                                    "the weight behind it, rand_eval, weight, weight_z, localization ('' when off)"),
 )
 
 MP_COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "bulk_min", "W_scale")

@@ -280,14 +280,16 @@ class WeightWatcher:
         options, run = self._options(kwargs, names_for)
         source = self._source(options)
         try:
-            result = analysis.analyze_model(source, include_skipped=False, progress=progress,
+            result = analysis.analyze_model(source, include_skipped=True, progress=progress,
                                             **dataclasses.asdict(options), **run)
         except NoAnalysableLayerError:  # WW returns an empty details frame (e.g. layers= matching nothing)
             self.results = None
             self.details = pd.DataFrame(columns=["layer_id", "name"])
             return self.details
         self.results = result
-        self.details = self._details(result.layers, options, self._names(source, list(result.layers["tensor_name"])))
+        names = self._names(source, list(dict.fromkeys(result.layers["tensor_name"])))  # every tensor, in order
+        analysed = result.layers[result.layers["status"] != "skipped"]
+        self.details = self._details(analysed, options, names)
         return self.details
 
     def _details(self, layers: pd.DataFrame, options: AnalysisOptions, names: dict[str, WWName]) -> pd.DataFrame:
@@ -343,7 +345,9 @@ class WeightWatcher:
             n = names.get(p.tensor_name)
             rows.append({"layer_id": n.layer_id if n else None, "name": n.name if n else p.longname, "M": p.M,
                          "N": p.N, "Q": p.Q, "layer_type": (n.layer_type if n and n.layer_type else p.layer_type),
-                         "longname": n.longname if n else p.longname, "num_evals": p.num_evals, "rf": p.rf})
+                         "longname": n.longname if n else p.longname,
+                         # WW's describe() reports M*rf pooled (with its M), M per row with pool=False
+                         "num_evals": p.M * p.rf if options.pool else p.M, "rf": p.rf})
         df = pd.DataFrame(rows, columns=list(_DESCRIBE_COLUMNS))
         df["layer_id"] = _ids(df["layer_id"].tolist())
         return df
