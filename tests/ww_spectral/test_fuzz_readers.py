@@ -5,8 +5,9 @@ SafetensorsReader / TorchReader; SafetensorsRangeReader over an in-memory fetch)
 it lists. The only allowed outcomes are success or a WWSpectralError, and per example:
   - no hang: hypothesis' deadline (FUZZ_DEADLINE_S) fails any example that runs longer;
   - bounded allocation: peak RSS growth (VmHWM reset through /proc/self/clear_refs before each example)
-    stays under RSS_BOUND, and Python/numpy allocations (tracemalloc peak) under TRACED_BOUND. The seeds
-    are < 64 kB, so anything near these bounds means a file made the reader allocate what it does not hold.
+    stays under RSS_BOUND, and the growth of Python/numpy allocations (tracemalloc: peak during the
+    example minus what was allocated before it) under TRACED_BOUND. The seeds are < 64 kB, so anything
+    near these bounds means a file made the reader allocate what it does not hold.
 
 Mutations: raw byte flips/splices/truncations of whole files; structured edits of safetensors headers
 (dtype codes, shapes with huge/negative/float dims, offsets, header length, deep nesting, junk values);
@@ -83,6 +84,7 @@ def _exercise(open_fn) -> str:
     if not tracemalloc.is_tracing():
         tracemalloc.start()
     tracemalloc.reset_peak()
+    traced_before = tracemalloc.get_traced_memory()[0]  # hypothesis' own data stays alive across examples
     before = _reset_peak()
     outcome = "ok"
     try:
@@ -94,7 +96,7 @@ def _exercise(open_fn) -> str:
                     outcome = "read refused"
     except WWSpectralError:
         outcome = "refused"
-    traced = tracemalloc.get_traced_memory()[1]
+    traced = tracemalloc.get_traced_memory()[1] - traced_before
     assert traced < TRACED_BOUND, f"traced allocations peaked at {traced / MiB:.1f} MiB"
     if before is not None:
         growth = _status("VmHWM:") - before

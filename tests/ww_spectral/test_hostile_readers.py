@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -253,6 +254,26 @@ def test_legacy_storage_declaring_more_than_the_file_is_refused(tmp_path, capsys
     assert path.stat().st_size < 2000
     _refused(path, "storages declare 1073741832 bytes", "follow the pickle")
     _cli_exit_2(path, capsys)
+
+
+@pytest.mark.parametrize("program", [b"\x80\x02B\xff\xff\xff\x7f", b"\x80\x04\x8e" + b"\xff" * 7 + b"\x0f",
+                                     b"\x80\x05\x96" + (2**40).to_bytes(8, "little")])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pickle_declaring_a_huge_operand_allocates_nothing(tmp_path, program, legacy):
+    """A 7-byte pickle whose BINBYTES/BINBYTES8/BYTEARRAY8 operand claims gigabytes (found by the fuzz
+    test: CPython 3.11's C unpickler allocates such an operand before reading it)."""
+    path = tmp_path / "m.bin"
+    if legacy:
+        path.write_bytes(program)
+    else:
+        _write_zip(path, {"archive/data.pkl": program, "archive/version": b"3\n"})
+    tracemalloc.start()
+    try:
+        _refused(path, "not a readable PyTorch checkpoint")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MiB, f"{peak / MiB:.0f} MiB traced"
 
 
 def test_oversized_pickle_program_is_refused(tmp_path):

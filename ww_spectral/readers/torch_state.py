@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -228,8 +229,22 @@ class _Scanner(pickle.Unpickler):
         return _StorageStub(self._storages[key])
 
 
-def _scan(data, path: str, storages: dict[str, StorageDecl], counts: list[int]):
-    """One pickle from file-like `data` through the stub scanner; its (stubbed) object."""
+def _check_lengths(program: bytes, path: str) -> None:
+    """Walk one pickle's opcodes (up to STOP) without building anything: every length-prefixed operand
+    must fit in the bytes that follow it. CPython 3.11's C unpickler allocates a BINBYTES/BYTEARRAY8
+    operand at its declared size before reading it, so a 7-byte program could ask for gigabytes."""
+    try:
+        for _ in pickletools.genops(io.BytesIO(program)):
+            pass
+    except Exception as exc:  # noqa: BLE001 - any malformed opcode stream: one line, nothing executed
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise _fail(path, f"not a readable PyTorch checkpoint (pickle: {text}); nothing in it was executed") \
+            from None
+
+
+def _scan(data: io.BytesIO, path: str, storages: dict[str, StorageDecl], counts: list[int]):
+    """One pickle from `data` (at its position) through the stub scanner; its (stubbed) object."""
+    _check_lengths(data.getbuffer()[data.tell():].tobytes(), path)
     try:
         return _Scanner(data, path, storages, counts).load()
     except CheckpointError:
