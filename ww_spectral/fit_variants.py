@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import OptionError
 from .fit import EVALS_THRESH, PowerLawFit, fit_power_law
 
 PEAK_BINS = 100  # WW: np.histogram(np.log10(nz_evals), bins=100)
@@ -100,7 +101,7 @@ class TPLParams:
     boundary: str = ""
 
 
-class _Failure(Exception):
+class _Failure(ValueError):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code, self.detail = code, detail
@@ -126,12 +127,12 @@ def xmin_peak_range(evals: np.ndarray, *, xmin_max: float | None = None) -> Xmin
     """WW's fix_fingers='xmin_peak' range for these eigenvalues (see the module docstring)."""
     x = _positive_sorted(evals)
     if x.size == 0:
-        raise ValueError(f"no eigenvalue above {EVALS_THRESH:g}: no ESD peak")
+        raise _Failure("too_few_evals", f"no eigenvalue above {EVALS_THRESH:g}: no ESD peak")
     counts, edges = np.histogram(np.log10(x), bins=PEAK_BINS)
     peak = float(10 ** edges[int(np.argmax(counts))])
     upper = PEAK_UPPER * peak if xmin_max is None else float(xmin_max)
     if not upper > 0:
-        raise ValueError(f"xmin_max={xmin_max!r}: use a positive eigenvalue, about 1.5x the ESD peak")
+        raise OptionError(f"xmin_max={xmin_max!r}: use a positive eigenvalue, about 1.5x the ESD peak")
     low = math.log10(PEAK_LOWER * peak)
     return XminRange(peak=peak, lower=min(low, upper), upper=max(low, upper))
 
@@ -449,24 +450,25 @@ def fit_layer(evals: np.ndarray, *, fit: str = "PL", fix_fingers: str | None = N
 
     fit='PL' with fix_fingers None/'clip_xmax' is ww_spectral.fit.fit_power_law (WW's default fitter);
     'xmin_peak' and the TPL fits are the ones of this module; E_TPL = TPL with xmin_peak.
-    xmin_max only applies with xmin_peak (WW ignores it otherwise). Raises ValueError for WW's invalid
-    combinations (TPL/E_TPL with clip_xmax).
+    xmin_max only applies with xmin_peak (WW ignores it otherwise). Raises errors.OptionError (a
+    ValueError) for unknown values and WW's invalid combinations (TPL/E_TPL with clip_xmax); degenerate
+    eigenvalues give a failed fit, never an exception.
     """
     if fit not in FITS:
-        raise ValueError(f"fit={fit!r}; use one of {FITS}")
+        raise OptionError(f"fit={fit!r} is not allowed; use one of {FITS}")
     if fix_fingers not in FIX_FINGERS:
-        raise ValueError(f"fix_fingers={fix_fingers!r}; use one of {FIX_FINGERS}")
+        raise OptionError(f"fix_fingers={fix_fingers!r} is not allowed; use one of {FIX_FINGERS}")
     if fit == "E_TPL":
         if fix_fingers == "clip_xmax":
-            raise ValueError("fit='E_TPL' already fixes xmin at the ESD peak; drop fix_fingers='clip_xmax'")
+            raise OptionError("fit='E_TPL' already fixes xmin at the ESD peak; drop fix_fingers='clip_xmax'")
         fit, fix_fingers = "TPL", "xmin_peak"
     if fit == "TPL":
         if fix_fingers == "clip_xmax":
-            raise ValueError("fit='TPL' cannot clip xmax (WW 0.7.7 fails); use fix_fingers=None or 'xmin_peak'")
+            raise OptionError("fit='TPL' cannot clip xmax (WW 0.7.7 fails); use fix_fingers=None or 'xmin_peak'")
         try:
             rng = xmin_peak_range(evals, xmin_max=xmin_max) if fix_fingers == "xmin_peak" else None
-        except ValueError as exc:
-            return _failed(TruncatedPowerLawFit, "too_few_evals", str(exc))
+        except _Failure as exc:
+            return _failed(TruncatedPowerLawFit, exc.code, exc.detail)
         return fit_truncated_power_law(evals, xmin_range=rng)
     if fix_fingers == "xmin_peak":
         return fit_power_law_peak(evals, xmin_max=xmin_max)

@@ -48,6 +48,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import rel_entr
 
+from .errors import OptionError
 from .mp_fit import MPFit, mp_fit
 from .spectrum import eigenvalues, gram, noise_floor
 
@@ -68,7 +69,7 @@ def _name_words(tensor_name: str) -> list[int]:
 def shuffle_rng(seed: int, tensor_name: str, replica: int, slice_index: int) -> np.random.Generator:
     """The generator of one shuffle: a function of (seed, tensor name, replica, slice) only."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}: use a non-negative integer")
+        raise OptionError(f"seed={seed!r} is not allowed; use a non-negative integer")
     ss = np.random.SeedSequence(entropy=[int(seed), *_name_words(tensor_name)],
                                 spawn_key=(int(replica), int(slice_index)))
     return np.random.Generator(np.random.PCG64(ss))

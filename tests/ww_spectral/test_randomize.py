@@ -28,6 +28,7 @@ import pytest
 import scipy.stats
 from safetensors.numpy import save_file as save_numpy
 
+from ww_spectral.errors import OptionError
 from ww_spectral.randomize import (
     RAND_COLUMNS,
     SMALL_LAYER_REPLICAS,
@@ -211,7 +212,7 @@ def test_shuffle_is_a_permutation_the_traps_can_replay():
     perm = shuffle_rng(1, "x", 0, 0).permutation(W.size)
     assert np.array_equal(flat, W.ravel()[perm])
     assert not np.array_equal(flat, W.ravel()) and np.array_equal(np.sort(flat), W.ravel())
-    with pytest.raises(ValueError):
+    with pytest.raises(OptionError):
         shuffle_rng(-1, "x", 0, 0)
 
 
@@ -245,3 +246,50 @@ def test_jensen_shannon_distance_is_weightwatchers_formula():
     assert jensen_shannon_distance(p, p) == 0.0
     with pytest.raises(ValueError):
         jensen_shannon_distance(p, q[:-1])
+
+
+# ---------------------------------------------------------------- costs (opt-in: WW_SPECTRAL_COSTS=1)
+
+COST_SHAPES = {  # (rows, cols): layers of that shape in MiniLM-L6 (0: LLM shapes, measured alone)
+    (384, 384): 25, (1536, 384): 6, (384, 1536): 6, (512, 384): 1, (30522, 384): 1,
+    (768, 768): 0, (3072, 768): 0, (4096, 4096): 0, (14336, 4096): 0,
+}
+
+
+@pytest.mark.skipif(os.environ.get("WW_SPECTRAL_COSTS") != "1", reason="set WW_SPECTRAL_COSTS=1 to measure")
+def test_costs_against_the_default_analysis():
+    """Per layer, one BLAS thread, best of 3: default = Gram + eigensolve + power-law fit (the work of the
+    default analysis per layer); mp_fit and randomize as extra work on top of it. Prints the ratios
+    (default + option) / default per shape and summed over MiniLM-L6's matrices."""
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from ww_spectral.fit import fit_power_law
+    from ww_spectral.mp_fit import mp_fit
+
+    def best(fn, reps=3):
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    rng = np.random.default_rng(0)
+    totals = np.zeros(3)
+    print("\nshape            default_s  mp_fit_s  x(default+mp)  randomize_s  x(default+rand)")
+    with threadpool_limits(1):
+        for (r, c), count in COST_SHAPES.items():
+            W = (rng.standard_t(4, size=(r, c)) * 0.02).astype(np.float32)
+            ev = eigenvalues(W)
+            reps = 3 if r * c < 5e7 else 1
+            t_def = best(lambda W=W: fit_power_law(eigenvalues(W)), reps)
+            t_mp = best(lambda ev=ev, r=r, c=c: mp_fit(ev, N=max(r, c), M=min(r, c)), reps)
+            t_rand = best(lambda W=W, ev=ev, r=r, c=c: randomize_layer([W], ev, N=max(r, c), M=min(r, c), seed=0,
+                                                                      tensor_name="w"), reps)
+            totals += count * np.array([t_def, t_mp, t_rand])
+            print(f"{r:>6} x {c:<6} {t_def:10.4f} {t_mp:9.4f} {1 + t_mp / t_def:13.2f} {t_rand:12.4f} "
+                  f"{1 + t_rand / t_def:15.2f}")
+    d, m, z = totals
+    print(f"MiniLM-L6 matrices: default {d:.3f} s, +mp_fit {1 + m / d:.2f}x, +randomize {1 + z / d:.2f}x")
