@@ -37,7 +37,8 @@ JSON_MAX_DEPTH = 64
 # The largest real single files (merged MoE checkpoints with per-expert weights and scales, e.g.
 # DeepSeek-V3's ~92k tensors if saved unsharded) stay far below 200 000 tensors, and 25 MiB holds ~180k
 # such entries; a 70B dense model's whole index is a few hundred kB. Peak RSS of opening a header at these
-# caps (measured in tests/ww_spectral/test_hostile_readers.py): ~250 MiB, bound asserted 512 MiB.
+# caps (tests/ww_spectral/test_hostile_readers.py): ~180 MiB for 200k entries filling 25 MiB, ~260 MiB
+# for a __metadata__ of 2.4M small strings (the most objects the item cap allows); bound asserted 512 MiB.
 SAFETENSORS_HEADER_MAX_BYTES = 25 * MiB
 SAFETENSORS_HEADER_MAX_ENTRIES = 200_000
 # JSON members + elements (commas + containers) a header may hold: 8 per 2-D tensor entry (its object,
