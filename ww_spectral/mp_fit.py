@@ -119,6 +119,19 @@ class _Residual:
 
     def __call__(self, sigmas: np.ndarray) -> np.ndarray:
         s = np.asarray(sigmas, dtype=np.float64).reshape(-1, 1)
+        out = np.empty(s.shape[0])
+        if self.Q != 1:
+            b = np.power(s * (1 + np.sqrt(1 / self.Q)), 2)
+            a = np.power(s * (1 - np.sqrt(1 / self.Q)), 2)
+            penalised = ((b < self.x_peak) | (b > self.x_top) | (a > self.x_peak)).ravel()
+            # WW's residual there is 1000 at every kept point: sum of squares exactly 1e6 * points
+            out[penalised] = PENALTY * PENALTY * self.x.size
+            live = ~penalised
+            s, a, b = s[live], a[live], b[live]
+        else:
+            live = np.ones(s.shape[0], dtype=bool)
+        if not s.size:
+            return out
         x = self.x[None, :]
         # Same expressions, in the same order, as WW's marchenko_pastur_fun / quarter_circle_fun. Their
         # np.nan_to_num only ever meets NaN here (sqrt of a negative, or 1/0 * NaN at t = 0; never +-inf
@@ -126,20 +139,33 @@ class _Residual:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self.Q == 1:
                 model = (1 / (np.pi * s * s)) * np.sqrt(4 - x**2)
-                penalised = None
             else:
-                y = 1 / self.Q
+                model = (1 / (2 * np.pi * s * s * x * (1 / self.Q))) * np.sqrt((b - x) * (x - a))
+        model[np.isnan(model)] = 0.0
+        model -= self.y[None, :]
+        if self.n_dropped:  # WW concatenates zeros: same value, kept for the same summation order
+            model = np.concatenate([model, np.zeros((model.shape[0], self.n_dropped))], axis=1)
+        out[live] = np.sum(model**2, axis=1)
+        return out
+
+    def one(self, sigma: float) -> float:
+        """The residual of one sigma (what fmin asks for): __call__'s arithmetic on 1-D arrays."""
+        s = np.array([sigma])
+        x = self.x
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.Q == 1:
+                model = (1 / (np.pi * s * s)) * np.sqrt(4 - x**2)
+            else:
                 b = np.power(s * (1 + np.sqrt(1 / self.Q)), 2)
                 a = np.power(s * (1 - np.sqrt(1 / self.Q)), 2)
-                model = (1 / (2 * np.pi * s * s * x * y)) * np.sqrt((b - x) * (x - a))
-                penalised = ((b < self.x_peak) | (b > self.x_top) | (a > self.x_peak)).ravel()
+                if b[0] < self.x_peak or b[0] > self.x_top or a[0] > self.x_peak:
+                    return PENALTY * PENALTY * x.size
+                model = (1 / (2 * np.pi * s * s * x * (1 / self.Q))) * np.sqrt((b - x) * (x - a))
         model[np.isnan(model)] = 0.0
-        resid = model - self.y[None, :]
-        if penalised is not None and penalised.any():
-            resid[penalised] = PENALTY
-        if self.n_dropped:  # WW concatenates zeros: same value, kept for the same summation order
-            resid = np.concatenate([resid, np.zeros((resid.shape[0], self.n_dropped))], axis=1)
-        return np.sum(resid**2, axis=1)
+        model -= self.y
+        if self.n_dropped:
+            model = np.concatenate([model, np.zeros(self.n_dropped)])
+        return float(np.sum(model**2))
 
 
 def _fit_sigma(x: np.ndarray, Q: float, bw: float) -> float:
@@ -155,7 +181,7 @@ def _fit_sigma(x: np.ndarray, Q: float, bw: float) -> float:
     start = grid[int(np.argmin(values))]
 
     def objective(p: np.ndarray) -> float:
-        return float(resid(np.asarray(p).ravel()[:1])[0])
+        return resid.one(float(np.asarray(p).ravel()[0]))
 
     best = optimize.fmin(objective, np.array([start]), full_output=1, disp=0)
     return float(np.asarray(best[0]).ravel()[0])

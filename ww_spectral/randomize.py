@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse.linalg
 from scipy.special import rel_entr
 
 from .errors import OptionError
@@ -55,6 +56,7 @@ from .spectrum import eigenvalues, gram, noise_floor
 SMALL_LAYER_EVALS = 100  # WW: num_components < 100 -> several replicas ...
 SMALL_LAYER_REPLICAS = 5  # ... of the shuffle, pooled
 _COMPUTE_DTYPES = {"float32": np.float32, "float64": np.float64}
+_DENSE_TRAPS = 1024  # up to this smaller side, trap singular vectors come from a dense eigensolve
 
 RAND_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",
                 "num_traps", "rand_sigma_mp", "rand_mp_softrank", "rand_W_scale", "rand_bulk_max",
@@ -168,34 +170,54 @@ def _floored(evals: np.ndarray, mats: Sequence[np.ndarray], precision: str) -> n
     return np.where(evals > floor, evals, 0.0)
 
 
+def _top_singular_vectors(Wr: np.ndarray, k: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """The k leading singular vector pairs (u: rows x k, v: cols x k) of Wr, largest first.
+
+    Eigenvectors of the smaller Gram matrix: dense (LAPACK ?syevr on the top k) up to _DENSE_TRAPS,
+    Lanczos (ARPACK, fixed start vector: deterministic) on the implicit Gram above it, where forming
+    W^T W would cost as much as the randomized ESD itself.
+    """
+    rows, cols = Wr.shape
+    m = min(rows, cols)
+    if m <= _DENSE_TRAPS or k >= m // 2:
+        G = gram(Wr, precision=precision)
+        vals, vecs = scipy.linalg.eigh(G, lower=False, subset_by_index=[m - k, m - 1], driver="evr",
+                                       check_finite=False)
+    else:
+        small_right = cols <= rows
+        op = scipy.sparse.linalg.LinearOperator(
+            (m, m), dtype=Wr.dtype,
+            matvec=(lambda v: Wr.T @ (Wr @ v)) if small_right else (lambda v: Wr @ (Wr.T @ v)))
+        vals, vecs = scipy.sparse.linalg.eigsh(op, k=k, which="LA", v0=np.full(m, 1.0 / math.sqrt(m)), tol=1e-7)
+    order = np.argsort(vals)[::-1]
+    vecs = vecs[:, order].astype(Wr.dtype)
+    sv = np.sqrt(np.maximum(vals[order], 0.0)).astype(Wr.dtype)
+    sv[sv == 0] = 1
+    if cols <= rows:  # the Gram W^T W holds right singular vectors
+        return (Wr @ vecs) / sv, vecs
+    return vecs, (Wr.T @ vecs) / sv
+
+
 def _trap_elements(W: np.ndarray, k: int, rng: np.random.Generator, dtype,
                    precision: str) -> list[tuple[int, int, float, float, float]]:
     """(row, col, weight, weight_z, localization) behind the k largest singular values of the shuffled W.
 
-    rng must be in the state the shuffle started from: rng.permutation replays the same permutation.
+    rng must be in the state the shuffle started from: shuffling positions with it replays the
+    permutation the values went through (the same draws for any dtype).
     """
-    orig = np.array(W, dtype=dtype, order="C", copy=True).ravel()
-    perm = rng.permutation(orig.size)
+    orig = np.ascontiguousarray(W, dtype=dtype).ravel()
+    perm = np.arange(orig.size, dtype=np.int32 if orig.size < 2**31 else np.int64)
+    rng.shuffle(perm)
     Wr = orig[perm].reshape(W.shape)
-    rows, cols = Wr.shape
-    G = gram(Wr, precision=precision)
-    m = G.shape[0]
-    vals, vecs = scipy.linalg.eigh(G, lower=False, subset_by_index=[m - k, m - 1], driver="evr",
-                                   check_finite=False)
+    cols = Wr.shape[1]
+    u, v = _top_singular_vectors(Wr, k, precision)
     mean, std = float(np.mean(orig, dtype=np.float64)), float(np.std(orig, dtype=np.float64))
     out = []
-    for idx in range(k - 1, -1, -1):  # largest singular value first
-        vec = vecs[:, idx].astype(Wr.dtype)
-        sv = math.sqrt(max(float(vals[idx]), 0.0)) or 1.0
-        if cols <= rows:  # G = Wr^T Wr holds right singular vectors
-            v, u = vec, (Wr @ vec) / sv
-        else:  # G = Wr Wr^T holds left singular vectors
-            u, v = vec, (Wr.T @ vec) / sv
-        i, j = int(np.argmax(np.abs(u))), int(np.argmax(np.abs(v)))
+    for t in range(k):
+        i, j = int(np.argmax(np.abs(u[:, t]))), int(np.argmax(np.abs(v[:, t])))
         r, c = divmod(int(perm[i * cols + j]), cols)
         w = float(orig[r * cols + c])
-        z = (w - mean) / std if std > 0 else math.nan
-        out.append((r, c, w, z, abs(float(u[i]) * float(v[j]))))
+        out.append((r, c, w, (w - mean) / std if std > 0 else math.nan, abs(float(u[i, t]) * float(v[j, t]))))
     return out
 
 
