@@ -209,8 +209,7 @@ def test_degenerate_input_fails_with_a_code(fit, ff, evals, code):
 def test_tpl_recovers_planted_exponent_and_cutoff():
     """alpha 2.0, Lambda 0.1, xmin 1, n = 500. Measured: fit='TPL' alpha 1.958 +- 0.282, Lambda 0.114 +- 0.052,
     median xmin 1.07; the MLE at the true xmin alone: alpha 1.962 +- 0.134, Lambda 0.112 +- 0.035 (the
-    small-sample bias of the
-    two-parameter MLE)."""
+    small-sample bias of the two-parameter MLE)."""
     fits = [fit_layer(sample_tpl(np.random.default_rng(s), 500, 2.0, 0.1), fit="TPL") for s in SEEDS]
     alpha = np.array([f.alpha for f in fits])
     lam = np.array([f.Lambda for f in fits])
