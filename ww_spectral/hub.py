@@ -433,15 +433,41 @@ def download_file(repo_id: str, filename: str, *, revision: str, endpoint: str |
     return str(path)
 
 
+# An error response's body is read only this far (the message the client shows comes from its start).
+ERROR_BODY_BYTES = 64 * 2**10
+
+
+def _read_at_most(response, limit: int) -> tuple[bytes, bool]:
+    """(the first `limit` bytes of a streamed body, whether it holds more); stops reading past `limit`."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[:limit], size > limit
+
+
+def _total_size(response) -> int | None:
+    """The file's size from Content-Range ("bytes a-b/SIZE") or, for a whole-file answer, Content-Length."""
+    content_range = response.headers.get("Content-Range", "")
+    size = content_range.rsplit("/", 1)[1] if "/" in content_range else ""
+    if size.isdigit():
+        return int(size)
+    length = response.headers.get("Content-Length", "")
+    return int(length) if response.status_code == 200 and length.isdigit() else None
+
+
 def range_fetcher(repo_id: str, filename: str, *, revision: str, endpoint: str | None = None,
                   token: str | None = None, settings: HubSettings | None = None):
     """fetch(start, end) -> (bytes [start, end), total size) for one repo file, by HTTP Range GETs.
 
-    Goes through the client's http_backoff (retries 429/5xx with back-off, honours Retry-After) and its
-    error parsing; redirects (the hub's CDN) are followed. This is what readers.SafetensorsRangeReader reads.
+    Goes through the client's http_stream_backoff and its error parsing, with `call`'s retries (429/5xx,
+    back-off, Retry-After); redirects (the hub's CDN) are followed. This is what readers.SafetensorsRangeReader reads.
     """
+    import httpx2
     from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
 
     check_repo_id(repo_id)
     check_member_name(filename, where=f"{repo_id}@{revision}")
@@ -451,20 +477,37 @@ def range_fetcher(repo_id: str, filename: str, *, revision: str, endpoint: str |
     headers = build_hf_headers(token=resolve_token(token))
 
     def fetch(start: int, end: int) -> tuple[bytes, int]:
-        def get():
-            r = http_backoff("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
-                             timeout=settings.timeout_s, follow_redirects=True)
-            hf_raise_for_status(r)
-            return r
+        # Streamed, so a server that ignores Range or sends more than asked costs at most `end` bytes of
+        # memory (an error body at most ERROR_BODY_BYTES), never the whole file it chooses to send.
+        def get() -> tuple[int, bytes, int]:
+            # No retries in the client: it reads a failed answer's whole body (to raise or before a retry);
+            # `call` retries instead (same back-off settings, Retry-After honoured) after reading its start.
+            with http_stream_backoff("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
+                                     max_retries=0, retry_on_status_codes=(), retry_on_exceptions=(),
+                                     timeout=settings.timeout_s, follow_redirects=True) as r:
+                total = _total_size(r)
+                if r.status_code == 416:  # start past the end: an empty read and the size
+                    return 416, b"", total or 0
+                if r.status_code >= 400:
+                    body, _ = _read_at_most(r, ERROR_BODY_BYTES)
+                    hf_raise_for_status(httpx2.Response(r.status_code, headers=r.headers, content=body,
+                                                        request=r.request))
+                if r.status_code == 206:
+                    body, more = _read_at_most(r, end - start)
+                    if more:
+                        raise HubError(f"{repo_id}@{revision[:12]}/{filename}: asked for bytes {start}-{end - 1}, "
+                                       "the server sent more; use another endpoint or mirror")
+                    return 206, body, total if total is not None else end
+                # A server that ignores Range sends the whole file: read up to `end`, then hang up.
+                body, more = _read_at_most(r, end)
+                if total is None:
+                    if more:
+                        raise HubError(f"{repo_id}@{revision[:12]}/{filename}: the server ignores Range and gives no "
+                                       "size; use another endpoint or mirror")
+                    total = len(body)
+                return 200, body[start:end], total
 
-        r = call(f"{repo_id}@{revision[:12]}/{filename}", get, endpoint=endpoint, settings=settings, retry=False)
-        content_range = r.headers.get("Content-Range", "")
-        if r.status_code == 206 and "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
-            return r.content, int(content_range.rsplit("/", 1)[1])
-        if r.status_code == 416:  # start past the end: report an empty read and the size
-            total = content_range.rsplit("/", 1)[1] if "/" in content_range else ""
-            return b"", int(total) if total.isdigit() else 0
-        # A server that ignores Range sends the whole file: still correct, only slower.
-        return r.content[start:end], len(r.content)
+        _, body, total = call(f"{repo_id}@{revision[:12]}/{filename}", get, endpoint=endpoint, settings=settings)
+        return body, total
 
     return fetch
