@@ -38,13 +38,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 MP_BANDWIDTH = 0.1  # WW's bw in fit_density_with_range / resid_mp
 KDE_POINTS = 1000  # WW: xde = linspace(0, max + 0.5, 1000)
 KDE_THRESH = 0.01  # WW: density points below this are dropped from the residual
 PENALTY = 1000.0  # WW: residual per point when the MP edges are implausible
 _GRID = (0.05, 2.0, 0.01)  # WW: sigma grid as multiples of calc_sigma(Q, evals)
+_FMIN_MAXFUN = 200  # scipy.optimize.fmin's default maxiter = maxfun = 200 * (one variable)
 
 COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "bulk_min", "W_scale")
 
@@ -113,59 +113,51 @@ class _Residual:
         self.x = grid[keep]
         self.y = dens[keep]
         self.Q = Q
+        if Q == 1:  # the quarter-circle model is (1 / (pi s^2)) * sqrt(4 - t^2): the t part once
+            with np.errstate(invalid="ignore"):
+                qc = np.sqrt(4 - self.x**2)
+            self.qc = np.where(np.isnan(qc), 0.0, qc)
         if self.x.size:
             self.x_peak = float(self.x[int(np.argmax(self.y))])  # first maximum, as WW
             self.x_top = float(np.max(self.x))
 
     def __call__(self, sigmas: np.ndarray) -> np.ndarray:
         s = np.asarray(sigmas, dtype=np.float64).reshape(-1, 1)
-        out = np.empty(s.shape[0])
-        if self.Q != 1:
-            b = np.power(s * (1 + np.sqrt(1 / self.Q)), 2)
-            a = np.power(s * (1 - np.sqrt(1 / self.Q)), 2)
-            penalised = ((b < self.x_peak) | (b > self.x_top) | (a > self.x_peak)).ravel()
-            # WW's residual there is 1000 at every kept point: sum of squares exactly 1e6 * points
-            out[penalised] = PENALTY * PENALTY * self.x.size
-            live = ~penalised
-            s, a, b = s[live], a[live], b[live]
-        else:
-            live = np.ones(s.shape[0], dtype=bool)
-        if not s.size:
-            return out
-        x = self.x[None, :]
-        # Same expressions, in the same order, as WW's marchenko_pastur_fun / quarter_circle_fun. Their
-        # np.nan_to_num only ever meets NaN here (sqrt of a negative, or 1/0 * NaN at t = 0; never +-inf
-        # since s > 0 and a > 0 when Q != 1), so NaN -> 0 is the whole of it.
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if self.Q == 1:
-                model = (1 / (np.pi * s * s)) * np.sqrt(4 - x**2)
-            else:
-                model = (1 / (2 * np.pi * s * s * x * (1 / self.Q))) * np.sqrt((b - x) * (x - a))
-        model[np.isnan(model)] = 0.0
-        model -= self.y[None, :]
-        if self.n_dropped:  # WW concatenates zeros: same value, kept for the same summation order
-            model = np.concatenate([model, np.zeros((model.shape[0], self.n_dropped))], axis=1)
-        out[live] = np.sum(model**2, axis=1)
+        if self.Q == 1:
+            return self._sums(s, None, None)
+        b = np.power(s * (1 + np.sqrt(1 / self.Q)), 2)
+        a = np.power(s * (1 - np.sqrt(1 / self.Q)), 2)
+        penalised = ((b < self.x_peak) | (b > self.x_top) | (a > self.x_peak)).ravel()
+        if not penalised.any():
+            return self._sums(s, a, b)
+        # WW's residual there is 1000 at every kept point: the sum of squares is exactly 1e6 * points
+        out = np.full(s.shape[0], PENALTY * PENALTY * self.x.size)
+        live = ~penalised
+        if live.any():
+            out[live] = self._sums(s[live], a[live], b[live])
         return out
 
     def one(self, sigma: float) -> float:
-        """The residual of one sigma (what fmin asks for): __call__'s arithmetic on 1-D arrays."""
-        s = np.array([sigma])
-        x = self.x
+        """The residual of one sigma (what fmin asks for)."""
+        return float(self(np.array([sigma]))[0])
+
+    def _sums(self, s: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
+        """sum of squared residuals for each row s (k x 1), with WW's arithmetic: the same expressions in the
+        same order as its marchenko_pastur_fun / quarter_circle_fun, and its zeros for the dropped points
+        appended (the same summation order). WW's np.nan_to_num only ever meets NaN here (sqrt of a negative,
+        or 1/0 * NaN at t = 0; never +-inf since s > 0 and a > 0 when Q != 1), so NaN -> 0 is all of it."""
+        buf = np.zeros((s.shape[0], self.x.size + self.n_dropped))
+        body = buf[:, :self.x.size]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self.Q == 1:
-                model = (1 / (np.pi * s * s)) * np.sqrt(4 - x**2)
+                np.multiply(1 / (np.pi * s * s), self.qc, out=body)
             else:
-                b = np.power(s * (1 + np.sqrt(1 / self.Q)), 2)
-                a = np.power(s * (1 - np.sqrt(1 / self.Q)), 2)
-                if b[0] < self.x_peak or b[0] > self.x_top or a[0] > self.x_peak:
-                    return PENALTY * PENALTY * x.size
-                model = (1 / (2 * np.pi * s * s * x * (1 / self.Q))) * np.sqrt((b - x) * (x - a))
-        model[np.isnan(model)] = 0.0
-        model -= self.y
-        if self.n_dropped:
-            model = np.concatenate([model, np.zeros(self.n_dropped)])
-        return float(np.sum(model**2))
+                x = self.x
+                np.multiply(1 / (2 * np.pi * s * s * x * (1 / self.Q)), np.sqrt((b - x) * (x - a)), out=body)
+                body[np.isnan(body)] = 0.0
+        body -= self.y
+        np.square(buf, out=buf)
+        return np.sum(buf, axis=1)
 
 
 def _fit_sigma(x: np.ndarray, Q: float, bw: float) -> float:
@@ -180,11 +172,71 @@ def _fit_sigma(x: np.ndarray, Q: float, bw: float) -> float:
     values = resid(grid)
     start = grid[int(np.argmin(values))]
 
-    def objective(p: np.ndarray) -> float:
-        return resid.one(float(np.asarray(p).ravel()[0]))
+    return _fmin_1d(resid.one, float(start))
 
-    best = optimize.fmin(objective, np.array([start]), full_output=1, disp=0)
-    return float(np.asarray(best[0]).ravel()[0])
+
+def _fmin_1d(f, x0: float) -> float:
+    """scipy.optimize.fmin(f, x0) for one variable, step for step, with its defaults (Nelder-Mead:
+    reflection 1, expansion 2, contraction 0.5, shrink 0.5; initial step 5%; xatol = fatol = 1e-4;
+    at most 200 iterations and 200 calls). The simplex is two points; every coefficient is exact, so the
+    arithmetic is scipy's own. Without scipy's per-call wrapping: WW's mp_fit spends its time here."""
+    calls = 0
+
+    def call(x: float) -> float | None:
+        nonlocal calls
+        if calls >= _FMIN_MAXFUN:
+            return None
+        calls += 1
+        return f(x)
+
+    sim = [x0, 1.05 * x0 if x0 != 0 else 0.00025]
+    fsim = [call(sim[0]), call(sim[1])]
+    if fsim[1] < fsim[0]:  # np.argsort of two values: stable
+        sim.reverse()
+        fsim.reverse()
+    iterations = 1
+    while calls < _FMIN_MAXFUN and iterations < _FMIN_MAXFUN:
+        if abs(sim[1] - sim[0]) <= 1e-4 and abs(fsim[0] - fsim[1]) <= 1e-4:
+            break
+        xbar, worst = sim[0], sim[1]
+        xr = 2.0 * xbar - 1.0 * worst
+        fxr = call(xr)
+        if fxr is None:
+            break
+        if fxr < fsim[0]:
+            xe = 3.0 * xbar - 2.0 * worst
+            fxe = call(xe)
+            if fxe is None:
+                break
+            sim[1], fsim[1] = (xe, fxe) if fxe < fxr else (xr, fxr)
+        else:  # scipy's "fxr < fsim[-2]" test is fsim[0] again for one variable: never true here
+            if fxr < fsim[1]:
+                xc = 1.5 * xbar - 0.5 * worst
+                fxc = call(xc)
+                if fxc is None:
+                    break
+                shrink = not fxc <= fxr
+                if not shrink:
+                    sim[1], fsim[1] = xc, fxc
+            else:
+                xcc = 0.5 * xbar + 0.5 * worst
+                fxcc = call(xcc)
+                if fxcc is None:
+                    break
+                shrink = not fxcc < fsim[1]
+                if not shrink:
+                    sim[1], fsim[1] = xcc, fxcc
+            if shrink:
+                sim[1] = sim[0] + 0.5 * (sim[1] - sim[0])
+                f1 = call(sim[1])
+                if f1 is None:
+                    break
+                fsim[1] = f1
+        iterations += 1
+        if fsim[1] < fsim[0]:
+            sim.reverse()
+            fsim.reverse()
+    return sim[0]
 
 
 def mp_fit(evals: np.ndarray, *, N: int, M: int, bw: float = MP_BANDWIDTH) -> MPFit:
