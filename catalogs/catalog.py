@@ -8,10 +8,14 @@ SQL files (all SQL lives there; Python fills in identifiers and the root literal
                              the sandbox settings
 
 The catalog file (ROOT/catalog.duckdb) holds views (and the small `metrics` table from catalogs/metrics.py)
-and no data: `catalog build` (and a scan) writes it, under a temporary name renamed over the old one, so
+and no data, and no absolute path: the views' globs are relative to the DATA root (00_store_files.sql), so
+a copied or moved store keeps a working catalog. connect() names the root in a session variable; a plain
+DuckDB client opens it from the DATA folder (`cd DATA && duckdb catalog.duckdb`) or after
+`SET file_search_path = 'DATA'`. The catalog file: `catalog build` (and a scan) writes it, under a temporary name renamed over the old one, so
 readers of the old file are never blocked by the builder's read-write lock (DuckDB 2.0 locks a file
 opened read-write against every other process). connect() never writes: when the file is missing or
-stale (another root, older SQL or schema) it builds the same views in an in-memory database instead.
+stale (older SQL, metric table, tier rule or schema) it builds the same views in an in-memory database
+instead.
 
 Every connection connect() returns is sandboxed (catalogs/sql/session/sandbox.sql): after its views
 exist, external access is off except for the DATA root and the in-memory seed files, extensions are
@@ -48,7 +52,7 @@ import fsspec
 
 from . import metrics as _metrics
 from .errors import CatalogError, ReadOnlyError
-from .schema import SCHEMA_VERSION, TABLES
+from .schema import PROVENANCE_FIELDS, SCHEMA_VERSION, TABLES
 from .store import ResultStore, glob_escape, owner_of, safe_name, seed_file
 
 SQL_DIR = Path(__file__).parent / "sql"
@@ -92,13 +96,21 @@ def _session(con, name: str, **params) -> list[tuple]:
     return _execute(con, _sql(f"session/{name}.sql"), params)
 
 
-def view_sql(root_url: str) -> list[tuple[str, str]]:
+def _view_subs() -> dict[str, str]:
+    """The placeholders of the view files: column lists (catalogs/metrics.py, catalogs/schema.py) and the
+    tier rule's thresholds and names (catalogs/metrics.py TIER_RULE, TIERS)."""
+    return {
+        "metric_columns": ", ".join(m.column for m in _metrics.METRICS),
+        "provenance_columns": ", ".join(f.name for f in PROVENANCE_FIELDS if f.name not in ("repo_id", "revision")),
+        "tier_names": " ".join(f"WHEN {t} THEN {_sql_literal(n)}" for t, n in _metrics.TIERS.items()),
+        **_metrics.TIER_RULE.sql_constants(),
+    }
+
+
+def view_sql() -> list[tuple[str, str]]:
     """(file name, rendered SQL) for every view file, in dependency (file name) order; a file using the
     {{table}} placeholder comes once per table, named 'file[table]'."""
-    subs = {
-        "root": _sql_literal(glob_escape(root_url.rstrip("/"))),
-        "metric_columns": ", ".join(m.column for m in _metrics.METRICS),
-    }
+    subs = _view_subs()
     out = []
     for path in sorted(SQL_DIR.glob("*.sql")):
         text = path.read_text()
@@ -109,10 +121,12 @@ def view_sql(root_url: str) -> list[tuple[str, str]]:
     return out
 
 
-def _fingerprint(root_url: str) -> str:
-    """Changes when the SQL, the metric table or the schema version changes: then the catalog is stale."""
-    h = hashlib.sha256(f"{SCHEMA_VERSION}\n{root_url}".encode())
-    for _, sql in view_sql(root_url):
+@functools.cache
+def _fingerprint() -> str:
+    """Changes when the SQL, the metric table, the tier rule or the schema version changes: then the
+    catalog is stale. Not the DATA root: the views hold none."""
+    h = hashlib.sha256(f"{SCHEMA_VERSION}\n".encode())
+    for _, sql in view_sql():
         h.update(sql.encode())
     h.update(repr(_metrics.metrics_rows()).encode())
     return h.hexdigest()[:16]
@@ -165,13 +179,17 @@ def _create_objects(con, store: ResultStore) -> None:
     _session(con, "set_files", files=_seed_struct())
     _session(con, "create_metrics")
     con.executemany(_sql("session/insert_metric.sql"), _metrics.metrics_rows())
-    for name, sql in view_sql(store.url()):
+    for name, sql in view_sql():
         try:
             _execute(con, sql)
         except duckdb.Error as exc:
             raise CatalogError(f"catalog view {name} failed to build: {exc}") from exc
-    _session(con, "create_meta", data_root=store.url(), fingerprint=_fingerprint(store.url()),
-             schema_version=SCHEMA_VERSION)  # fmt: skip
+    _session(con, "create_meta", fingerprint=_fingerprint(), schema_version=SCHEMA_VERSION)
+
+
+def _set_root(con, store: ResultStore) -> None:
+    """Name the DATA root in this session (catalogs/sql/session/set_root.sql): the views read under it."""
+    _session(con, "set_root", root=glob_escape(store.url()), data_root=store.url())
 
 
 def _read_store_files(con) -> None:
@@ -249,7 +267,7 @@ def _open_catalog(path: Path, fingerprint: str):
         rows = _session(con, "read_meta")
     except duckdb.Error:
         rows = []
-    if rows and rows[0][1] == fingerprint:
+    if rows and rows[0][0] == fingerprint:
         return con
     con.close()
     return None
@@ -271,13 +289,15 @@ def connect(
     """
     store = _open_store(data_root, storage_options)
     path = Path(db_path) if db_path is not None else _default_db_path(store)
-    con = _open_catalog(path, _fingerprint(store.url()))
+    con = _open_catalog(path, _fingerprint())
     if con is None:
         con = duckdb.connect()
         _create_objects(con, store)
+        _set_root(con, store)
         _read_store_files(con)
     else:
         _register_filesystems(con, store)
+        _set_root(con, store)
     _sandbox(con, store, timeout_s)
     return con
 
@@ -347,31 +367,53 @@ def row_counts(con) -> dict[str, int]:
 _NO_TOP = 2**63 - 1
 
 
-def leaderboard_sql(metric: str = _metrics.DEFAULT_METRIC, group_by: str | None = None,
-                    where: str | None = None) -> str:  # fmt: skip
-    """The leaderboard query text (catalogs/sql/queries/leaderboard.sql; parameter $top). metric and
+_TIER_COLUMNS = ("tier", "tier_name", "share_alpha_2_6", "share_random_like")
+
+
+def _is_tiered(metric: str | None, tiered: bool | None) -> bool:
+    """The default ranking is tiered; naming a metric ranks by it alone unless tiered=True."""
+    return metric is None if tiered is None else bool(tiered)
+
+
+def leaderboard_sql(metric: str | None = None, group_by: str | None = None, where: str | None = None, *,
+                    tiered: bool | None = None) -> str:  # fmt: skip
+    """The leaderboard query text (catalogs/sql/queries/leaderboard.sql; parameter $top).
+
+    metric None: the default ranking, tiered (catalogs/metrics.py TIER_RULE), then DEFAULT_METRIC within
+    a tier; a metric name ranks by that metric alone (tiered=True keeps the tiers first). metric and
     group_by are checked against catalogs/metrics.py (unknown names raise CatalogError listing the
-    allowed ones); `where` is SQL over the `models_latest` columns applied before ranking."""
-    m = _metrics.get_metric(metric)
+    allowed ones); `where` is SQL over the ranked view's columns (model_summaries when tiered, else
+    models_latest), applied before ranking."""
+    m = _metrics.get_metric(metric or _metrics.DEFAULT_METRIC)
+    if _is_tiered(metric, tiered):
+        subs = {"source": "model_summaries", "keep": "TRUE",
+                "order": f"tier, {m.column} {m.sql_order} NULLS LAST",
+                "columns": ", ".join(dict.fromkeys([*_TIER_COLUMNS, m.column]))}  # fmt: skip
+    else:
+        subs = {"source": "models_latest", "keep": f"{m.column} IS NOT NULL",
+                "order": f"{m.column} {m.sql_order}", "columns": m.column}  # fmt: skip
     sql = _render(
         _sql("queries/leaderboard.sql"),
         group=_metrics.get_group(group_by) or "NULL",
-        metric=m.column,
-        order=m.sql_order,
         where=where.strip() if where and where.strip() else "TRUE",
+        **subs,
     )
     check_read_only(sql)  # a --where that smuggles a second statement is refused here
     return sql
 
 
-def leaderboard(con, metric: str = _metrics.DEFAULT_METRIC, group_by: str | None = None,
-                where: str | None = None, top: int | None = None) -> tuple[list[str], list[tuple]]:  # fmt: skip
-    """(columns, rows) of the leaderboard: [group,] rank, repo_id, <metric>, revision; `top` keeps the
-    ranks <= top within each group."""
+def leaderboard(con, metric: str | None = None, group_by: str | None = None, where: str | None = None,
+                top: int | None = None, *, tiered: bool | None = None) -> tuple[list[str], list[tuple]]:  # fmt: skip
+    """(columns, rows) of the leaderboard: [group,] rank, repo_id, [tier, tier_name, share_alpha_2_6,
+    share_random_like,] <metric>, revision; `top` keeps the ranks <= top within each group.
+
+    metric None (the default): every latest model, tier first, then DEFAULT_METRIC (alpha_weighted) within
+    a tier (catalogs/metrics.py). A metric name: the models with a value, ranked by it alone, exactly
+    as WeightWatcher ranks; tiered=True ranks by tier first with that metric."""
     if top is not None and (not isinstance(top, int) or top < 1):
         raise CatalogError(f"--top must be a positive integer, got {top!r}")
     group = _metrics.get_group(group_by)
-    cols, rows = query(con, leaderboard_sql(metric, group_by, where), {"top": top or _NO_TOP})
+    cols, rows = query(con, leaderboard_sql(metric, group_by, where, tiered=tiered), {"top": top or _NO_TOP})
     if group:
         return [group, *cols[1:]], rows
     return cols[1:], [r[1:] for r in rows]
@@ -395,15 +437,17 @@ def _model_files(store: ResultStore, repo_id: str) -> dict[str, list[str]]:
 
 
 def show_model(con, model: str, *, storage_options: dict | None = None):
-    """Summary and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision':
-    ((summary columns, [one row]), (layer columns, layer rows in depth order)).
+    """Summary and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision' (a revision
+    or a prefix of one, e.g. the 12 characters tables show): ((summary columns, [one row]), (layer
+    columns, layer rows in depth order)). The summary holds the model's tier (catalogs/metrics.py) and
+    the layer counts behind it; catalogs/explain.py puts them in words.
 
     Reads only the files that can hold this model (its per-model files and its owner's compacted files,
     listed here and passed to the *_in macros), so the drill-down costs the same however many other
     models the store holds.
     Raises CatalogError when the model is not in the store."""
     repo_id, _, revision = model.partition("@")
-    data_root = _session(con, "read_meta")[0][0]
+    data_root = _session(con, "data_root")[0][0]
     files = _model_files(ResultStore(data_root, storage_options=storage_options), repo_id)
     params = {"repo_id": repo_id, "revision": revision or None, "files": files}
     summary = query(con, _sql("queries/show_model.sql"), params)

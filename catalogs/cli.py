@@ -19,52 +19,100 @@ import shutil
 import sys
 
 from .errors import CatalogError
-from .metrics import get_group, get_metric
+from .explain import explain
+from .metrics import DEFAULT_METRIC, GROUPS, METRICS, get_group, get_metric
 
 DEFAULT_DATA = "ww-data"
 _MAX_CELL = 42
+_REVISION_CHARS = 12  # tables show revisions this short (csv/json keep them whole); `show` takes a prefix
+_DECIMALS = 4  # tables show floats with this many decimals, right-aligned
+_FORMATS = ("table", "csv", "json", "markdown")
+_FORMAT_HELP = ("output format (default: table, fitted to the terminal; csv and json keep full precision "
+                "and whole revisions, for pipes)")
+
+
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT",
+                   help=f"DATA root: a folder or an s3:// / gs:// URI (default: ./{DEFAULT_DATA})")
+
+
+def _metric_names() -> str:
+    return ", ".join(m.name for m in METRICS)
 
 
 def register(subparsers) -> None:
-    cat = subparsers.add_parser("catalog", help="build or compact the DuckDB catalog over a DATA root")
+    cat = subparsers.add_parser(
+        "catalog", help="build or compact the DuckDB catalog over a DATA root",
+        description="The DuckDB catalog: a file of views over the store's Parquet (ROOT/catalog.duckdb). "
+                    "The read commands work without it; it makes them start faster.")
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
-    b = cat_sub.add_parser("build", help="create or refresh DATA/catalog.duckdb (views over the Parquet)")
-    b.add_argument("--data", default=DEFAULT_DATA, help="DATA root: folder or s3:// / gs:// URI")
-    b.add_argument("--db", default=None, help="catalog file (default: DATA/catalog.duckdb)")
+    b = cat_sub.add_parser(
+        "build", help="create or refresh ROOT/catalog.duckdb (views over the Parquet)",
+        description="Create or refresh the catalog file. Its views hold no absolute path: they read the "
+                    "store the file sits in, wherever the folder is copied. Open it in a plain DuckDB "
+                    "client from the DATA folder (cd ROOT && duckdb catalog.duckdb) or after "
+                    "SET file_search_path = 'ROOT'.")
+    _data(b)
+    b.add_argument("--db", default=None, metavar="FILE",
+                   help="catalog file (default: ROOT/catalog.duckdb; for s3:// and gs:// roots "
+                        "~/.cache/ww-spectral/catalogs/<hash>.duckdb)")
     b.set_defaults(handler=_cmd_build)
-    c = cat_sub.add_parser("compact", help="merge per-model Parquet files into larger ones (same results)")
-    c.add_argument("--data", default=DEFAULT_DATA, help="DATA root: folder or s3:// / gs:// URI")
-    c.add_argument(
-        "--min-files", type=int, default=2, help="compact partitions with at least this many files"
-    )
+    c = cat_sub.add_parser(
+        "compact", help="merge per-model Parquet files into larger ones (same results)",
+        description="Merge the per-model Parquet files of each owner= folder into one file: the same rows, "
+                    "fewer files, much faster leaderboards on large stores. Safe while others read.")
+    _data(c)
+    c.add_argument("--min-files", type=int, default=2, metavar="N",
+                   help="compact a partition when it holds at least N files (default: 2)")
     c.set_defaults(handler=_cmd_compact)
 
-    lb = subparsers.add_parser("leaderboard", help="rank models by a spectral metric (direction per metric)")
-    lb.add_argument("--data", default=DEFAULT_DATA, help="DATA root: folder or s3:// / gs:// URI")
-    lb.add_argument("--metric", default="alpha_weighted", help="model-level metric (default alpha_weighted)")
-    lb.add_argument("--group-by", default=None, help="rank within groups: architecture, model_type, "
-                    "param_bucket, pipeline_tag, family, library, owner")  # fmt: skip
-    lb.add_argument(
-        "--where", default=None, help='SQL filter over the models columns, e.g. "downloads > 1000"'
-    )
-    lb.add_argument("--top", type=int, default=None, help="keep ranks <= N (within each group)")
-    lb.add_argument("--format", default="table", choices=("table", "csv", "json", "markdown"))
+    lb = subparsers.add_parser(
+        "leaderboard", help="rank models: tier first (well trained ... random-like), then alpha_weighted",
+        description="Rank the latest revision of every stored model. Default: by tier first (1 well trained, "
+                    "2 mixed, 3 random-like or under-trained, 4 no analysable layer; the rule and its "
+                    "thresholds: catalogs/metrics.py), then by alpha_weighted (lower is better) within a "
+                    "tier; each row shows its tier, the share of its layers with 2 <= alpha <= 6 and the "
+                    "share that look random. --metric NAME ranks by that metric alone, as WeightWatcher "
+                    "does (a random-init model can then come first).")
+    _data(lb)
+    lb.add_argument("--metric", default=None, metavar="NAME",
+                    help=f"rank by this metric alone, its direction from catalogs/metrics.py: {_metric_names()} "
+                         f"(default: none; the tiered ranking with {DEFAULT_METRIC} within a tier)")
+    lb.add_argument("--tiered", action="store_true",
+                    help="with --metric: rank by tier first, then by that metric (default: off)")
+    lb.add_argument("--group-by", default=None, metavar="GROUP",
+                    help=f"rank within groups: {', '.join(g for g in GROUPS if g != 'none')} (default: none)")
+    lb.add_argument("--where", default=None, metavar="SQL",
+                    help='SQL filter over the ranked columns (model_summaries), e.g. "downloads > 1000" or '
+                         '"tier <= 2" (default: none)')
+    lb.add_argument("--top", type=int, default=None, metavar="N",
+                    help="keep ranks <= N within each group (default: all)")
+    lb.add_argument("--format", default="table", choices=_FORMATS, help=_FORMAT_HELP)
     lb.set_defaults(handler=_cmd_leaderboard)
 
     sq = subparsers.add_parser(
-        "sql", help="run one read-only SELECT over the views layers, models, failures, scans"
-    )
-    sq.add_argument("query", help="the SELECT statement")
-    sq.add_argument("--data", default=DEFAULT_DATA, help="DATA root: folder or s3:// / gs:// URI")
-    sq.add_argument("--format", default="table", choices=("table", "csv", "json", "markdown"))
+        "sql", help="run one read-only SELECT over the views layers, models, model_summaries, failures, scans",
+        description="Run one read-only SELECT over the catalog views (models: one row per stored revision, "
+                    "metrics first; model_summaries: the latest revisions with tiers and layer counts; "
+                    "layers; failures; scans; the diagnostic views in catalogs/sql/). The connection "
+                    "reads the store's own files and nothing else.")
+    sq.add_argument("query", metavar="QUERY", help='the SELECT statement, e.g. "SELECT * FROM models"')
+    _data(sq)
+    sq.add_argument("--format", default="table", choices=_FORMATS, help=_FORMAT_HELP)
     sq.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                    help="stop the query after this long (default 300)")  # fmt: skip
+                    help="stop the query after this long (default: 300)")  # fmt: skip
     sq.set_defaults(handler=_cmd_sql)
 
-    sh = subparsers.add_parser("show", help="one model's summary and its layers")
-    sh.add_argument("model", metavar="MODEL", help="repo id (latest revision) or repo_id@revision")
-    sh.add_argument("--data", default=DEFAULT_DATA, help="DATA root: folder or s3:// / gs:// URI")
-    sh.add_argument("--format", default="table", choices=("table", "json"))
+    sh = subparsers.add_parser(
+        "show", help="one model: its tier and flags in words, its summary and its layers",
+        description="One stored model: why it stands in its tier of the default leaderboard (its flags in "
+                    "words), its summary row and its layer rows in depth order.")
+    sh.add_argument("model", metavar="MODEL",
+                    help="repo id (latest revision) or repo_id@revision (a revision prefix, e.g. the 12 "
+                         "characters tables show, is enough)")
+    _data(sh)
+    sh.add_argument("--format", default="table", choices=("table", "json"),
+                    help="output format (default: table; json: explanation, summary and layers in full)")
     sh.set_defaults(handler=_cmd_show)
 
 
@@ -99,11 +147,14 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .catalog import connect, leaderboard
 
-    get_metric(args.metric)  # unknown names fail before any I/O, listing the allowed ones
+    get_metric(args.metric or DEFAULT_METRIC)  # unknown names fail before any I/O, listing the allowed ones
     get_group(args.group_by)
+    if args.tiered and args.metric is None:
+        raise CatalogError("--tiered goes with --metric NAME (the default ranking is tiered already)")
     con = connect(args.data)
     try:
-        cols, rows = leaderboard(con, args.metric, args.group_by, args.where, args.top)
+        cols, rows = leaderboard(con, args.metric, args.group_by, args.where, args.top,
+                                 tiered=True if args.tiered else None)
     finally:
         con.close()
     emit(cols, rows, args.format)
@@ -130,32 +181,60 @@ def _cmd_show(args: argparse.Namespace) -> int:
     finally:
         con.close()
     summary = dict(zip(scols, srows[0]))
+    why = explain(summary)
     if args.format == "json":
-        doc = {"summary": _jsonable(summary), "layers": [_jsonable(dict(zip(lcols, r))) for r in lrows]}
+        doc = {"explanation": why, "summary": _jsonable(summary),
+               "layers": [_jsonable(dict(zip(lcols, r))) for r in lrows]}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
         return 0
     shown = {k: v for k, v in summary.items() if v is not None and k not in ("extra_json",)}
     width = max(len(k) for k in shown)
-    out = [f"{k.rjust(width)}  {_cell(v, 100)}" for k, v in shown.items()]
+    out = [f"{summary['repo_id']}@{_short(summary['revision'])}:"] + [f"  - {line}" for line in why] + [""]
+    out += [f"{k.rjust(width)}  {_cell(v, 100, column=k)}" for k, v in shown.items()]
     sys.stdout.write("\n".join(out) + "\n\n")
     emit(lcols, lrows, "table")
     return 0
 
 
 # ---------------------------------------------------------------------------- output
-def _fmt(v) -> str:
+def _short(revision: str) -> str:
+    return revision[:_REVISION_CHARS]
+
+
+def _is_revision(column: str | None) -> bool:
+    return bool(column) and (column == "revision" or column.endswith("_revision"))
+
+
+def _fmt(v, *, decimals: int | None = None) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4g}"
+        if math.isnan(v):
+            return "nan"
+        if decimals is not None:
+            return f"{v:.{decimals}f}"
+        return f"{v:.{_DECIMALS}f}" if v == 0 or 1e-3 <= abs(v) < 1e9 else f"{v:.{_DECIMALS - 1}e}"
     if isinstance(v, _dt.datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S")
     return str(v)
 
 
-def _cell(v, limit: int = _MAX_CELL) -> str:
-    s = _fmt(v).replace("\n", " ")
+def _cell(v, limit: int = _MAX_CELL, *, column: str | None = None, decimals: int | None = None) -> str:
+    """One table cell: revisions cut to 12 characters, floats with fixed decimals, one line, at most
+    `limit` characters (cut with '…')."""
+    if _is_revision(column) and isinstance(v, str):
+        v = _short(v)
+    s = _fmt(v, decimals=decimals).replace("\n", " ")
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _float_decimals(values: list) -> int | None:
+    """Fixed decimals for a column: _DECIMALS, or None when a value would lose its digits so (below
+    1e-3 but not 0, or 1e9 and above); each value then picks its own notation (_fmt)."""
+    finite = [abs(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+    if any(x >= 1e9 or 0 < x < 1e-3 for x in finite):
+        return None
+    return _DECIMALS
 
 
 def _jsonable(d: dict) -> dict:
@@ -171,15 +250,23 @@ def _jsonable(d: dict) -> dict:
     return out
 
 
+def _columns_text(cols: list[str], rows: list[tuple]) -> tuple[list[list[str]], list[bool]]:
+    """The cells of a table and which columns are numeric (right-aligned): floats with fixed decimals
+    per column, revisions short."""
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) and not isinstance(r[i], bool) or r[i] is None
+                                  for r in rows) for i in range(len(cols))]  # fmt: skip
+    decimals = [_float_decimals([r[i] for r in rows]) if numeric[i] else None for i in range(len(cols))]
+    cells = [[_cell(v, column=cols[i], decimals=decimals[i]) for i, v in enumerate(r)] for r in rows]
+    return cells, numeric
+
+
 def render_table(cols: list[str], rows: list[tuple], width: int | None = None) -> str:
-    """Aligned text table that fits `width` columns (default: the terminal): cells longer than 42
-    characters are cut with '…'; trailing columns that do not fit are dropped and counted in a note."""
+    """Aligned text table that fits `width` columns (default: the terminal): numbers right-aligned with
+    fixed decimals, revisions cut to 12 characters, other cells longer than 42 characters cut with '…';
+    trailing columns that do not fit are dropped and counted in a note."""
     width = width or shutil.get_terminal_size((120, 24)).columns
-    cells = [[_cell(v) for v in r] for r in rows]
+    cells, numeric = _columns_text(cols, rows)
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    numeric = [
-        all(isinstance(r[i], int | float) or r[i] is None for r in rows) and rows for i in range(len(cols))
-    ]
     keep, used = 0, 0
     for w in widths:
         if keep and used + 2 + w > width:
@@ -203,7 +290,8 @@ def render_table(cols: list[str], rows: list[tuple], width: int | None = None) -
 
 
 def emit(cols: list[str], rows: list[tuple], fmt: str, stream=None) -> None:
-    """Write rows in `fmt` (table | csv | json | markdown) to stdout (or `stream`)."""
+    """Write rows in `fmt` (table | csv | json | markdown) to stdout (or `stream`). csv and json keep
+    full precision and whole revisions; table and markdown show them as tables do."""
     stream = stream or sys.stdout
     if fmt == "csv":
         w = csv.writer(stream, lineterminator="\n")
@@ -213,8 +301,9 @@ def emit(cols: list[str], rows: list[tuple], fmt: str, stream=None) -> None:
     elif fmt == "json":
         stream.write(json.dumps([_jsonable(dict(zip(cols, r))) for r in rows], indent=1) + "\n")
     elif fmt == "markdown":
-        stream.write("| " + " | ".join(cols) + " |\n|" + "|".join("---" for _ in cols) + "|\n")
-        for r in rows:
-            stream.write("| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |\n")
+        cells, numeric = _columns_text(cols, rows)
+        stream.write("| " + " | ".join(cols) + " |\n|" + "|".join("---:" if n else "---" for n in numeric) + "|\n")
+        for r in cells:
+            stream.write("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |\n")
     else:
         stream.write(render_table(cols, rows) + "\n")

@@ -1,4 +1,5 @@
-"""The one metric table: every model-level metric a leaderboard may rank by, with its direction.
+"""The one metric table (each model-level metric a leaderboard may rank by, with its direction) and the
+default ranking's tier rule, with its thresholds.
 
 Rankings take the sort order from `direction` here, never from a hard-coded DESC. The `column` is a
 column of the `models` view (catalogs/sql/); `range` is the typical range of the value, for docs and
@@ -9,6 +10,50 @@ alpha_weighted predict better generalisation within comparable models (2 <= alph
 band, below 2 is over-trained); smaller log norms likewise; a larger share of layers inside 2-6 is better.
 stable_rank is "lower is better" in the sense that heavily-correlated (well-trained) layers concentrate
 energy in few directions; treat it as a secondary diagnostic.
+
+The default ranking (TIER_RULE below; `leaderboard` without --metric): a metric alone cannot tell a
+trained model from a random one. alpha_weighted = alpha * log10(lambda_max) rewards small weights, and
+freshly initialised or barely trained weights are small: a randomly initialised 64-512-512-256-10 MLP
+(the demo zoo's, pipelines/proof/) gets alpha_weighted 0.9-1.8, the same MLP trained for 3-40 epochs
+(95-98 % test accuracy on the digits) 1.9-2.4, so alpha_weighted alone ranks the random ones first. The
+default first sorts models into tiers by what WeightWatcher itself warns about, and only then by a metric:
+
+  tier 1  well trained      share of analysed layers with 2 <= alpha <= 6 at least 0.75
+  tier 2  mixed             analysable, neither tier 1 nor tier 3 (e.g. many layers below 2)
+  tier 3  random-like or    median layer alpha > 6 (WW labels such a layer "under-trained"), or at
+          under-trained     least half of the analysed layers look like random matrices (below)
+  tier 4  no analysable layer
+
+(tier 3 is tested before tier 1: a model whose layers look random is tier 3 whatever its alphas.)
+Within a tier, models are ranked by DEFAULT_METRIC (alpha_weighted, lower is better); rows without a
+value come last in their tier. `--metric NAME` ranks by that metric alone, as WeightWatcher does.
+
+A layer looks random (catalogs/sql/05_layer_flags.sql, `looks_random`) when either
+  (a) its largest eigenvalue is inside the Marchenko-Pastur bulk of a random matrix of the same shape and
+      Frobenius norm, up to Tracy-Widom fluctuations: lambda_max <= edge * (1 + TW_PAD * s), with
+      edge = (norm / num_evals) * (1 + sqrt(M / N))^2 (the bulk edge of an N x M matrix with i.i.d.
+      entries of that variance) and s = (1/sqrt(N) + 1/sqrt(M))^(1/3) / (sqrt(N) + sqrt(M)) (Johnstone's
+      Tracy-Widom scale relative to the edge). TW_PAD = 4: over about 5,000 random Gaussian and uniform
+      matrices (8 <= M <= 768, 1 or 9 pooled conv slices) the largest value of (lambda_max/edge - 1)/s
+      was 3.96 (99th percentile <= 3.1). The trained MLP's layers sit at 1.11-3.4 x edge (the pad of its
+      512x64 first layer ends at 1.07), its random init at 0.93-1.01.
+      This test is ours: the power-law fit alone cannot tell small random matrices apart - random
+      matrices of 32x16 to 256x32 get alpha inside 2-6 in 56-100 % of draws (WW's warning fits large
+      layers: random 512x512 matrices get alpha > 6 in 83 % of draws, 2048x512 in all).
+  (b) it was analysed with randomize and its ESD is within RAND_DISTANCE_MIN = 0.01 (Jensen-Shannon
+      distance, WW's rand_distance) of the ESD of its own shuffled entries: nothing in it is more than
+      what random values give (random layers of 256x32 and larger: <= 0.009; the MLP's trained for 3+
+      epochs: >= 0.015).
+      Small random layers reach 0.13 (16x8), so (b) only ever adds layers, never clears one that (a) flags.
+
+Why these thresholds: 2-6 is WeightWatcher's band (its `warning` column says 'under-trained' above 6 and
+'over-trained' below 2); a median above 6 means most layers carry that warning. The 0.75 and 0.5 shares
+are ours: a well-trained model may have a quarter of its layers outside the band (first layers of small
+nets stay near their initialisation), and a model is called random-like only when most of its layers are.
+Measured on the MLP above (seeds 3000, 3001; with and without randomize): random init (9-12 % test
+accuracy) and 1 epoch (71-82 %, 3 of 4 layers alpha > 6) land in tier 3, 3-40 epochs (95-98 %) in tier 1.
+tests/catalogs/test_catalog_tiers.py holds the same on planted spectra of one shape (trained, barely
+trained, random init) and checks each threshold at its boundary.
 """
 
 from __future__ import annotations
@@ -53,7 +98,7 @@ METRICS: tuple[Metric, ...] = (
            "fraction of analysed layers with 2 <= alpha <= 6 (well-trained band)"),
 )  # fmt: skip
 
-DEFAULT_METRIC = "alpha_weighted"
+DEFAULT_METRIC = "alpha_weighted"  # the metric of the default ranking, within a tier
 _BY_NAME = {m.name: m for m in METRICS}
 
 
@@ -91,3 +136,43 @@ def get_group(name: str | None) -> str:
 def metrics_rows() -> list[tuple[str, str, str, int, str, str]]:
     """(name, column, direction, sign, range, doc) rows: the catalog's `metrics` table."""
     return [(m.name, m.column, m.direction, m.sign, m.range, m.doc) for m in METRICS]
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """The thresholds of the default ranking's tiers (see the module doc for the rule and why).
+
+    band_low, band_high: WeightWatcher's well-trained band of layer alpha (inclusive).
+    well_trained_share: tier 1 needs at least this share of analysed layers inside the band.
+    random_like_share: tier 3 when at least this share of analysed layers looks random.
+    under_trained_median: tier 3 when the median layer alpha is above this.
+    tw_pad: Tracy-Widom scale units above the Marchenko-Pastur edge still counted as random.
+    rand_distance_min: a layer analysed with randomize looks random below this rand_distance.
+    """
+
+    band_low: float = 2.0
+    band_high: float = 6.0
+    well_trained_share: float = 0.75
+    random_like_share: float = 0.5
+    under_trained_median: float = 6.0
+    tw_pad: float = 4.0
+    rand_distance_min: float = 0.01
+
+    def sql_constants(self) -> dict[str, str]:
+        """Placeholder -> SQL literal for the catalog's SQL files ({{band_low}} ... {{rand_distance_min}})."""
+        return {name: repr(float(value)) for name, value in vars(self).items()}
+
+
+TIER_RULE = TierRule()
+
+TIERS: dict[int, str] = {
+    1: "well trained",
+    2: "mixed",
+    3: "random-like or under-trained",
+    4: "no analysable layer",
+}
+
+
+def tier_name(tier: int) -> str:
+    """The short name of a tier (TIERS)."""
+    return TIERS[tier]

@@ -14,7 +14,9 @@ column (older files are read with union_by_name, so missing columns read as NULL
 keeps its old name in LEGACY_COLUMNS: seed files carry both names, so the views (catalogs/sql/) and
 upgrade() read the value from whichever name a file has.
 
-Versions: 1 first release; 2 renamed analyzed_at -> analysed_at (one spelling beside n_layers_analysed).
+Versions: 1 first release; 2 renamed analyzed_at -> analysed_at (one spelling beside n_layers_analysed);
+3 layers gained the option columns of ww_spectral.columns (slice_id ... trap_positions: randomize,
+mp_fit, TPL fits), NULL when their option was off.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ww_spectral.summary import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES = ("layers", "models", "failures", "scans")
 

@@ -406,11 +406,18 @@ class ResultStore:
     def ensure_seeds(self) -> None:
         """Write the zero-row seed file of each table's current schema (idempotent). The catalog's globs
         then always match a file, and columns added in later schema versions exist even when every
-        data file is older; seeds also hold the legacy names of renamed columns (schema.read_schema)."""
+        data file is older; seeds also hold the legacy names of renamed columns (schema.read_schema).
+        A seed of the current version whose columns differ (a column added without a version bump) is
+        rewritten."""
         for table in TABLES:
             rel = seed_file(table)
-            if not self.exists(rel):
-                self.write_table(rel, read_schema(table).empty_table())
+            want = read_schema(table)
+            if not self.exists(rel) or not self._parquet_schema(rel).equals(want):
+                self.write_table(rel, want.empty_table())
+
+    def _parquet_schema(self, rel: str) -> pa.Schema:
+        source = io.BytesIO(self.read_bytes(rel)) if self.remote else self._join(rel)
+        return pq.read_schema(source).remove_metadata()
 
 
 def _layers_table(layers, p: Provenance, key: str) -> pa.Table:

@@ -3,6 +3,7 @@ unknown names list the allowed ones; the real `ww-spectral` entry point in subpr
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -15,7 +16,8 @@ import duckdb
 import pytest
 from support.catalog_data import run_cli, write
 
-from catalogs.catalog import check_read_only, connect
+from catalogs import cli
+from catalogs.catalog import check_read_only, connect, run_sql
 from catalogs.errors import ReadOnlyError
 from catalogs.store import ResultStore
 
@@ -31,13 +33,25 @@ def root(tmp_path_factory):
     return str(root)
 
 
+TIERED_HEADER = "rank,repo_id,tier,tier_name,share_alpha_2_6,share_random_like,alpha_weighted,revision"
+
+
 def test_leaderboard_csv_is_one_row_per_model(root, capsys):
+    # default: tier first (org/a: every layer in 2..6 -> tier 1; lab/c, org/b: 1 and 2 of 3 -> tier 2)
     assert run_cli(["leaderboard", "--data", root, "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["rank"], r["repo_id"], r["tier"]) for r in rows] == [("1", "org/a", "1"), ("2", "lab/c", "2"),
+                                                                     ("3", "org/b", "2")]  # fmt: skip
+    assert out.splitlines()[0] == TIERED_HEADER  # no banner, no footer
+    assert rows[1]["tier_name"] == "mixed" and float(rows[1]["share_alpha_2_6"]) == pytest.approx(1 / 3)
+    # one metric alone: WeightWatcher's order, the columns of before
+    assert run_cli(["leaderboard", "--data", root, "--format", "csv", "--metric", "alpha_weighted"]) == 0
     out = capsys.readouterr().out
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [(r["rank"], r["repo_id"]) for r in rows] == [("1", "lab/c"), ("2", "org/a"), ("3", "org/b")]
     assert float(rows[0]["alpha_weighted"]) == pytest.approx(1.8)  # full precision, no rounding
-    assert out.splitlines()[0] == "rank,repo_id,alpha_weighted,revision"  # no banner, no footer
+    assert out.splitlines()[0] == "rank,repo_id,alpha_weighted,revision"
 
 
 def test_leaderboard_csv_with_group_columns_and_json(root, capsys):
@@ -80,15 +94,16 @@ def test_leaderboard_csv_with_group_columns_and_json(root, capsys):
         == 0
     )
     assert json.loads(capsys.readouterr().out) == [
-        {"rank": 1, "repo_id": "org/a", "alpha_weighted": 3.0, "revision": "r1"}
+        {"rank": 1, "repo_id": "org/a", "tier": 1, "tier_name": "well trained", "share_alpha_2_6": 1.0,
+         "share_random_like": 0.0, "alpha_weighted": 3.0, "revision": "r1"}
     ]
 
 
 def test_markdown_and_table(root, capsys, monkeypatch):
-    assert run_cli(["leaderboard", "--data", root, "--format", "markdown"]) == 0
+    assert run_cli(["leaderboard", "--data", root, "--format", "markdown", "--metric", "alpha_weighted"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| rank | repo_id | alpha_weighted | revision |" and lines[1] == "|---|---|---|---|"
-    assert len(lines) == 5
+    assert lines[0] == "| rank | repo_id | alpha_weighted | revision |" and lines[1] == "|---:|---|---:|---|"
+    assert lines[2] == "| 1 | lab/c | 1.8000 | r1 |" and len(lines) == 5
     monkeypatch.setenv("COLUMNS", "60")
     assert run_cli(["sql", "--data", root, "SELECT * FROM layers"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -172,7 +187,7 @@ def test_compact_command(tmp_path, capsys):
     write(store, "org/b", [4.0])
     assert run_cli(["catalog", "compact", "--data", str(tmp_path)]) == 0
     assert "compacted 4 files into 2" in capsys.readouterr().out
-    assert run_cli(["leaderboard", "--data", str(tmp_path), "--format", "csv"]) == 0
+    assert run_cli(["leaderboard", "--data", str(tmp_path), "--format", "csv", "--metric", "alpha"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == ["1,org/a,3.0,r1", "2,org/b,4.0,r1"]
 
 
@@ -190,7 +205,7 @@ def _ww(*args, env=None):
 
 @pytest.mark.slow  # two cold `ww-spectral` processes: >10 s on a loaded 2-core machine
 def test_entry_point_pipes_csv_and_refuses_writes(root):
-    r = _ww("leaderboard", "--data", root, "--format", "csv")
+    r = _ww("leaderboard", "--data", root, "--format", "csv", "--metric", "alpha_weighted")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "rank,repo_id,alpha_weighted,revision",
@@ -215,4 +230,55 @@ def test_missing_root_is_a_clear_error_and_creates_nothing(tmp_path, capsys):
 
 def test_empty_store_gives_empty_leaderboard(tmp_path, capsys):
     assert run_cli(["leaderboard", "--data", str(tmp_path), "--format", "csv"]) == 0
-    assert capsys.readouterr().out == "rank,repo_id,alpha_weighted,revision\n"
+    assert capsys.readouterr().out == TIERED_HEADER + "\n"
+
+
+def test_sql_select_star_from_models_shows_the_metrics_first(root, capsys):
+    cols, _ = run_sql(root, "SELECT * FROM models")
+    assert cols[:4] == ["repo_id", "revision", "alpha_weighted", "alpha"]
+    assert cols.index("share_alpha_2_6") < cols.index("n_tensors") < cols.index("parameter_count")
+    assert cols[-6:] == ["ww_spectral_version", "options_hash", "analysed_at", "record_key", "schema_version",
+                         "owner"]  # fmt: skip
+
+
+def test_tables_show_short_revisions_and_fixed_decimals(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    store = ResultStore(tmp_path)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    write(store, "org/long", [2.5, 3.0, 3.25], revision=sha)
+    write(store, "org/big", [3.0, 3.0], revision="r2", log_norm=12345.678)
+    assert run_cli(["leaderboard", "--data", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sha[:12] in lines[2] and sha[:13] not in lines[2]
+    aw = [line.split()[-2] for line in lines[2:4]]  # right-aligned, 4 decimals
+    assert aw == ["2.9167", "3.0000"] and lines[2].index("2.9167") == lines[3].index("3.0000")
+    assert run_cli(["sql", "--data", str(tmp_path), "SELECT repo_id, log_norm FROM models ORDER BY 1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].endswith("12345.6780") and out[3].endswith("     2.0000")
+    assert run_cli(["leaderboard", "--data", str(tmp_path), "--format", "csv"]) == 0
+    assert sha in capsys.readouterr().out  # pipes keep the whole revision
+    assert run_cli(["show", f"org/long@{sha[:12]}", "--data", str(tmp_path)]) == 0  # the prefix tables show
+    assert f"org/long@{sha[:12]}:" in capsys.readouterr().out
+
+
+def _options_without_default(parser) -> list[str]:
+    """Options of every catalog command whose help does not state its default."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [f"{name} {m}" for m in _options_without_default(sub)]
+        elif action.option_strings and action.dest != "help" and "default" not in (action.help or ""):
+            missing.append("/".join(action.option_strings))
+    return missing
+
+
+def test_every_help_states_its_defaults_and_describes_the_command():
+    top = argparse.ArgumentParser()
+    sub = top.add_subparsers()
+    cli.register(sub)
+    assert _options_without_default(top) == []
+    for name, parser in sub.choices.items():
+        assert parser.description, name
+    help_text = " ".join(sub.choices["leaderboard"].format_help().split())
+    assert "(default: ./ww-data)" in help_text and "catalogs/metrics.py" in help_text

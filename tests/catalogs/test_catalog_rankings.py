@@ -45,10 +45,26 @@ def test_alpha_lower_is_better_with_ties(con):
     assert _order(con, metric="alpha") == [(1, "org/c"), (2, "org/a"), (3, "org/b"), (3, "x/d")]
 
 
-def test_default_metric_is_alpha_weighted(con):
-    cols, _ = catalog.leaderboard(con)
-    assert cols == ["rank", "repo_id", "alpha_weighted", "revision"]
-    assert _order(con) == _order(con, metric="alpha")  # lambda_max = 10 in every layer: same order
+def test_default_ranking_is_tier_then_alpha_weighted(con):
+    cols, rows = catalog.leaderboard(con)
+    assert cols == ["rank", "repo_id", "tier", "tier_name", "share_alpha_2_6", "share_random_like",
+                    "alpha_weighted", "revision"]  # fmt: skip
+    # a, d: every layer in 2..6 -> tier 1; b (2 of 3) and c (1 of 3) -> tier 2 (mixed)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(1, "org/a", 1), (2, "x/d", 1), (3, "org/c", 2), (4, "org/b", 2)]
+    # alpha_weighted alone ranks c (mean alpha 1.8, over-trained layers) first: the default does not
+    assert _order(con, metric="alpha_weighted") == _order(con, metric="alpha")  # lambda_max = 10 everywhere
+    assert _order(con, metric="alpha_weighted")[0] == (1, "org/c")
+
+
+def test_tiered_with_another_metric_and_groups(con):
+    cols, rows = catalog.leaderboard(con, metric="log_norm", tiered=True)
+    assert cols[-2:] == ["log_norm", "revision"]
+    assert [r[1] for r in rows] == ["x/d", "org/a", "org/b", "org/c"]  # tier 1 by log_norm, then tier 2
+    cols, rows = catalog.leaderboard(con, group_by="model_type")
+    assert [(r[0], r[1], r[2]) for r in rows] == [("gpt2", 1, "x/d"), ("gpt2", 2, "org/c"),
+                                                  ("llama", 1, "org/a"), ("llama", 2, "org/b")]  # fmt: skip
+    _, rows = catalog.leaderboard(con, where="tier = 2")
+    assert [r[1] for r in rows] == ["org/c", "org/b"]
 
 
 def test_share_alpha_2_6_higher_is_better(con):

@@ -1,16 +1,21 @@
--- leaderboard: latest model revisions ranked by one metric (direction from catalogs/metrics.py),
--- within a comparable group. Filled in by catalogs/catalog.py leaderboard_sql(), identifiers only:
---   metric: the metric column; order: ASC | DESC from the metric's direction; group: the group column
---   (NULL without grouping: one group; the column is dropped from the result); where: the user's
---   filter over the models_latest columns (TRUE when none; it runs on the sandboxed connection).
+-- leaderboard: latest model revisions ranked within a comparable group. Filled in by catalogs/catalog.py
+-- leaderboard_sql(), identifiers only:
+--   source: model_summaries (the default, tiered ranking: tier first, catalogs/metrics.py) or
+--           models_latest (one metric alone, as WeightWatcher ranks)
+--   order: the ORDER BY of the rank: [tier,] the metric column ASC | DESC from its direction
+--   columns: what each row shows besides rank, repo_id and revision: [tier, tier_name, share_alpha_2_6,
+--           share_random_like,] the metric (why the row stands where it does)
+--   keep: which rows are ranked (a metric alone: those with a value; tiered: every model, tier 4 last)
+--   group: the group column (NULL without grouping: one group; the column is dropped from the result)
+--   where: the user's filter over the source's columns (TRUE when none; it runs on the sandboxed connection)
 -- Parameter: $top, the largest rank kept within each group.
 SELECT
     {{group}} AS group_value,
-    rank() OVER (PARTITION BY {{group}} ORDER BY {{metric}} {{order}}) AS rank,
+    rank() OVER (PARTITION BY {{group}} ORDER BY {{order}}) AS rank,
     repo_id,
-    {{metric}},
+    {{columns}},
     revision
-FROM models_latest
-WHERE {{metric}} IS NOT NULL AND ({{where}})
+FROM {{source}}
+WHERE {{keep}} AND ({{where}})
 QUALIFY rank <= $top
 ORDER BY group_value NULLS LAST, rank, repo_id

@@ -1,10 +1,11 @@
--- show_model: one model's latest (or given) revision: its summary row with layer aggregates.
--- Parameters: $repo_id, $revision (NULL = latest); $files: a STRUCT like store_files()
--- (00_store_files.sql) with the layers and models files of the model's owner= folder, seed included.
-SELECT m.* EXCLUDE (is_latest), agg.* EXCLUDE (record_key)
-FROM models_in($files) m
-LEFT JOIN layer_aggregates_in($files, repo := $repo_id) agg USING (record_key)
-WHERE m.repo_id = $repo_id
-  AND (m.revision = $revision OR ($revision IS NULL AND m.is_latest))
-ORDER BY m.analysed_at DESC
+-- show_model: one model's latest (or given) revision: its summary row with layer aggregates and tier
+-- (model_summaries_in, 20_model_summaries.sql).
+-- Parameters: $repo_id; $revision (NULL = latest; else the revision or a prefix of it, e.g. the 12
+-- characters a table shows: an exact match wins, then the latest analysed); $files: a STRUCT like
+-- store_files() (00_store_files.sql) with the layers and models files of the model's owner= folder, seed included.
+SELECT * EXCLUDE (is_latest)
+FROM model_summaries_in($files, repo := $repo_id)
+WHERE repo_id = $repo_id
+  AND (starts_with(revision, $revision) OR ($revision IS NULL AND is_latest))
+ORDER BY revision = $revision DESC NULLS LAST, analysed_at DESC
 LIMIT 1

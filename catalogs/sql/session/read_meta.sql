@@ -1,1 +1,1 @@
-SELECT data_root, fingerprint FROM _catalog_meta
+SELECT fingerprint FROM _catalog_meta

@@ -1,0 +1,1 @@
+SELECT getvariable('ww_spectral_data_root')

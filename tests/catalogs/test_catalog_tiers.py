@@ -1,0 +1,172 @@
+"""The default ranking's tiers (catalogs/metrics.py): random-init models never above trained ones.
+
+The store holds models of one shape, analysed by the library and written as a scan writes them:
+trained (heavy-tailed planted spectra), barely trained (random init plus a weak low-rank tail) and
+randomly initialised (i.i.d. Gaussian, std 0.02). alpha_weighted alone ranks the random ones first
+(small weights give a negative log10 lambda_max): that is the failure the tiers exist for, and the
+proof that the main test can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from support.catalog_data import (
+    barely_trained,
+    layer_rows,
+    prov,
+    random_init,
+    run_cli,
+    summary,
+    trained,
+    write_analysed,
+)
+from threadpoolctl import threadpool_limits
+
+from catalogs import catalog
+from catalogs.metrics import TIER_RULE, TIERS
+from catalogs.store import ResultStore
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiers")
+    store = ResultStore(root)
+    with threadpool_limits(limits=1):  # building orthonormal bases: BLAS threads only contend on 2 cores
+        for s in SEEDS:
+            write_analysed(store, f"trained/t{s}", trained(s))
+            write_analysed(store, f"barely/b{s}", barely_trained(100 + s, strength=0.7))
+            write_analysed(store, f"random/r{s}", random_init(200 + s))
+        # the same kinds analysed with randomize: rand_distance joins the random-likeness test
+        write_analysed(store, "trained/t-randomize", trained(7), randomize=True)
+        write_analysed(store, "random/r-randomize", random_init(207), randomize=True)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def con(root):
+    c = catalog.connect(root)
+    yield c
+    c.close()
+
+
+def _kind(repo_id: str) -> str:
+    return repo_id.split("/")[0]
+
+
+def _ranks(con, **kw) -> dict[str, int]:
+    cols, rows = catalog.leaderboard(con, **kw)
+    return {r[cols.index("repo_id")]: r[cols.index("rank")] for r in rows}
+
+
+def test_default_leaderboard_puts_every_random_init_model_below_every_trained_one(con):
+    ranks = _ranks(con)
+    trained_ranks = [r for repo, r in ranks.items() if _kind(repo) == "trained"]
+    random_ranks = [r for repo, r in ranks.items() if _kind(repo) == "random"]
+    barely_ranks = [r for repo, r in ranks.items() if _kind(repo) == "barely"]
+    assert len(trained_ranks) == len(random_ranks) == len(SEEDS) + 1 and len(barely_ranks) == len(SEEDS)
+    assert max(trained_ranks) < min(random_ranks), ranks
+    assert max(trained_ranks) < min(barely_ranks), ranks  # most layers alpha > 6: under-trained
+    cols, rows = catalog.leaderboard(con)
+    tiers = {r[cols.index("repo_id")]: r[cols.index("tier")] for r in rows}
+    assert {tiers[repo] for repo in tiers if _kind(repo) == "trained"} == {1}
+    assert {tiers[repo] for repo in tiers if _kind(repo) != "trained"} == {3}
+
+
+def test_alpha_weighted_alone_ranks_a_random_init_model_above_a_trained_one(con):
+    # the failure the tiers fix; it also shows that the test above can fail
+    ranks = _ranks(con, metric="alpha_weighted")
+    best_random = min(r for repo, r in ranks.items() if _kind(repo) == "random")
+    worst_trained = max(r for repo, r in ranks.items() if _kind(repo) == "trained")
+    assert best_random < worst_trained, ranks
+    assert min(ranks, key=ranks.get).startswith("random/")  # a random init is even first
+
+
+def test_why_each_row_stands_where_it_does(con):
+    cols, rows = catalog.leaderboard(con)
+    r = {row[cols.index("repo_id")]: dict(zip(cols, row)) for row in rows}
+    assert r["random/r0"]["tier_name"] == TIERS[3] and r["random/r0"]["share_random_like"] == 1.0
+    assert r["trained/t0"]["tier_name"] == TIERS[1] and r["trained/t0"]["share_alpha_2_6"] >= 0.75
+    assert r["random/r-randomize"]["tier"] == 3 and r["trained/t-randomize"]["tier"] == 1
+    # within a tier: alpha_weighted, lower first
+    tier1 = sorted((v["rank"], v["alpha_weighted"]) for v in r.values() if v["tier"] == 1)
+    assert [aw for _, aw in tier1] == sorted(aw for _, aw in tier1)
+
+
+def test_show_explains_the_flags_in_words(root, capsys):
+    assert run_cli(["show", "random/r1", "--data", root]) == 0
+    out = capsys.readouterr().out
+    assert "tier 3 (random-like or under-trained)" in out
+    assert "4 of 4 analysed layers look like a random matrix" in out
+    assert "ranked below every well-trained and mixed model" in out
+    assert run_cli(["show", "barely/b0", "--data", root]) == 0
+    out = capsys.readouterr().out
+    assert "the median layer alpha is" in out and "(WeightWatcher: under-trained)" in out
+    assert run_cli(["show", "trained/t0", "--data", root, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["explanation"][0].startswith("tier 1 (well trained)")
+    assert doc["summary"]["tier"] == 1 and doc["summary"]["n_random_like"] == 0
+
+
+# ---------------------------------------------------------------------------- the rule's boundaries
+N, M = 64, 32
+
+
+def _edge(norm: float) -> float:
+    """The Marchenko-Pastur edge of a random N x M matrix of that squared Frobenius norm, here in Python."""
+    return norm / M * (1 + math.sqrt(M / N)) ** 2
+
+
+def _pad() -> float:
+    s = (1 / math.sqrt(M) + 1 / math.sqrt(N)) ** (1 / 3) / (math.sqrt(N) + math.sqrt(M))
+    return 1 + TIER_RULE.tw_pad * s
+
+
+@pytest.fixture(scope="module")
+def rule_con(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rule")
+    store = ResultStore(root)
+    norm = float(M)  # mean eigenvalue 1
+
+    def put(repo, alphas, ratios, rand=None):
+        rows = []
+        for i, (a, q) in enumerate(zip(alphas, ratios)):
+            row = layer_rows([a], lambda_max=q * _edge(norm), norm=norm, N=N, M=M, rand_distance=rand)[0]
+            rows.append({**row, "layer_id": i, "tensor_name": f"l{i}"})
+        fitted = [a for a in alphas if a is not None]
+        store.write_model(model=summary(fitted) if fitted else {}, layers=rows, provenance=prov(repo))
+
+    inside, outside = 0.5 * (1 + _pad()), _pad() + 0.05  # just within / beyond the Tracy-Widom pad
+    put("x/band-75", [3, 3, 3, 7], [3, 3, 3, 3])  # 3 of 4 in band: tier 1
+    put("x/band-50", [3, 3, 7, 1.5], [3, 3, 3, 3])  # 2 of 4: mixed
+    put("x/half-random", [3, 3, 3, 3], [inside, inside, outside, 3])  # 2 of 4 look random: tier 3
+    put("x/one-random", [3, 3, 3, 3], [inside, 3, 3, 3])  # 1 of 4: still tier 1
+    put("x/median-7", [7, 7, 3, 3, 7], [3] * 5)  # median alpha 7 > 6: tier 3
+    put("x/rand-distance", [3, 3, 3, 3], [3] * 4, rand=TIER_RULE.rand_distance_min / 2)  # shuffled = same
+    put("x/far-from-shuffled", [3, 3, 3, 3], [3] * 4, rand=TIER_RULE.rand_distance_min * 2)
+    put("x/nothing", [None, None], [3, 3])  # every tensor skipped: tier 4
+    c = catalog.connect(root)
+    yield c
+    c.close()
+
+
+def test_looks_random_follows_the_documented_formula(rule_con):
+    _, rows = catalog.query(rule_con, "SELECT tensor_name, looks_random, lambda_max_over_mp_edge FROM layers "
+                                      "WHERE repo_id = 'x/half-random' ORDER BY layer_id")  # fmt: skip
+    assert [r[1] for r in rows] == [True, True, False, False]
+    assert rows[0][2] == pytest.approx(0.5 * (1 + _pad()))
+
+
+def test_tier_boundaries(rule_con):
+    cols, rows = catalog.leaderboard(rule_con)
+    tier = {r[cols.index("repo_id")]: r[cols.index("tier")] for r in rows}
+    assert tier == {"x/band-75": 1, "x/band-50": 2, "x/half-random": 3, "x/one-random": 1, "x/median-7": 3,
+                    "x/rand-distance": 3, "x/far-from-shuffled": 1, "x/nothing": 4}  # fmt: skip
+    assert rows[-1][cols.index("repo_id")] == "x/nothing"  # no analysable layer: last, with its reason
+    assert rows[-1][cols.index("tier_name")] == "no analysable layer"
+    plain = [r[1] for r in catalog.leaderboard(rule_con, metric="alpha_weighted")[1]]
+    assert "x/nothing" not in plain and len(plain) == len(rows) - 1  # a metric alone: models with a value
