@@ -122,9 +122,8 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-300)
 
 
-pytestmark = [pytest.mark.parity, pytest.mark.slow]
-
-
+@pytest.mark.parity
+@pytest.mark.slow
 def test_mp_fit_equals_weightwatcher_on_the_same_eigenvalues(oracle):
     worst = 0.0
     for s, ref in zip(oracle["samples"], oracle["sample_fits"]):
@@ -137,6 +136,8 @@ def test_mp_fit_equals_weightwatcher_on_the_same_eigenvalues(oracle):
     print(f"mp_fit on identical eigenvalues: max rel diff {worst:.1e}")
 
 
+@pytest.mark.parity
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,tol", [("float64", 1e-9), ("float32", 1e-5)])
 @pytest.mark.parametrize("family", ["dense", "conv", "embed", "bf16"])
 def test_mp_fit_columns_match_weightwatcher_layers(oracle, family, precision, tol):
@@ -163,6 +164,24 @@ def _spiked(seed: int = 0, n: int = 400, m: int = 200) -> np.ndarray:
     W = rng.standard_normal((n, m)) / math.sqrt(n)
     W += 4.0 * np.outer(rng.standard_normal(n), rng.standard_normal(m)) / math.sqrt(n * m)
     return np.linalg.svd(W, compute_uv=False) ** 2
+
+
+def test_nelder_mead_is_scipys_fmin_step_for_step():
+    from scipy import optimize
+
+    from ww_spectral.mp_fit import _fmin_1d
+
+    rng = np.random.default_rng(0)
+    for t in range(400):
+        a, b, c, d = rng.normal(size=4)
+        k = int(rng.integers(1, 5))
+
+        def f(x, a=a, b=b, c=c, d=d, k=k):  # bumpy, with a penalty step like WW's residual
+            return float((x - a) ** 2 * abs(b) + c * math.sin(k * x) + (1000.0 if x > 3 else 0.0) + d * abs(x) ** 1.5)
+
+        x0 = float(rng.normal() * 2) if t % 10 else 0.0
+        ref = optimize.fmin(lambda p, f=f: f(float(p[0])), np.array([x0]), full_output=1, disp=0)[0][0]
+        assert _fmin_1d(f, x0) == ref, (t, x0)
 
 
 def test_units_follow_the_eigenvalues():
