@@ -153,12 +153,32 @@ class _Draw:
     replica: int
     slice: int
     evals: np.ndarray  # ascending, scaled like the layer's ESD
+    positions: np.ndarray | None  # positions[p]: original flat index of shuffled element p (float32 runs)
 
 
-def _shuffled(W: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
+def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype, want_positions: bool
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The matrix with its entries uniformly permuted (numpy's Fisher-Yates shuffle) and, if asked,
+    where every entry came from.
+
+    float32: one shuffle of 64-bit words (position << 32 | the value's bits) gives both: numpy's
+    shuffle makes the same draws for any item size, and its 8-byte path was the faster one measured
+    here (0.59 s against 0.75 s for 11.7M entries). float64: the values alone; positions are replayed
+    from the same generator when a trap needs them.
+    """
+    n = W.size
+    if dtype == np.float32 and n < 2**31:
+        words = np.arange(n, dtype="<u8")
+        words <<= np.uint64(32)
+        words |= np.ascontiguousarray(W, dtype="<f4").ravel().view("<u4")
+        rng.shuffle(words)
+        halves = words.view("<u4")
+        values = np.ascontiguousarray(halves[0::2]).view("<f4").astype(np.float32, copy=False)
+        positions = halves[1::2].astype(np.int32) if want_positions else None
+        return values.reshape(W.shape), positions
     flat = np.array(W, dtype=dtype, order="C", copy=True).ravel()
     rng.shuffle(flat)
-    return flat.reshape(W.shape)
+    return flat.reshape(W.shape), None
 
 
 def _floored(evals: np.ndarray, mats: Sequence[np.ndarray], precision: str) -> np.ndarray:
@@ -198,27 +218,29 @@ def _top_singular_vectors(Wr: np.ndarray, k: int, precision: str) -> tuple[np.nd
     return vecs, (Wr.T @ vecs) / sv
 
 
-def _trap_elements(W: np.ndarray, k: int, rng: np.random.Generator, dtype,
+def _trap_elements(W: np.ndarray, k: int, positions: np.ndarray, dtype,
                    precision: str) -> list[tuple[int, int, float, float, float]]:
-    """(row, col, weight, weight_z, localization) behind the k largest singular values of the shuffled W.
-
-    rng must be in the state the shuffle started from: shuffling positions with it replays the
-    permutation the values went through (the same draws for any dtype).
-    """
+    """(row, col, weight, weight_z, localization) behind the k largest singular values of the shuffled W;
+    positions[p] is the original flat index of the shuffled entry p."""
     orig = np.ascontiguousarray(W, dtype=dtype).ravel()
-    perm = np.arange(orig.size, dtype=np.int32 if orig.size < 2**31 else np.int64)
-    rng.shuffle(perm)
-    Wr = orig[perm].reshape(W.shape)
+    Wr = orig[positions].reshape(W.shape)
     cols = Wr.shape[1]
     u, v = _top_singular_vectors(Wr, k, precision)
     mean, std = float(np.mean(orig, dtype=np.float64)), float(np.std(orig, dtype=np.float64))
     out = []
     for t in range(k):
         i, j = int(np.argmax(np.abs(u[:, t]))), int(np.argmax(np.abs(v[:, t])))
-        r, c = divmod(int(perm[i * cols + j]), cols)
+        r, c = divmod(int(positions[i * cols + j]), cols)
         w = float(orig[r * cols + c])
         out.append((r, c, w, (w - mean) / std if std > 0 else math.nan, abs(float(u[i, t]) * float(v[j, t]))))
     return out
+
+
+def _replayed_positions(size: int, rng: np.random.Generator) -> np.ndarray:
+    """The permutation a shuffle with this generator (in its initial state) applied, as positions."""
+    positions = np.arange(size, dtype=np.int32 if size < 2**31 else np.int64)
+    rng.shuffle(positions)
+    return positions
 
 
 def randomize_layer(
@@ -240,7 +262,11 @@ def randomize_layer(
     mats: the layer's matrices (ww_spectral.layers.layer_matrices), not modified; evals: the layer's
     ESD as the fit sees it (ascending float64, num_evals values); N, M: the layer's sides (as in its
     row); seed: non-negative int; tensor_name: the checkpoint key (part of the seed); scale,
-    backend, precision, device: as for spectrum.layer_spectrum (scale 0.5 for conv2d).
+    backend, precision, device: as for spectrum.layer_spectrum (scale 0.5 for conv2d);
+    locate_traps: find the elements behind the traps (float32 keeps 4 bytes per entry for that until
+    the MP fit has decided; without it only the count is reported).
+    Memory beyond the caller's matrices: 16 bytes per entry of the largest slice while it is shuffled
+    (float32), then 4 bytes per entry of every slice until the traps are located.
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64).ravel())
     if not evals.size or not mats:
@@ -250,12 +276,12 @@ def randomize_layer(
     draws: list[_Draw] = []
     for r in range(replicas):
         for s, W in enumerate(mats):
-            Wr = _shuffled(W, shuffle_rng(seed, tensor_name, r, s), dtype)
+            Wr, positions = _shuffle(W, shuffle_rng(seed, tensor_name, r, s), dtype, locate_traps)
             ev = eigenvalues(Wr, backend=backend, precision=precision, device=device)
             del Wr
             if scale != 1.0:
                 ev *= scale
-            draws.append(_Draw(r, s, ev))
+            draws.append(_Draw(r, s, ev, positions))
     rand_evals = _floored(np.sort(np.concatenate([d.evals for d in draws])), mats, precision)
     first = _floored(np.sort(np.concatenate([d.evals for d in draws if d.replica == 0])), mats, precision)
     top, rtop = float(evals[-1]), float(first[-1])
@@ -266,8 +292,11 @@ def randomize_layer(
         for d in draws:
             spikes = np.sort(d.evals[mp.is_spike(d.evals)])[::-1]
             if spikes.size:
-                rng = shuffle_rng(seed, tensor_name, d.replica, d.slice)
-                elements = _trap_elements(mats[d.slice], spikes.size, rng, dtype, precision)
+                positions = d.positions
+                if positions is None:
+                    positions = _replayed_positions(mats[d.slice].size, shuffle_rng(seed, tensor_name, d.replica,
+                                                                                     d.slice))
+                elements = _trap_elements(mats[d.slice], spikes.size, positions, dtype, precision)
                 found += [(float(ev), d.replica, d.slice, el) for ev, el in zip(spikes, elements)]
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         traps = [CorrelationTrap(trap=i, replica=rep, slice=sl, rand_eval=ev, row=el[0], col=el[1], weight=el[2],

@@ -216,6 +216,17 @@ def test_shuffle_is_a_permutation_the_traps_can_replay():
         shuffle_rng(-1, "x", 0, 0)
 
 
+def test_float32_and_float64_runs_draw_the_same_permutation():
+    sd, planted = _trap_model()
+    W = sd["traps.weight"]
+    a = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=9, tensor_name="t")  # packed 64-bit words
+    b = randomize_layer([W], eigenvalues(W, precision="float64"), N=400, M=200, seed=9, tensor_name="t",
+                        precision="float64")  # values alone, positions replayed for the traps
+    np.testing.assert_allclose(a.rand_evals, b.rand_evals, rtol=1e-5, atol=1e-6 * b.rand_evals[-1])
+    assert [(t.row, t.col) for t in a.traps] == [(t.row, t.col) for t in b.traps]
+    assert {(t.row, t.col, t.slice) for t in b.traps} == planted["traps.weight"]
+
+
 def test_columns_replicas_and_norm():
     sd, _ = _trap_model()
     small = _randomize("small.weight", sd["small.weight"], 0)
