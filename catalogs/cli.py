@@ -15,6 +15,7 @@ import csv
 import datetime as _dt
 import json
 import math
+import shlex
 import shutil
 import sys
 
@@ -118,7 +119,7 @@ def register(subparsers) -> None:
 
 # ---------------------------------------------------------------------------- handlers
 def _cmd_build(args: argparse.Namespace) -> int:
-    from .catalog import build_catalog, connect, row_counts
+    from .catalog import CATALOG_NAME, build_catalog, connect, row_counts
 
     path = build_catalog(args.data, args.db)
     con = connect(args.data, db_path=args.db)
@@ -128,6 +129,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
         con.close()
     print(f"catalog: {path}")
     print("rows: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    try:  # a catalog inside its local DATA folder: its views read the folder they sit in (00_store_files.sql)
+        inside = path.name == CATALOG_NAME and path.parent.samefile(args.data)
+    except OSError:  # s3:// / gs:// roots
+        inside = False
+    if inside:
+        print(f"plain DuckDB: cd {shlex.quote(str(path.parent))} && duckdb {CATALOG_NAME}")
     return 0
 
 

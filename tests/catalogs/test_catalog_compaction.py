@@ -259,3 +259,31 @@ def test_files_with_the_old_analyzed_at_name_still_query(tmp_path, old):
     check()
     merged = pq.read_table(next((tmp_path / "models/owner=org").glob("c-*.parquet")))
     assert "analyzed_at" not in merged.column_names and merged.column("analysed_at").null_count == 0
+
+
+def test_a_store_of_files_without_the_option_columns_ranks_with_a_catalog_file(tmp_path):
+    """A store written before schema 3 (layers without rand_distance and the other option columns, its
+    seed of the same shape under the current version's name) still builds, ranks and shows: build_catalog
+    rewrites the seed whose columns differ, so the catalog file's views see every column."""
+    store = ResultStore(tmp_path)
+    write(store, "org/a", [3.0, 3.0])
+    write(store, "org/b", [7.0, 8.0])
+    option_columns = [c for c in LAYERS_SCHEMA.names if LAYERS_SCHEMA.names.index(c) > LAYERS_SCHEMA.names.index(
+        "hill_alpha")]  # fmt: skip
+    assert "rand_distance" in option_columns
+    for path in (tmp_path / "layers").rglob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns([c for c in option_columns]), path)
+    seed = tmp_path / "layers" / "owner=_seed" / f"c-seed-v{SCHEMA_VERSION}.parquet"
+    seed.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.schema([f for f in LAYERS_SCHEMA if f.name not in option_columns]).empty_table(), seed)
+    catalog.build_catalog(tmp_path)
+    assert "rand_distance" in pq.read_schema(seed).names  # rewritten
+    con = catalog.connect(tmp_path)
+    try:
+        assert con.execute("SELECT database_name FROM duckdb_views() WHERE view_name = 'layers'").fetchall() == [
+            ("catalog",)]  # fmt: skip
+        cols, rows = catalog.leaderboard(con)
+        assert [(r[1], r[2]) for r in rows] == [("org/a", 1), ("org/b", 3)]
+        assert catalog.query(con, "SELECT count(rand_distance), count(*) FROM layers")[1] == [(0, 4)]
+    finally:
+        con.close()

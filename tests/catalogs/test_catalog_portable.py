@@ -80,3 +80,12 @@ def test_ww_spectral_uses_the_copied_catalog_file_as_current(copied, capsys):
         con.close()
     assert run_cli(["leaderboard", "--data", str(copy), "--format", "csv"]) == 0
     assert [line.split(",")[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["org/a", "org/b"]
+
+
+def test_catalog_build_says_how_to_open_it_in_plain_duckdb(tmp_path, capsys, monkeypatch):
+    write(ResultStore(tmp_path), "org/a", [3.0])
+    assert run_cli(["catalog", "build", "--data", str(tmp_path)]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert hint == f"plain DuckDB: cd {tmp_path} && duckdb catalog.duckdb"
+    monkeypatch.chdir(tmp_path)
+    assert _plain_models("catalog.duckdb") == ["org/a"]
