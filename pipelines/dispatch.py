@@ -1,46 +1,102 @@
-"""Chunks of a model's layers on Ray: at most `slots` Ray tasks in flight over the whole scan.
+"""Work on Ray: chunks of one model's layers, and batches of small models; at most `slots` Ray tasks in
+flight over the whole scan, whichever kind.
 
-One `ChunkRunner` per scan, created once Ray is up (pipelines/ray_runtime.py), shared by the model tasks
-(threads of the flow process). The Ray side of a chunk is `pipelines.work.analyze_chunk`.
+One `ChunkRunner` per scan, created once Ray is up (pipelines/ray_runtime.py), shared by the model and
+batch tasks (threads of the flow process). The Ray side of a chunk is `pipelines.work.analyze_chunk`, that
+of a batch `pipelines.batch.run_batch` (through `batch_entry` below, a streaming generator task).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 from ww_spectral.progress import safe_text
-from ww_spectral.records import AnalysisOptions
+from ww_spectral.records import AnalysisOptions, LayerPlan
 
+from .batch import BatchSpec, batch_memory, run_batch
 from .deadline import Deadline
-from .work import Chunk, analyze_chunk
+from .listing import WorkItem
+from .work import Chunk, RemoteFile, analyze_chunk, plan_chunks
 
 # Ray re-runs a chunk whose worker process died (SIGKILL, OOM kill) by itself this many times, before the
-# model task sees the fault (then Prefect's retries for transient faults apply).
+# model task sees the fault (then Prefect's retries for transient faults apply). Batches are not re-run by
+# Ray: the flow re-submits the models a lost batch had not reported, and records the lost attempt
+# (pipelines/tasks.py), so the failures table tells what was retried.
 CHUNK_MAX_RETRIES = 3
+
+# A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.
+WHOLE_FILE = 2**62
+
+
+def batch_entry(items: list[WorkItem], spec: BatchSpec):
+    """The Ray task of a batch: `run_batch` told which node it runs on (to decide who writes)."""
+    import ray
+
+    yield from run_batch(items, spec, node_id=ray.get_runtime_context().get_node_id())
+
+
+def driver_node_id() -> str | None:
+    """The Ray node id of this (the flow's) process; None under Ray Client (the driver is elsewhere)."""
+    import ray
+
+    try:
+        from ray.util.client import ray as client_ray
+
+        if client_ray.is_connected():
+            return None
+    except ImportError:  # pragma: no cover - Ray without the client module
+        pass
+    return ray.get_runtime_context().get_node_id()
 
 
 class ChunkRunner:
-    """Runs chunks as Ray tasks; every task declares memory= its chunk's peak, capped at the biggest node.
+    """Runs chunks and batches as Ray tasks; every task declares memory= its peak, capped at the biggest node.
 
     slots: Ray tasks in flight at once across all models of the scan.
     max_task_memory: the largest `memory` resource of any node (a request above it would never schedule);
         None when unknown (Ray Client).
+    chunk_bytes: the working memory one chunk aims at (ScanSettings.chunk_bytes).
+    driver_node: this process's Ray node id (pipelines/batch.py: who writes a batch's results).
+    task_env: environment variables every task carries in its runtime_env (RayHandle.task_env).
     """
 
-    def __init__(self, *, slots: int, options: AnalysisOptions, max_task_memory: int | None = None) -> None:
+    def __init__(self, *, slots: int, options: AnalysisOptions, max_task_memory: int | None = None,
+                 chunk_bytes: int = 512 * 2**20, driver_node: str | None = None,
+                 task_env: dict | None = None) -> None:
         import ray
 
+        self._extra = {"runtime_env": {"env_vars": dict(task_env)}} if task_env else {}
         self.slots = max(1, slots)
         self.options = options
         self.max_task_memory = max_task_memory
+        self.chunk_bytes = chunk_bytes
+        self.driver_node = driver_node
         self._limiter = threading.BoundedSemaphore(self.slots)
         self._remote = ray.remote(num_cpus=1, max_retries=CHUNK_MAX_RETRIES, retry_exceptions=False)(analyze_chunk)
+        self._batch = ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(batch_entry)
+
+    def _memory(self, wanted: int) -> int:
+        return int(min(wanted, self.max_task_memory) if self.max_task_memory else wanted)
 
     def _submit(self, chunk: Chunk):
-        memory = min(chunk.memory, self.max_task_memory) if self.max_task_memory else chunk.memory
         # The task's name shows in `ray list tasks` and as the worker's process title: one line, always.
         name = f"ww-chunk:{safe_text(chunk.source[-40:], limit=80)}#{chunk.index}"
-        return self._remote.options(memory=int(memory), name=name).remote(chunk, self.options)
+        return self._remote.options(memory=self._memory(chunk.memory), name=name, **self._extra).remote(
+            chunk, self.options)
+
+    # ------------------------------------------------------------------------------------------ chunks
+
+    def layers(self, source: str, plans: list[LayerPlan], *, kind: str, fetch: RemoteFile | None,
+               deadline: Deadline) -> list[dict]:
+        """A layer runner for pipelines/unit.py: `plans` in contiguous chunks on Ray; safetensors spread
+        over every slot, a pickle file stays one chunk. Each output carries its chunk's declared memory."""
+        split = kind == "safetensors"
+        chunks = plan_chunks(source, list(plans), chunk_bytes=self.chunk_bytes if split else WHOLE_FILE,
+                             min_chunks=self.slots if split else 1, fetch=fetch)
+        outs = self.run(chunks, deadline=deadline)
+        return [{**out, "memory": chunks[out["index"]].memory} for out in outs]
 
     def run(self, chunks: list[Chunk], *, deadline: Deadline) -> list[dict]:
         """Results of `analyze_chunk` for every chunk, in chunk order.
@@ -74,3 +130,27 @@ class ChunkRunner:
                 ray.cancel(ref, force=True)
                 self._limiter.release()
         return [r for r in results if r is not None]
+
+    # ----------------------------------------------------------------------------------------- batches
+
+    def stream_batch(self, items: list[WorkItem], spec: BatchSpec, *, name: str) -> Iterator[dict]:
+        """Run a batch on Ray (once a slot is free) and yield each model's outcome as the worker reports it.
+
+        A lost worker or node surfaces as Ray's exception from the iteration, after the outcomes already
+        reported (the caller re-submits the rest). Closing the iterator early cancels the task.
+        """
+        import ray
+
+        self._limiter.acquire()
+        gen = None
+        try:
+            gen = self._batch.options(memory=self._memory(batch_memory(items)), name=f"ww-batch:{safe_text(name, limit=80)}",
+                                      **self._extra).remote(items, spec)
+            for ref in gen:
+                yield ray.get(ref)
+            gen = None
+        finally:
+            if gen is not None:
+                with contextlib.suppress(Exception):  # the task may be gone already (its node died)
+                    ray.cancel(gen, force=True)
+            self._limiter.release()

@@ -44,12 +44,32 @@ class StageFailure(WWSpectralError):
     """A model failed at `stage`; `cause` is the original exception (its type is what gets recorded)."""
 
     def __init__(self, stage: str, cause: BaseException) -> None:
-        super().__init__(f"{stage}: {type(root_cause(cause)).__name__}: {root_cause(cause)}")
+        super().__init__(f"{stage}: {error_type(cause)}: {root_cause(cause)}")
         self.stage = stage
         self.cause = cause
 
     def __reduce__(self):
         return (StageFailure, (self.stage, self.cause))
+
+
+class RemoteFailure(WWSpectralError):
+    """A model's fault as a batch worker reported it (pipelines/batch.py): the original type name, message
+    and classification. The exception object itself stays in the worker (third-party exceptions do not
+    always pickle); the failures table records `error_type`, the original class name."""
+
+    def __init__(self, error_type: str, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.transient = transient
+
+    def __reduce__(self):
+        return (RemoteFailure, (self.error_type, str(self), self.transient))
+
+
+def error_type(exc: BaseException) -> str:
+    """The class name of the fault that actually happened (a reported one's original class name)."""
+    cause = root_cause(exc)
+    return cause.error_type if isinstance(cause, RemoteFailure) else type(cause).__name__
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -81,6 +101,8 @@ def _ray_transient_types() -> tuple[type, ...]:
 def is_transient(exc: BaseException) -> bool:
     """True for faults worth retrying later: hub 408/429/5xx and network errors, timeouts, a lost Ray worker."""
     exc = root_cause(exc)
+    if isinstance(exc, RemoteFailure):
+        return exc.transient
     if isinstance(exc, TransientHubError):
         return True
     if isinstance(exc, PERMANENT):

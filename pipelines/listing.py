@@ -8,6 +8,8 @@ deadline (pipelines/deadline.py).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,11 @@ class WorkItem:
 
     kind: "local" (source = folder, file or cache snapshot visible to the Ray workers) or "hub"
         (source = repo id; revision = commit sha, or None to resolve "main" first).
-    facts: what the listing knows (downloads, likes, library, pipeline_tag, base_model, parameter_count).
+    facts: what the listing knows (downloads, likes, library, pipeline_tag, base_model, parameter_count);
+        stored with the model's row.
+    params_hint: the parameter count as far as the listing knows it (hub: the safetensors metadata; local:
+        weight bytes / 2, i.e. counted as 16-bit, an upper bound for 16- and 32-bit weights), None when
+        unknown; it decides whether the model is analysed in a batch of small models (pipelines/batch.py).
     """
 
     repo_id: str
@@ -38,6 +44,7 @@ class WorkItem:
     kind: str
     source: str
     facts: dict = field(default_factory=dict, compare=False, hash=False)
+    params_hint: int | None = field(default=None, compare=False, hash=False)
 
     @property
     def label(self) -> str:
@@ -56,7 +63,15 @@ def _local_item(path: Path, name: str, timeout_s: float) -> WorkItem:
     """A local model's work item (its revision hashed from its weight files, under the model deadline)."""
     source = str(path.resolve())
     ref = Deadline(timeout_s).call(lambda: resolve_source(source).ref, what=f"listing {name}")
-    return WorkItem(ref.repo_id, ref.revision, "local", source)
+    return WorkItem(ref.repo_id, ref.revision, "local", source, params_hint=_weight_bytes(ref.files) // 2)
+
+
+def _weight_bytes(files) -> int:
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += os.stat(f).st_size
+    return total
 
 
 def _listing_stage(exc: BaseException) -> str:
@@ -119,7 +134,8 @@ def list_ids(model_ids: list[str], *, endpoint: str | None, timeout_s: float = 6
         except Exception as exc:  # noqa: BLE001
             failed.append((WorkItem(repo_id, rev, "hub", repo_id), tagged("list", exc)))
             continue
-        items.append(WorkItem(repo_id, info.sha, "hub", repo_id, facts=hub_facts(info)))
+        items.append(WorkItem(repo_id, info.sha, "hub", repo_id, facts=hub_facts(info),
+                              params_hint=info.parameter_count))
     return items, failed
 
 
@@ -128,7 +144,8 @@ def list_hub(*, endpoint: str | None, hub_settings: hub.HubSettings | None = Non
     limit). A listing that fails is the scan's failure (raised, tagged stage `list`)."""
     with stage("list"):
         models = hub.list_models(endpoint=endpoint, settings=hub_settings, **filters)
-    return [WorkItem(m.repo_id, m.sha, "hub", m.repo_id, facts=hub_facts(m)) for m in models], []
+    return [WorkItem(m.repo_id, m.sha, "hub", m.repo_id, facts=hub_facts(m), params_hint=m.parameter_count)
+            for m in models], []
 
 
 def hub_facts(m) -> dict:

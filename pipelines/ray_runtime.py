@@ -24,7 +24,7 @@ workers of a remote cluster): Ray's and the hub's variables, and secrets, stay o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ww_spectral.errors import OptionError
@@ -70,12 +70,16 @@ class RayHandle:
     slots: how many Ray tasks the scan keeps in flight (the `workers` cap, else the cluster's CPUs).
     node_memory: the largest `memory` resource of any live node (a task asking more never schedules);
         None when Ray does not say (Ray Client).
+    task_env: environment variables each task must be given itself: a Ray initialised before this scan
+        (a notebook, a test) has workers started without this process's HF_TOKEN, so tasks that may
+        download gated files carry it in their runtime_env; empty when the workers already have it.
     """
 
     address: str
     started: bool
     slots: int
     node_memory: int | None = None
+    task_env: dict = field(default_factory=dict, repr=False)
 
 
 def _token_available() -> bool:
@@ -125,7 +129,10 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
         address_now = ray.get_runtime_context().gcs_address
     except Exception:  # Ray Client sessions have no GCS address on the driver side
         address_now = ray_address or os.environ.get("RAY_ADDRESS") or "local"
-    return RayHandle(address=str(address_now), started=started, slots=max(1, slots), node_memory=_node_memory())
+    # Workers of a Ray we started (or attached with the runtime_env above) have HF_TOKEN already.
+    task_env = {**WORKER_ENV, "HF_TOKEN": os.environ["HF_TOKEN"]} if not started and os.environ.get("HF_TOKEN") else {}
+    return RayHandle(address=str(address_now), started=started, slots=max(1, slots), node_memory=_node_memory(),
+                     task_env=task_env)
 
 
 def _node_memory() -> int | None:

@@ -1,9 +1,12 @@
 """The body every scan flow shares: list -> skip stored -> analyse on Ray -> compact + catalog -> scans row.
 
 `run_scan` returns the scan summary dict: scan_id, source, requested, done, skipped, failed, seconds,
-fanout_seconds (wall time of the analysis phase: first model task submitted to last one finished),
-models_per_minute, failures (list of rows), models (per analysed model: seconds, chunks, worker_pids,
-max_chunk_memory, ray_seconds), catalog (path or None).
+fanout_seconds (wall time of the analysis phase: first task submitted to last one finished),
+models_per_minute, failures (list of final failure rows), models (per model analysed by a model task of
+its own: seconds, chunks, worker_pids, max_chunk_memory, ray_seconds; batched models are only counted),
+stages (seconds per stage summed over models, analysis_seconds, bytes_downloaded, retried_attempts,
+batches, batched_models), timings (wall seconds of list / select / ray_start / fanout / catalog),
+slots, catalog (path or None).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from ww_spectral.errors import WWSpectralError
 from ww_spectral.progress import safe_text
 
 from . import ray_runtime
-from .dispatch import ChunkRunner
+from .batch import is_batchable, make_batches
+from .dispatch import ChunkRunner, driver_node_id
 from .listing import Listed, WorkItem
 from .scan_state import ScanState, describe_error
 from .settings import ScanSettings
-from .tasks import model_task
+from .tasks import Batch, batch_task, failure_task, model_task
 
 
 def new_scan_id(now: _dt.datetime) -> str:
@@ -35,10 +39,15 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
     t0 = time.perf_counter()
     started_at = _dt.datetime.now(_dt.UTC)
     state = ScanState(settings, scan_id=new_scan_id(started_at))
-    todo = _select(state, *list_fn())
+    timings: dict[str, float] = {}
+    listed = list_fn()
+    t1 = _lap(timings, "list", t0)
+    todo = _select(state, *listed)
+    del listed
+    t1 = _lap(timings, "select", t1)
     state.say(f"scan {source}: {state.total} model revision(s), {state.skipped} already in the store, "
               f"{len(todo)} to analyse")
-    fanout_seconds = _analyse(state, todo) if todo else 0.0
+    slots = _analyse(state, todo, timings) if todo else 0
     seconds = time.perf_counter() - t0
     # The scans row first, so the refreshed catalog includes this scan (and the root exists even when
     # nothing was listed).
@@ -55,12 +64,29 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "skipped": state.skipped,
         "failed": state.failed,
         "seconds": round(seconds, 3),
-        "fanout_seconds": round(fanout_seconds, 3),
+        "fanout_seconds": round(timings.get("fanout", 0.0), 3),
         "models_per_minute": round(60.0 * state.done / seconds, 3) if seconds > 0 else 0.0,
         "failures": list(state.failures),
         "models": sorted(state.results, key=lambda r: (r["repo_id"], r["revision"])),
-        "catalog": refresh_catalog(state),
+        "stages": state.stages(),
+        "slots": slots,
+        "catalog": _timed(timings, "catalog", lambda: refresh_catalog(state)),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def _lap(timings: dict, name: str, t0: float) -> float:
+    now = time.perf_counter()
+    timings[name] = timings.get(name, 0.0) + now - t0
+    return now
+
+
+def _timed(timings: dict, name: str, fn: Callable[[], object]):
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        _lap(timings, name, t0)
 
 
 def _select(state: ScanState, items: list[WorkItem], listing_failures: list) -> list[WorkItem]:
@@ -81,42 +107,118 @@ def _select(state: ScanState, items: list[WorkItem], listing_failures: list) -> 
     return todo
 
 
-def _analyse(state: ScanState, todo: list[WorkItem]) -> float:
-    """Start (or attach) Ray, fan the models out, release Ray; the fan-out's wall seconds."""
+def _analyse(state: ScanState, todo: list[WorkItem], timings: dict) -> int:
+    """Start (or attach) Ray, fan the models out, release Ray; the number of Ray slots used."""
     settings = state.settings
+    t0 = time.perf_counter()
     handle = ray_runtime.ensure_ray(ray_address=settings.ray_address, workers=settings.workers)
     try:
         if handle.started and settings.prewarm:
             ray_runtime.prewarm(handle.slots)
-        state.chunks = ChunkRunner(slots=handle.slots, options=settings.options,
-                                   max_task_memory=handle.node_memory)
+        state.chunks = ChunkRunner(slots=handle.slots, options=settings.options, max_task_memory=handle.node_memory,
+                                   chunk_bytes=settings.chunk_bytes, driver_node=driver_node_id(),
+                                   task_env=handle.task_env)
         state.say(f"scan: Ray at {safe_text(handle.address)}: {handle.slots} slot(s)"
                   f"{' (started here)' if handle.started else ''}")
-        t0 = time.perf_counter()
+        t1 = _lap(timings, "ray_start", t0)
         state.started = time.monotonic()  # throughput in the progress lines counts from here
         _fan_out(state, todo)
-        return time.perf_counter() - t0
+        _lap(timings, "fanout", t1)
+        return handle.slots
     finally:
+        t2 = time.perf_counter()
         ray_runtime.release(handle)
+        _lap(timings, "ray_stop", t2)
 
 
 def _fan_out(state: ScanState, todo: list[WorkItem]) -> None:
-    """One Prefect task per model, `slots + 1` models in flight (threads of this process).
+    """Large models first (one "analyze-model" task each, their layers spread over the slots), then the
+    small ones in batches; then a task per model that failed in a batch (pipelines/tasks.py).
 
-    Ray chunks in flight stay capped at `slots` by the ChunkRunner; the one extra model thread does the
-    next model's Prefect bookkeeping, download and header planning while the Ray slots are busy, so that
-    per-model overhead overlaps with analysis instead of adding to it.
+    `slots + 1` tasks run at once (threads of this process): Ray tasks in flight stay capped at `slots` by
+    the ChunkRunner, and the extra thread does the next task's Prefect bookkeeping, download and planning
+    while the Ray slots are busy. At most `2 * (slots + 1)` tasks are submitted and not yet finished, so the
+    flow's memory does not grow with the number of models.
     """
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    task = model_task(state)
-    with ThreadPoolTaskRunner(max_workers=state.chunks.slots + 1) as runner:
-        futures = [(item, runner.submit(task, {"item": item, "state": state})) for item in todo]
-        for item, future in futures:
-            future.wait()
-            if not future.state.is_completed() and not state.has_failed(item):
+    settings = state.settings
+    slots = state.chunks.slots
+    small = [it for it in todo if is_batchable(it, settings)]
+    large = [it for it in todo if not is_batchable(it, settings)]
+    # Largest first: a long model started last would leave the other slots idle at the end.
+    large.sort(key=lambda it: -(it.params_hint or 0))
+    batches = make_batches(small, settings, slots=slots)
+    del todo, small
+    tasks = {"model": model_task(state), "batch": batch_task(state), "failed": failure_task(state)}
+    retry_tasks: dict[int, object] = {}
+
+    def model_with(first_attempt: int):
+        retries = max(0, settings.retries - first_attempt + 1)
+        if retries == settings.retries:
+            return tasks["model"]
+        return retry_tasks.setdefault(retries, model_task(state, retries=retries))
+
+    with ThreadPoolTaskRunner(max_workers=slots + 1) as runner:
+        pump = _Pump(runner, limit=2 * (slots + 1))
+
+        def finished(kind: str, subject, future) -> None:
+            if kind == "batch":
+                for what, item, fault, attempt in subject.after:
+                    if what == "model":
+                        pump.submit("model", item, model_with(attempt),
+                                    {"item": item, "state": state, "first_attempt": attempt})
+                    else:
+                        pump.submit("failed", item, tasks["failed"],
+                                    {"item": item, "state": state, "error": fault, "attempt": attempt})
+                subject.after = []
+                if not future.state.is_completed():
+                    # The batch task itself crashed (not a model's fault): every model it held, alone.
+                    for item in subject.items:
+                        if item.key not in subject.reported:
+                            pump.submit("model", item, tasks["model"], {"item": item, "state": state})
+            elif not future.state.is_completed() and not state.has_failed(subject):
                 # The task writes its own failure row; a Prefect-level crash or cancellation did not.
-                state.fail(item, _state_exception(future), state.settings.retries + 1)
+                state.fail(subject, _state_exception(future), settings.retries + 1)
+
+        pump.on_done = finished
+        for item in large:
+            pump.submit("model", item, tasks["model"], {"item": item, "state": state})
+        for i, items in enumerate(batches):
+            batch = Batch(i, items)
+            pump.submit("batch", batch, tasks["batch"], {"batch": batch, "state": state})
+        pump.drain()
+
+
+class _Pump:
+    """Submits Prefect tasks with at most `limit` unfinished; `on_done(kind, subject, future)` runs in this
+    (the flow's) thread for each finished one, and may submit more."""
+
+    def __init__(self, runner, *, limit: int) -> None:
+        import queue
+
+        self.runner = runner
+        self.limit = limit
+        self.in_flight = 0
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.on_done = lambda kind, subject, future: None
+
+    def submit(self, kind: str, subject, task, parameters: dict) -> None:
+        while self.in_flight >= self.limit:
+            self._handle_one()
+        future = self.runner.submit(task, parameters)
+        self.in_flight += 1
+        future.add_done_callback(lambda f: self.done.put((kind, subject, f)))
+
+    def _handle_one(self) -> None:
+        kind, subject, future = self.done.get()
+        self.in_flight -= 1
+        future.wait()  # the done callback may run before the final state is set on the future
+        self.on_done(kind, subject, future)
+
+    def drain(self) -> None:
+        while self.in_flight:
+            self._handle_one()
 
 
 def _state_exception(future) -> BaseException:

@@ -1,4 +1,4 @@
-"""What one scan has seen so far: counts, per-model results, failure rows, and its progress lines.
+"""What one scan has seen so far: counts, stage totals, failure rows, and its progress lines.
 
 One `ScanState` per scan, created by pipelines/scan.py and handed to every model task as a parameter.
 It is a plain class on purpose (not a dataclass): Prefect walks dataclass, list and dict parameters of a
@@ -17,9 +17,10 @@ from catalogs.store import ResultStore
 from ww_spectral.progress import ProgressReporter, safe_text
 
 from .dispatch import ChunkRunner
-from .faults import root_cause, stage_of
+from .faults import error_type, root_cause, stage_of
 from .listing import WorkItem
 from .settings import ScanSettings
+from .unit import CLOCK_STAGES
 
 # Characters of an error message kept in the failures table / on a progress line.
 MESSAGE_CHARS = 2000
@@ -28,8 +29,7 @@ LINE_MESSAGE_CHARS = 160
 
 def describe_error(exc: BaseException, limit: int = LINE_MESSAGE_CHARS) -> str:
     """"ErrorType: message" of the root cause, on one line (for progress lines)."""
-    cause = root_cause(exc)
-    return safe_text(f"{type(cause).__name__}: {cause}", limit=limit)
+    return safe_text(f"{error_type(exc)}: {root_cause(exc)}", limit=limit)
 
 
 class ScanState:
@@ -37,6 +37,8 @@ class ScanState:
 
     settings: the scan's configuration; scan_id; store: where results and failures go;
     chunks: the ChunkRunner once Ray is up (None while listing); total: model revisions in the scan.
+    results: per-model detail of the models analysed by their own model task (large models, retried ones);
+    models analysed in batches are only counted (stage totals, bytes), so memory does not grow with them.
     Counters, results and failures change only under `lock`.
     """
 
@@ -56,6 +58,13 @@ class ScanState:
         self.results: list[dict] = []
         self.failures: list[dict] = []
         self._failed_keys: set[tuple[str, str | None]] = set()
+        # Work done per stage, summed over every analysed model (seconds of the process that did it).
+        self.stage_seconds = dict.fromkeys(CLOCK_STAGES, 0.0)
+        self.analysis_seconds = 0.0  # of which inside the layer analysis proper (analyze_chunk)
+        self.bytes_downloaded = 0
+        self.retried = 0  # failed attempts that were retried (each one a failures row)
+        self.batches = 0
+        self.batched = 0  # models that went through a batch
 
     # ------------------------------------------------------------------ progress
 
@@ -78,13 +87,26 @@ class ScanState:
 
     # ------------------------------------------------------------------ outcomes
 
-    def finished(self, item: WorkItem, result: dict) -> None:
-        """A model task's result: analysed and written ("done"), or found already stored ("skipped")."""
+    def finished(self, item: WorkItem, result: dict, *, keep: bool = True) -> None:
+        """A model's result: analysed and written ("done"), or found already stored ("skipped").
+
+        keep: keep the per-model detail in `results` (model tasks); batched models are only counted.
+        """
         with self.lock:
-            self.results.append(result)
+            if keep:
+                self.results.append({k: v for k, v in result.items() if k not in ("record", "layers")})
+            for name, seconds in (result.get("stages") or {}).items():
+                self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
+            self.analysis_seconds += result.get("ray_seconds", 0.0)
+            self.bytes_downloaded += result.get("bytes", 0)
         self._count("done" if result["status"] == "done" else "skipped", item, f"{result['seconds']:.1f} s")
 
     def retrying(self, item: WorkItem, exc: BaseException, attempt: int) -> None:
+        """A failed attempt that will be retried: one `failures` row for it (the catalog's failures view
+        marks it resolved once the revision is stored), and a progress line."""
+        self._write_failure(item, exc, attempt)
+        with self.lock:
+            self.retried += 1
         self.say(f"scan: retrying {safe_text(item.label)} (attempt {attempt} of {self.settings.retries + 1}): "
                  f"{describe_error(exc)}")
 
@@ -94,18 +116,36 @@ class ScanState:
 
     def fail(self, item: WorkItem, exc: BaseException, attempt: int) -> dict:
         """Record a model that failed for good: one `failures` row (once per model per scan), counted."""
-        cause = root_cause(exc)
-        row = {"repo_id": item.repo_id, "revision": item.revision or "unknown", "stage": stage_of(exc),
-               "error_type": type(cause).__name__, "message": str(cause)[:MESSAGE_CHARS], "attempt": int(attempt)}
+        row = failure_row(item, exc, attempt)
         with self.lock:
             if item.key in self._failed_keys:
                 return row
             self._failed_keys.add(item.key)
             self.failures.append(row)
+        self._write_failure(item, exc, attempt)
+        self._count("failed", item, f"[{row['stage']}] {describe_error(exc)}")
+        return row
+
+    def _write_failure(self, item: WorkItem, exc: BaseException, attempt: int) -> None:
+        row = failure_row(item, exc, attempt)
         self.store.write_failure(
             repo_id=item.repo_id, revision=item.revision, stage=row["stage"], error_type=row["error_type"],
             message=row["message"], attempt=attempt,
             provenance=Provenance(repo_id=item.repo_id, revision=row["revision"],
                                   options_hash=self.settings.fingerprint))
-        self._count("failed", item, f"[{row['stage']}] {describe_error(exc)}")
-        return row
+
+    def stages(self) -> dict:
+        """Totals for the scan summary: seconds per stage, analysis seconds, bytes, retried attempts."""
+        with self.lock:
+            return {"stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+                    "analysis_seconds": round(self.analysis_seconds, 3), "bytes_downloaded": self.bytes_downloaded,
+                    "retried_attempts": self.retried, "batches": self.batches, "batched_models": self.batched}
+
+
+def failure_row(item: WorkItem, exc: BaseException, attempt: int) -> dict:
+    """The failures-table fields of a fault: stage, error type (the original's, for a fault a batch worker
+    reported), message, attempt."""
+    cause = root_cause(exc)
+    return {"repo_id": item.repo_id, "revision": item.revision or "unknown", "stage": stage_of(exc),
+            "error_type": error_type(exc),
+            "message": str(cause)[:MESSAGE_CHARS], "attempt": int(attempt)}

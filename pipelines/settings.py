@@ -10,6 +10,10 @@ Ray workers included. A flag given explicitly (not None) wins over the environme
     WW_SCAN_MODEL_TIMEOUT_S  one model's deadline: planning, chunks, assembly (default 6 h)
     WW_SCAN_CHUNK_BYTES      working memory one Ray chunk task aims at (default 512 MiB)
     WW_SCAN_PREWARM          "1": warm fresh Ray workers' imports when the scan starts Ray (default off)
+    WW_SCAN_BATCH_MAX_PARAMS models with at most this many parameters (known from the listing) are analysed
+                             whole, many per Ray task (default 20M; 0 = one Prefect task per model)
+    WW_SCAN_BATCH_MODELS     most models per batch (default 64)
+    WW_SCAN_BATCH_PARAMS     most parameters per batch, summed (default 200M)
     WW_SCAN_PROGRESS         "1": one progress line per model on stderr (the CLI turns it on)
 
 Ray's own variables (RAY_ADDRESS when no ray_address is given, the Ray Client auth ones) and HF_TOKEN are
@@ -57,6 +61,15 @@ class ScanSettings:
     # Warm fresh Ray workers (imports + a tiny analysis) when this scan starts Ray. Off by default: in
     # bench_scan it did not pay off (2-worker speed-up 1.50-1.51x with it, 1.73-1.95x without).
     prewarm: bool = False
+    # Small models are analysed whole inside one Ray task, many per task (pipelines/batch.py): those whose
+    # parameter count, as the listing knows it, is at most this (and whose working set fits one chunk).
+    # 0 turns batching off: one Prefect task per model. Measured (benchmarks/bench_rehearsal.py): one
+    # Prefect + Ray task per tiny model cost the flow process tens of ms each, more than the analysis.
+    batch_max_params: int = 20_000_000
+    # Most models in one batch, and most parameters summed over a batch (a lost worker node loses at most
+    # one batch in progress per slot; the last batches of a scan should be short).
+    batch_models: int = 64
+    batch_params: int = 200_000_000
     # One progress line per model on stderr ("[ww-spectral] scan 3/10 ...").
     progress: bool = False
     # The analysis options; their fingerprint is the identity under which results are stored and skipped.
@@ -75,6 +88,13 @@ class ScanSettings:
         if not self.model_timeout_s > 0:
             raise OptionError(f"model_timeout_s={self.model_timeout_s} is not allowed; use a positive number "
                               "of seconds (WW_SCAN_MODEL_TIMEOUT_S)")
+        for name in ("batch_max_params", "batch_params"):
+            if getattr(self, name) < 0:
+                raise OptionError(f"{name}={getattr(self, name)} is not allowed; use 0 or more "
+                                  f"(WW_SCAN_{name.upper()})")
+        if self.batch_models < 1:
+            raise OptionError(f"batch_models={self.batch_models} is not allowed; use a positive integer "
+                              "(WW_SCAN_BATCH_MODELS)")
         if self.chunk_bytes < 1:
             raise OptionError(f"chunk_bytes={self.chunk_bytes} is not allowed; use a positive number of bytes "
                               "(WW_SCAN_CHUNK_BYTES)")
@@ -99,6 +119,9 @@ class ScanSettings:
             "retry_delay_s": _number(env, "WW_SCAN_RETRY_DELAY_S", float),
             "model_timeout_s": _number(env, "WW_SCAN_MODEL_TIMEOUT_S", float),
             "chunk_bytes": _number(env, "WW_SCAN_CHUNK_BYTES", int),
+            "batch_max_params": _number(env, "WW_SCAN_BATCH_MAX_PARAMS", int),
+            "batch_models": _number(env, "WW_SCAN_BATCH_MODELS", int),
+            "batch_params": _number(env, "WW_SCAN_BATCH_PARAMS", int),
             "prewarm": _flag(env, "WW_SCAN_PREWARM"),
             "progress": _flag(env, "WW_SCAN_PROGRESS"),
             "hub": HubSettings.from_env(env),

@@ -1,229 +1,80 @@
-"""One model revision, end to end: plan -> chunks on Ray -> assemble -> write. One Prefect task per model.
+"""The Prefect tasks of a scan: one per large model, one per batch of small models, one per failed model.
 
 Where things run:
-- The model task runs in the flow process (a ThreadPoolTaskRunner sized to the Ray slots), so no Prefect
+- Every task runs in the flow process (a ThreadPoolTaskRunner sized to the Ray slots), so no Prefect
   code ever runs inside a Ray worker and Prefect's ephemeral mode starts no server there.
-- The per-model rules are the library's (ww_spectral/model.py): `plan_model` plans every tensor from
-  headers, gathers the model's facts and refuses a model with no analysable layer (NoAnalysableLayerError,
-  permanent); `assemble_model` turns the rows into the model's table, summary and record. This module
-  only decides where each step runs: planning in the flow process under the model's deadline
-  (pipelines/deadline.py), the layers in contiguous chunks on Ray (pipelines/dispatch.py, each chunk runs
-  `ww_spectral.analysis.analyze_layers` in pipelines/work.py), then the write through the store.
-- Hub models: planned from remote headers (HTTP Range reads) before anything is downloaded, then fetched
-  shard by shard; each shard is deleted once its chunks are analysed (disk bounded by one shard). A repo
-  without safetensors headers (.bin) is planned per downloaded shard and assembled once at the end.
+- "analyze-model" (one model): pipelines/unit.py in the flow process, its layers in contiguous chunks on
+  Ray (pipelines/dispatch.py), hub safetensors planned from remote headers before any download. For models
+  too large to batch, and for a batched model whose attempt failed transiently (its retries then run here).
+- "analyze-batch" (many small models): one Ray task runs them whole, one after another
+  (pipelines/batch.py), and streams each model's outcome back; the flow only counts (Prefect shows the
+  batch's counts as its result). A model that fails in a batch gets a task of its own: a transient fault
+  an "analyze-model" task (the next attempts), a permanent one a "model-failed" task that records its
+  failures row and ends Failed, so Prefect's view has a failed task run per failed model.
+- A batch whose worker or node was lost is re-submitted for the models it had not reported; each lost
+  attempt is a failures row (the failures view marks it resolved once the model is stored).
 
-Faults: see pipelines/faults.py. A model that fails for good becomes one `failures` row, whatever the
-exception class; the scan goes on.
+Faults: see pipelines/faults.py. A model that fails for good becomes one `failures` row (final attempt),
+whatever the exception class; each retried attempt one more row; the scan goes on.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import random
 import time
 from collections.abc import Iterator
 
-from catalogs.schema import Provenance
-from ww_spectral import hub, hub_source
-from ww_spectral.checkpoint import open_checkpoint
-from ww_spectral.errors import NoWeightsError
-from ww_spectral.layers import plan_layer
-from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_model
-from ww_spectral.records import AnalysisOptions, CheckpointRef, LayerPlan
-
-from .deadline import Deadline
-from .faults import is_transient, retry_if_transient, retry_options, stage
+from . import unit
+from .batch import BatchSpec
+from .faults import (
+    RemoteFailure,
+    StageFailure,
+    is_transient,
+    retry_if_transient,
+    retry_options,
+    stage,
+    tagged,
+)
 from .listing import WorkItem
 from .scan_state import ScanState
-from .work import Chunk, RemoteFile, plan_chunks
-
-# A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.
-WHOLE_FILE = 2**62
 
 
-class Analysed:
-    """Rows of one model gathered over its chunks, and how it was spread (chunks, workers, memory)."""
+class Batch:
+    """Small models analysed by one Ray task (a plain class, not a dataclass: Prefect does not walk it
+    looking for futures, which would cost O(models) per submission; see pipelines/scan_state.py).
 
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-        self.outs: list[dict] = []
-        self.chunks: list[Chunk] = []
+    after: what the flow must still do once the task ends, per model that failed in it: ("model", item, None,
+    first attempt) = analyse it in a model task of its own; ("failed", item, fault, attempt) = record its
+    final failure in a "model-failed" task.
+    """
 
-    def run(self, state: ScanState, chunks: list[Chunk], deadline: Deadline) -> None:
-        with stage("analyze"):
-            outs = state.chunks.run(chunks, deadline=deadline)
-        self.rows.extend(r for out in outs for r in out["rows"])
-        self.outs.extend(outs)
-        self.chunks.extend(chunks)
+    def __init__(self, index: int, items: list[WorkItem]) -> None:
+        self.index = index
+        self.items = items
+        self.after: list[tuple[str, WorkItem, BaseException | None, int]] = []
+        self.reported: set[tuple[str, str | None]] = set()  # models counted or queued in `after`
 
-    def stats(self) -> dict:
-        return {"chunks": len(self.chunks), "worker_pids": sorted({o["pid"] for o in self.outs}),
-                "max_chunk_memory": max((c.memory for c in self.chunks), default=0),
-                "ray_seconds": sum(o["seconds"] for o in self.outs),
-                "prefect_in_workers": any(o.get("prefect_loaded") for o in self.outs)}
-
-
-def _chunks(state: ScanState, source: str, plans, *, kind: str, fetch=None) -> list[Chunk]:
-    """Contiguous chunks of `plans`; safetensors spread over every slot, a pickle file stays one chunk."""
-    split = kind == "safetensors"
-    return plan_chunks(source, list(plans), chunk_bytes=state.settings.chunk_bytes if split else WHOLE_FILE,
-                       min_chunks=state.chunks.slots if split else 1, fetch=fetch)
+    @property
+    def name(self) -> str:
+        first = self.items[0].label
+        return f"batch {self.index}: {first} +{len(self.items) - 1}"
 
 
-# ------------------------------------------------------------------------------------------------ local
-
-
-def _worker_source(ref: CheckpointRef, listed: str) -> str:
-    """What the Ray workers open: the one file, or the folder holding all the files (for a cached repo
-    that is the snapshot planned now, not whatever refs/main points to when a chunk runs)."""
-    parents = {os.path.dirname(f) for f in ref.files}
-    return ref.files[0] if len(ref.files) == 1 else (parents.pop() if len(parents) == 1 else listed)
-
-
-def _plan_local(item: WorkItem, state: ScanState) -> tuple[ModelPlan, str]:
-    with open_checkpoint(item.source) as ckpt:
-        plan = plan_model(ckpt, state.settings.options)
-    return plan, _worker_source(plan.ref, item.source)
-
-
-def _analyse_local(item: WorkItem, state: ScanState, deadline: Deadline) -> tuple[ModelPlan, Analysed]:
-    with stage("read"):
-        plan, source = deadline.call(lambda: _plan_local(item, state), what=f"planning {item.label}")
-    done = Analysed()
-    done.run(state, _chunks(state, source, plan.layers, kind=plan.ref.kind), deadline)
-    return plan, done
-
-
-# ------------------------------------------------------------------------------------------------ hub
-
-
-class _HeaderPlan:
-    """A safetensors repo, planned from its remote headers (HTTP Range reads) before any download."""
-
-    def __init__(self, plan: ModelPlan, files: list[str]) -> None:
-        self.plan = plan
-        self._files = files  # the file holding each planned tensor (plan.layers order)
-
-    def shard_plans(self, shard, deadline: Deadline) -> list[LayerPlan]:
-        return [p for p, f in zip(self.plan.layers, self._files) if f == shard.filename]
-
-    def model_plan(self) -> ModelPlan:
-        return self.plan
-
-
-class _ShardPlan:
-    """A repo without safetensors headers (.bin): each shard planned once downloaded, layer ids continuing
-    across shards; the model-level rules (facts, "any analysable layer") apply once all are seen."""
-
-    def __init__(self, item: WorkItem, revision: str, options: AnalysisOptions) -> None:
-        self.item, self.revision, self.options = item, revision, options
-        self.infos: list = []
-        self.files: list[str] = []
-        self.config: dict = {}
-
-    def shard_plans(self, shard, deadline: Deadline) -> list[LayerPlan]:
-        with stage("read"):
-            infos = deadline.call(lambda: _tensors_of(shard.path), what=f"reading {self.item.label}")
-        plans = [plan_layer(info, len(self.infos) + i, self.options) for i, info in enumerate(infos)]
-        self.infos.extend(infos)
-        self.files.append(shard.filename)
-        self.config = shard.config or self.config
-        return plans
-
-    def model_plan(self) -> ModelPlan:
-        ref = CheckpointRef(repo_id=self.item.repo_id, revision=self.revision, files=tuple(self.files),
-                            kind="torch", config=self.config)
-        with stage("read"):
-            return plan_model(TensorListing(ref, self.infos), self.options)
-
-
-def _tensors_of(path: str) -> list:
-    with open_checkpoint(path) as ckpt:
-        return ckpt.tensors()
-
-
-def _plan_from_headers(item: WorkItem, revision: str, state: ScanState) -> _HeaderPlan | None:
-    """The plan from remote safetensors headers; None for a repo without safetensors weights."""
-    try:
-        ckpt = hub_source.open_remote_checkpoint(item.repo_id, revision, endpoint=state.settings.endpoint,
-                                                 settings=state.settings.hub)
-    except NoWeightsError:
-        return None  # .bin repo, or no weights at all (iter_weight_shards says which)
-    with ckpt:
-        return _HeaderPlan(plan_model(ckpt, state.settings.options), [info.file for info in ckpt.tensors()])
-
-
-def _shards(item: WorkItem, revision: str, state: ScanState, dest: str, deadline: Deadline) -> Iterator:
-    """The repo's weight files one at a time (each deleted when the next is asked for), each download under
-    the model's deadline."""
-    shards = hub_source.iter_weight_shards(item.repo_id, revision, endpoint=state.settings.endpoint, dest=dest,
-                                           settings=state.settings.hub)
-    while True:
-        with stage("download"):
-            shard = deadline.call(lambda: next(shards, None), what=f"downloading {item.label}")
-        if shard is None:
-            return
-        yield shard
-
-
-def _analyse_hub(item: WorkItem, state: ScanState, deadline: Deadline) -> tuple[ModelPlan, Analysed]:
-    endpoint = state.settings.endpoint
-    revision = item.revision
-    if revision is None:
-        with stage("list"):
-            revision = deadline.call(lambda: hub.model_info(item.repo_id, endpoint=endpoint,
-                                                            settings=state.settings.hub).sha,
-                                     what=f"model info of {item.label}")
-    with stage("read"):
-        planner = deadline.call(lambda: _plan_from_headers(item, revision, state), what=f"planning {item.label}")
-    planner = planner or _ShardPlan(item, revision, state.settings.options)
-    done = Analysed()
-    dest = tempfile.mkdtemp(prefix="ww-shards-")
-    try:
-        for shard in _shards(item, revision, state, dest, deadline):
-            plans = planner.shard_plans(shard, deadline)
-            if plans:
-                kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
-                fetch = RemoteFile(item.repo_id, revision, shard.filename, endpoint, state.settings.hub)
-                done.run(state, _chunks(state, shard.path, plans, kind=kind, fetch=fetch), deadline)
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
-    return planner.model_plan(), done
-
-
-# ------------------------------------------------------------------------------------------------ the unit
+# ------------------------------------------------------------------------------------------------ one model
 
 
 def process_model(item: WorkItem, state: ScanState) -> dict:
-    """Analyse one model revision and write it; returns {"repo_id", "revision", "status", "seconds", ...}."""
-    t0 = time.perf_counter()
-    deadline = Deadline(state.settings.model_timeout_s)
-    analyse = _analyse_hub if item.kind == "hub" else _analyse_local
-    plan, done = analyse(item, state, deadline)
-    seconds = time.perf_counter() - t0
-    # Local sources: the revision of the bytes actually analysed (a folder edited since listing is stored
-    # as its new revision); hub sources: the listed commit.
-    revision = plan.ref.revision if item.kind == "local" else (item.revision or plan.ref.revision)
-    with stage("write"):
-        analysis = assemble_model(plan, done.rows, seconds=seconds)
-        # Listing facts (hub: downloads, likes, ...) beside the analysis; a None from the listing keeps ours.
-        record = analysis.model_record(source_kind="hub" if item.kind == "hub" else "folder", **item.facts)
-        wrote = state.store.write_model(
-            model=record, layers=analysis.layers,
-            provenance=Provenance(repo_id=item.repo_id, revision=revision, options_hash=state.settings.fingerprint))
-    return {"repo_id": item.repo_id, "revision": revision, "status": "done" if wrote else "skipped",
-            "seconds": seconds, "n_layers": int((analysis.layers["status"] == "success").sum()),
-            "finished_monotonic": time.monotonic(), **done.stats()}
+    """Analyse one model revision in this process (its layers as chunks on Ray) and write it."""
+    return unit.process_model(item, state.settings, state.store, state.chunks.layers, headers_first=True)
 
 
-def run_model(item: WorkItem, state: ScanState) -> dict:
-    """The model task's body. Retries (set by `model_task`) apply to transient faults only; on the final
-    failure the `failures` row is written here, for any exception class, and the exception re-raised."""
+def run_model(item: WorkItem, state: ScanState, first_attempt: int = 1) -> dict:
+    """The model task's body. Retries (set by `model_task`) apply to transient faults only; each retried
+    attempt and the final failure are failures rows (written here, for any exception class), and the
+    exception re-raised. first_attempt: attempts already made elsewhere (a batch) + 1."""
     from prefect.runtime import task_run
 
-    attempt = int(task_run.run_count or 1)
+    attempt = first_attempt + int(task_run.run_count or 1) - 1
     try:
         result = process_model(item, state)
     except Exception as exc:
@@ -236,12 +87,118 @@ def run_model(item: WorkItem, state: ScanState) -> dict:
     return result
 
 
-def model_task(state: ScanState):
+def model_task(state: ScanState, *, retries: int | None = None):
     """The Prefect task "analyze-model" with this scan's retry policy (transient faults only, jittered
     exponential back-off). NO_CACHE: its parameters (the ScanState) are never hashed or serialised."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
+    retries = state.settings.retries if retries is None else retries
     return task(name="analyze-model", cache_policy=NO_CACHE, persist_result=False, log_prints=False,
-                retry_condition_fn=retry_if_transient,
-                **retry_options(state.settings.retries, state.settings.retry_delay_s))(run_model)
+                task_run_name="{item.label}", retry_condition_fn=retry_if_transient,
+                **retry_options(retries, state.settings.retry_delay_s))(run_model)
+
+
+def record_failure(item: WorkItem, state: ScanState, error: BaseException, attempt: int) -> None:
+    """The "model-failed" task's body: the model's final failures row, then the task fails with its error."""
+    state.fail(item, error, attempt)
+    raise error
+
+
+def failure_task(state: ScanState):
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name="model-failed", cache_policy=NO_CACHE, persist_result=False, log_prints=False,
+                task_run_name="{item.label}", retries=0)(record_failure)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def _reported_failure(out: dict) -> StageFailure:
+    return StageFailure(out["stage"], RemoteFailure(out["error_type"], out["message"], out["transient"]))
+
+
+def _outcomes(batch: Batch, state: ScanState, spec: BatchSpec) -> Iterator[tuple[WorkItem, dict | None,
+                                                                                  BaseException | None, int]]:
+    """(item, outcome, None, attempt) per model as the worker reports it; when the batch's worker or node is
+    lost, (item, None, fault, attempt) for each model it had not reported, then those models again in a new
+    batch task (while attempts remain and the fault is transient)."""
+    pending = list(batch.items)
+    attempt = 1
+    while pending:
+        by_key = {it.key: it for it in pending}
+        try:
+            for out in state.chunks.stream_batch(pending, spec, name=batch.name):
+                yield by_key.pop((out["repo_id"], out["revision"])), out, None, attempt
+            return
+        except Exception as exc:  # noqa: BLE001 - the Ray task itself failed: every unreported model
+            lost = tagged("analyze", exc)
+            pending = list(by_key.values())
+            again = is_transient(exc) and attempt <= state.settings.retries
+            for item in pending:
+                yield item, None, lost, attempt
+            if not again:
+                return
+            attempt += 1
+            time.sleep(state.settings.retry_delay_s * (1 + 0.5 * random.random()))
+
+
+def run_batch(batch: Batch, state: ScanState) -> dict:
+    """The batch task's body: stream the batch's outcomes, count them, queue failed models in `batch.after`.
+
+    Returns the batch's counts {"models", "done", "skipped", "failed", "retried"} (its Prefect result).
+    """
+    spec = BatchSpec(settings=state.settings, driver_node=state.chunks.driver_node)
+    counts = dict.fromkeys(("models", "done", "skipped", "failed", "retried"), 0)
+    counts["models"] = len(batch.items)
+    with state.lock:
+        state.batches += 1
+        state.batched += len(batch.items)
+    for item, out, lost, attempt in _outcomes(batch, state, spec):
+        batch.reported.add(item.key)
+        fault = lost
+        if out is not None and out["status"] == "failed":
+            fault = _reported_failure(out)
+        elif out is not None:
+            try:
+                _store_here(item, out, state)
+            except Exception as exc:  # noqa: BLE001 - this model's write failed: its fault, like any other
+                fault = tagged("write", exc)
+            else:
+                state.finished(item, out, keep=False)
+                counts[out["status"]] += 1
+                continue
+        if lost is not None and not is_transient(lost):
+            # The batch task broke for a reason of its own (not a lost worker): judge each model alone.
+            batch.after.append(("model", item, None, attempt))
+        elif is_transient(fault) and attempt <= state.settings.retries:
+            state.retrying(item, fault, attempt)
+            counts["retried"] += 1
+            if out is not None:  # one model's transient fault: its next attempts in a task of its own
+                batch.after.append(("model", item, None, attempt + 1))
+        else:
+            counts["failed"] += 1
+            batch.after.append(("failed", item, fault, attempt))
+    return counts
+
+
+def _store_here(item: WorkItem, out: dict, state: ScanState) -> None:
+    """A model the worker analysed but could not store (another node's disk): written by the flow."""
+    if out["status"] != "analysed":
+        return
+    with stage("write"):
+        wrote = unit.store_model(state.store, state.settings, item, out["stored_revision"], out.pop("record"),
+                                 out.pop("layers"))
+    out["status"] = "done" if wrote else "skipped"
+
+
+def batch_task(state: ScanState):
+    """The Prefect task "analyze-batch". Not retried by Prefect: lost workers are handled per model above."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name="analyze-batch", cache_policy=NO_CACHE, persist_result=False, log_prints=False,
+                task_run_name="{batch.name}", retries=0)(run_batch)
+

@@ -18,8 +18,8 @@ from catalogs.store import ResultStore
 from pipelines.flows import scan_folder
 
 
-def _chunk_worker_pids() -> list[int]:
-    """Ray workers busy with one of our chunk tasks (Ray titles them 'ray::<task name>')."""
+def _chunk_worker_pids(prefix: bytes = b"ray::ww-chunk") -> list[int]:
+    """Ray workers busy with one of our tasks (Ray titles them 'ray::<task name>'): chunks by default."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -28,7 +28,7 @@ def _chunk_worker_pids() -> list[int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if cmd.startswith(b"ray::ww-chunk"):
+        if cmd.startswith(prefix):
             pids.append(int(d.name))
     return sorted(pids)
 
@@ -44,7 +44,14 @@ def _assert_each_once(data: str, names: list[str], tensors_per_model: int) -> No
 
 
 @pytest.mark.slow
-def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local, prefect_api, tmp_path):
+@pytest.mark.parametrize("batched", [False, True], ids=["chunks", "batches"])
+def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local, prefect_api, tmp_path,
+                                                                      monkeypatch, batched):
+    """A chunk whose worker dies is re-run by Ray itself; a batch whose worker dies is re-submitted by the
+    flow for the models it had not reported, and each lost attempt is a failures row (resolved)."""
+    monkeypatch.setenv("WW_SCAN_BATCH_MAX_PARAMS", "20000000" if batched else "0")
+    monkeypatch.setenv("WW_SCAN_RETRY_DELAY_S", "0.1")
+    task = b"ray::ww-batch" if batched else b"ray::ww-chunk"
     names = ["big0", "big1", "big2"]
     for i, name in enumerate(names):
         make_big_model(tmp_path / "zoo" / name, n_layers=6, side=1024, seed=i)
@@ -56,10 +63,10 @@ def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local
     deadline = time.monotonic() + 120
     killed = None
     while killed is None and time.monotonic() < deadline and scan.is_alive():
-        pids = _chunk_worker_pids()
+        pids = _chunk_worker_pids(task)
         if pids:
             time.sleep(0.3)  # let it get into the eigensolver
-            if pids[0] in _chunk_worker_pids():
+            if pids[0] in _chunk_worker_pids(task):
                 os.kill(pids[0], signal.SIGKILL)
                 killed = pids[0]
         time.sleep(0.05)
@@ -67,8 +74,18 @@ def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local
     assert killed is not None, "no chunk task was seen running"
     assert not Path(f"/proc/{killed}").exists()
     assert (out["done"], out["failed"]) == (3, 0), out["failures"]
-    assert all(killed not in m["worker_pids"] for m in out["models"])  # the lost chunk ran again elsewhere
     _assert_each_once(data, names, tensors_per_model=6)
+    rows = ResultStore(data).read("failures").to_pylist()
+    if batched:
+        # The models the lost batch had not reported: one row each for the lost attempt, then stored.
+        assert out["stages"]["batches"] >= 1 and out["stages"]["retried_attempts"] == len(rows) >= 1
+        assert {(r["stage"], r["attempt"]) for r in rows} == {("analyze", 1)}
+        assert {r["error_type"] for r in rows} <= {"WorkerCrashedError", "RaySystemError", "ActorDiedError",
+                                                   "NodeDiedError", "ObjectLostError", "OwnerDiedError"}
+        assert {r["repo_id"] for r in rows} <= set(names)
+    else:
+        assert all(killed not in m["worker_pids"] for m in out["models"])  # the lost chunk ran again elsewhere
+        assert rows == []  # Ray re-ran the chunk itself: no attempt of the model was lost
 
 
 @pytest.mark.slow
@@ -112,8 +129,10 @@ def test_a_model_past_its_timeout_is_retried_then_recorded(ray_local, prefect_ap
     data = str(tmp_path / "data")
     summary = scan_folder(folder=str(tmp_path / "zoo"), data_root=data, workers=2)
     assert (summary["done"], summary["failed"]) == (0, 1)
-    (fail,) = ResultStore(data).read("failures").to_pylist()
-    # A timeout is transient: retried once (WW_SCAN_RETRIES=1), then recorded with the final attempt number.
-    assert (fail["repo_id"], fail["stage"], fail["error_type"], fail["attempt"]) == ("slow", "analyze",
-                                                                                      "TimeoutError", 2)
+    rows = sorted(ResultStore(data).read("failures").to_pylist(), key=lambda r: r["attempt"])
+    # A timeout is transient: retried once (WW_SCAN_RETRIES=1); the lost attempt and the final one are a row
+    # each, the final one with the final attempt number.
+    assert [(r["repo_id"], r["stage"], r["error_type"], r["attempt"]) for r in rows] == [
+        ("slow", "analyze", "TimeoutError", 1), ("slow", "analyze", "TimeoutError", 2)]
+    assert summary["failures"][0]["attempt"] == 2
     assert not _chunk_worker_pids()  # the timed-out chunks were cancelled

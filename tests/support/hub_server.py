@@ -21,6 +21,7 @@ Served (what huggingface_hub 2.4 calls; read from its source):
   POST /api/models/{org}/{name}/paths-info/{rev}     paths info
   HEAD/GET /{org}/{name}/resolve/{rev}/{file}        ETag, X-Repo-Commit, X-Linked-Size/-Etag,
                                                      Content-Length, Accept-Ranges; Range -> 206
+  GET  /_stats                                       this server's counters (requests, bytes sent), for benchmarks
 Auth: `Authorization: Bearer <token>` must be one of `tokens` for private repos (everything) and gated repos
 (file downloads). Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo) as the
 hub does, so the client raises its own typed errors.
@@ -177,12 +178,18 @@ class HubServer:
 
     page_size: the largest listing page (the hub's is 1000); small values exercise pagination.
     tokens: tokens accepted in `Authorization: Bearer ...` (gated and private repos need one).
+    log_requests: keep every request in `requests` (off for rehearsals of thousands of repos: the counters
+        in `stats()` are kept either way).
     """
 
-    def __init__(self, *, page_size: int = 1000, tokens: tuple[str, ...] = ("hf_test_token",)) -> None:
+    def __init__(self, *, page_size: int = 1000, tokens: tuple[str, ...] = ("hf_test_token",),
+                 log_requests: bool = True) -> None:
         self.page_size = page_size
         self.tokens = set(tokens)
+        self.log_requests = log_requests
         self.requests: list[LoggedRequest] = []
+        self.counters = {"requests": 0, "bytes_sent": 0, "file_bytes_sent": 0, "listing_pages": 0}
+        self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, for add_repo
         self._repos: dict[str, _Repo] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -243,11 +250,7 @@ class HubServer:
         entries = [(p.relative_to(folder).as_posix(), p) for p in sorted(q for q in folder.rglob("*") if q.is_file())]
         entries += [(rel, Path(local)) for rel, local in (extra_files or {}).items()]
         for rel, p in entries:
-            data_hash = hashlib.sha256()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(2**20), b""):
-                    data_hash.update(chunk)
-            digest = data_hash.hexdigest()
+            digest = self._digest(p)
             files[rel] = _File(rel, p.resolve(), p.stat().st_size, digest, hashlib.sha1(digest.encode()).hexdigest())
             h.update(f"{rel}\0{digest}\0".encode())
         sha = commit or h.hexdigest()
@@ -272,6 +275,24 @@ class HubServer:
                     repo.config = None
             self._repos[repo_id] = repo
         return sha
+
+    def _digest(self, p: Path) -> str:
+        """sha256 of a served file (remembered: a rehearsal serves one file from thousands of repos)."""
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            data_hash = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(2**20), b""):
+                    data_hash.update(chunk)
+            self._digests[key] = data_hash.hexdigest()
+        return self._digests[key]
+
+    def stats(self) -> dict:
+        """Counters since start: requests, bytes_sent (all bodies), file_bytes_sent (resolve bodies),
+        listing_pages."""
+        with self._lock:
+            return dict(self.counters)
 
     def inject(self, path_prefix: str, *, status: int | None = 500, times: int = 1, method: str | None = None,
                retry_after: float | None = 0, delay: float = 0.0) -> None:
@@ -304,7 +325,9 @@ class HubServer:
             body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
             query = {**query, **parse_qs(body.decode(), keep_blank_values=True)}
         with self._lock:
-            self.requests.append(LoggedRequest(method, path, query, {k.lower(): v for k, v in h.headers.items()}))
+            self.counters["requests"] += 1
+            if self.log_requests:
+                self.requests.append(LoggedRequest(method, path, query, {k.lower(): v for k, v in h.headers.items()}))
             fault = next((f for f in self._faults if path.startswith(f.prefix) and f.times > 0
                           and (f.method is None or f.method == method)), None)
             if fault is not None:
@@ -317,7 +340,9 @@ class HubServer:
                     headers = {} if fault.retry_after is None else {"Retry-After": str(int(fault.retry_after))}
                     raise _HTTPError(fault.status, f"injected fault {fault.status}", None, headers)
             token = self._token(h)
-            if segments[:2] == ["api", "models"]:
+            if path == "/_stats":
+                self._send_json(h, 200, self.stats(), method=method)
+            elif segments[:2] == ["api", "models"]:
                 self._api(h, method, segments[2:], query, token)
             elif len(segments) >= 5 and segments[2] == "resolve":
                 self._resolve(h, method, "/".join(segments[:2]), segments[3], "/".join(segments[4:]), token)
@@ -363,6 +388,8 @@ class HubServer:
         h.end_headers()
         if method != "HEAD":
             h.wfile.write(data)
+            with self._lock:
+                self.counters["bytes_sent"] += len(data)
 
     # ----------------------------------------------------------------------------------------------- the API
     def _api(self, h: _Handler, method: str, rest: list[str], query: dict, token: str | None) -> None:
@@ -461,6 +488,8 @@ class HubServer:
             full = self._fields(repo, commit)
             items.append({"_id": full["_id"], "id": full["id"], **{k: full[k] for k in wanted if k in full}})
         headers = {}
+        with self._lock:
+            self.counters["listing_pages"] += 1
         if start + size < len(rows):
             params = [(k, v) for k, vs in query.items() if k != "cursor" for v in vs]
             params.append(("cursor", str(start + size)))
@@ -533,6 +562,9 @@ class HubServer:
                     break
                 h.wfile.write(chunk)
                 left -= len(chunk)
+        with self._lock:
+            self.counters["bytes_sent"] += length - left
+            self.counters["file_bytes_sent"] += length - left
 
     def url(self, repo_id: str, filename: str, revision: str = "main") -> str:
         """The resolve URL of a file (for raw HTTP checks in tests)."""
