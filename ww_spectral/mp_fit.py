@@ -8,7 +8,7 @@ them, zeros included; conv2d: all slices pooled, already scaled by 0.5), N, M wi
 2. The fitted variable is x when Q != 1, sqrt(x) when Q == 1 (quarter-circle law on singular values).
 3. Empirical density: a linear-kernel KDE with bandwidth bw = 0.1,
    rho(t) = 1/(n bw) * sum_i max(0, 1 - |t - v_i| / bw), on 1000 points t = linspace(0, max v + 0.5);
-   points with rho <= 0.01 are dropped (their residual counts as 0).
+   only points with rho > 0.01 are kept (WW appends a zero residual for each point with rho < 0.01).
 4. Residual of a trial sigma s: r = sum over kept points of (f_s(t) - rho(t))^2, where
    - Q != 1: f_s(t) = sqrt((b - t)(t - a)) / (2 pi s^2 t / Q), a = (s (1 - Q^-1/2))^2, b = (s (1 + Q^-1/2))^2,
      0 outside [a, b] (and at t = 0); r = 1e6 * (kept points) when b < t_peak or b > max t or a > t_peak,
@@ -23,9 +23,11 @@ them, zeros included; conv2d: all slices pooled, already scaled by 0.5), N, M wi
 7. Reported: num_spikes, sigma_mp (rescaled units), mp_softrank, W_scale, and bulk_max, bulk_min back in
    the units of lambda (divided by W_scale^2).
 
-The KDE is computed once (it does not depend on sigma) from prefix sums of the sorted values, and the
-residual is vectorised over the whole sigma grid: the same numbers as WW, without WW's 195 + ~20
-KDE refits (WW: 22.3 s for mp_fit on MiniLM-L6 against 1.7 s for its default analysis).
+The same numbers as WW (bit for bit on the same eigenvalues, in the tests), at ~1 ms per layer
+instead of WW's ~0.5 s: the KDE is computed once (it does not depend on sigma) from prefix sums of the
+sorted values instead of 195 + ~20 sklearn refits; the grid is one array operation, skipping sigmas
+whose residual is the penalty; fmin is scipy's one-variable Nelder-Mead replayed step for step
+(`_fmin_1d`) without its per-call wrapping.
 
 Failures (no positive eigenvalue, NaN/Inf, fewer than 2 eigenvalues) give NaN columns with
 status 'failed' and a fit_status code, never WW's -1 values.

@@ -25,13 +25,15 @@ One deliberate difference: WW draws a second, separate shuffle for rand_distance
 ww_maxdist; here they use the first replica's draw (every draw has the same distribution, and the
 extra Gram + eigensolve would cost a third of the randomized analysis).
 
-Where the traps are (ours; WW reports only the count): for every trap, the randomized slice's
-singular vectors (u, v) of that eigenvalue; the element of the randomized matrix where |u_i v_j| is
-largest is mapped back through the permutation to its position (row, col) in the original slice.
-A trap made by one large element has |u_i v_j| ~ 1 there (`localization`).
+Where the traps are (ours; WW reports only the count): the spikes of every (replica, slice) draw
+beyond the edge are that draw's k largest eigenvalues; for each, the draw's singular vectors (u, v)
+give the entry of the randomized matrix where |u_i v_j| is largest, mapped back through the
+permutation to its position (row, col) in the original slice. A trap made by one large element has
+|u_i v_j| ~ 1 there (`localization`). One row per trap: num_traps rows per layer.
 
 Reproducibility: each layer's permutations come from numpy's PCG64 seeded by SeedSequence(entropy=
-(seed, SHA-256 of the tensor name), spawn_key=(replica, slice)) - never Python's hash() - so the same
+[seed, the eight little-endian 32-bit words of SHA-256(tensor name as UTF-8)], spawn_key=(replica,
+slice)) - never Python's hash() - so the same
 seed gives the same permutations on any host, in any layer order and with any number of workers
 (numpy's stream-compatibility policy holds within a numpy version; constraints.txt pins it). The
 eigenvalues then carry the float round-off of the default analysis (same Gram + eigensolver).
