@@ -46,13 +46,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import OptionError
-from .fit import EVALS_THRESH, PowerLawFit, fit_power_law
+from .fit import EVALS_THRESH, FINGER_THRESH, MAX_FINGERS, PowerLawFit, fit_power_law
+from .records import FITS, FIX_FINGERS
 
 PEAK_BINS = 100  # WW: np.histogram(np.log10(nz_evals), bins=100)
 PEAK_LOWER = 0.95  # WW: xmin range (np.log10(0.95 * peak), xmin_max)
 PEAK_UPPER = 1.5  # WW: xmin_max defaults to 1.5 * peak
-FITS = ("PL", "TPL", "E_TPL")
-FIX_FINGERS = (None, "clip_xmax", "xmin_peak")
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 _GL_NODES = (_GL_NODES + 1.0) / 2.0  # on [0, 1]
@@ -445,12 +444,14 @@ def fit_truncated_power_law(evals: np.ndarray, *, xmin_range: XminRange | None =
 
 
 def fit_layer(evals: np.ndarray, *, fit: str = "PL", fix_fingers: str | None = None,
-              xmin_max: float | None = None) -> PowerLawFit:
+              xmin_max: float | None = None, max_fingers: int = MAX_FINGERS,
+              finger_thresh: float = FINGER_THRESH) -> PowerLawFit:
     """The fit WW 0.7.7's analyze(fit=..., fix_fingers=..., xmin_max=...) makes of one ESD.
 
     fit='PL' with fix_fingers None/'clip_xmax' is ww_spectral.fit.fit_power_law (WW's default fitter);
     'xmin_peak' and the TPL fits are the ones of this module; E_TPL = TPL with xmin_peak.
-    xmin_max only applies with xmin_peak (WW ignores it otherwise). Raises errors.OptionError (a
+    xmin_max only applies with xmin_peak, max_fingers and finger_thresh only with clip_xmax (as in WW;
+    AnalysisOptions carries all four). Raises errors.OptionError (a
     ValueError) for unknown values and WW's invalid combinations (TPL/E_TPL with clip_xmax); degenerate
     eigenvalues give a failed fit, never an exception.
     """
@@ -472,8 +473,8 @@ def fit_layer(evals: np.ndarray, *, fit: str = "PL", fix_fingers: str | None = N
         return fit_truncated_power_law(evals, xmin_range=rng)
     if fix_fingers == "xmin_peak":
         return fit_power_law_peak(evals, xmin_max=xmin_max)
-    return fit_power_law(evals, fix_fingers=fix_fingers)
+    return fit_power_law(evals, fix_fingers=fix_fingers, max_fingers=max_fingers, finger_thresh=finger_thresh)
 
 
-__all__ = ["FITS", "FIX_FINGERS", "TPLParams", "TruncatedPowerLawFit", "XminRange", "fit_layer",
+__all__ = ["TPLParams", "TruncatedPowerLawFit", "XminRange", "fit_layer",
            "fit_power_law_peak", "fit_truncated_power_law", "tpl_cdf", "tpl_mle", "xmin_peak_range"]

@@ -180,6 +180,8 @@ def test_fit_layer_follows_weightwatchers_options():
     x = np.concatenate([body_below(rng, 300), sample_tpl(rng, 300, 1.6, 0.1)])
     assert fit_layer(x) == fit_power_law(x)
     assert fit_layer(x, fix_fingers="clip_xmax") == fit_power_law(x, fix_fingers="clip_xmax")
+    assert fit_layer(x, fix_fingers="clip_xmax", max_fingers=4, finger_thresh=0.05) == \
+        fit_power_law(x, fix_fingers="clip_xmax", max_fingers=4, finger_thresh=0.05)
     e_tpl = fit_layer(x, fit="E_TPL")
     assert e_tpl == fit_layer(x, fit="TPL", fix_fingers="xmin_peak")
     assert e_tpl == fit_truncated_power_law(x, xmin_range=xmin_peak_range(x))
