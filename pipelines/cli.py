@@ -10,6 +10,10 @@ errors as `ww-spectral: error: <message>` (their messages name the fix), anythin
 input can make a third-party parser raise) as `ww-spectral: error: <Type>: <message>`; control
 characters escaped, no traceback unless `--debug` is given before the command. Ctrl-C exits 130; a
 closed output pipe (`ww-spectral ... | head`) exits 0.
+
+Output: by default a command prints its results on stdout and only ww-spectral's own progress lines on
+stderr; the global `--verbose` (args.verbose, read by the commands that run Prefect and Ray) lets
+Prefect's and Ray's log lines and notices through as well.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ww-spectral {__version__}")
     parser.add_argument("--debug", action="store_true",
-                        help="on an error, print the full traceback before the one-line message")
+                        help="on an error, print the full traceback before the one-line message (default: one line)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the log lines and notices of Prefect and Ray (default: only ww-spectral's "
+                        "own progress lines)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)

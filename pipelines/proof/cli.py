@@ -14,7 +14,7 @@ from catalogs.cli import DEFAULT_DATA
 from catalogs.errors import CatalogError
 
 from ..scan_cli import _positive_int  # one validator for every count option
-from . import DEFAULT_ZOO
+from . import DEFAULT_ZOOS
 
 
 def register(subparsers) -> None:
@@ -30,26 +30,51 @@ def _log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ zoo
+KIND_HELP = ("zoo kind: mlp (MLPs on scikit-learn's digits) or transformer (small transformers on a synthetic "
+             "sequence task) (default: mlp)")
+DIR_HELP = "zoo folder (default: " + ", ".join(f"{d} for --kind {k}" for k, d in DEFAULT_ZOOS.items()) + ")"
+
+
 def _register_zoo(subparsers) -> None:
-    p = subparsers.add_parser("zoo", help="the demo zoo: small MLPs with known test accuracy")
+    p = subparsers.add_parser("zoo", help="the demo zoos: small models with known test accuracy",
+                              description="Build the demo zoos (small models trained on CPU with known clean "
+                              "test accuracy) or print a zoo's fingerprint.")
     sub = p.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
-    b = sub.add_parser("build", help="train the demo zoo into DIR (cached: a second run trains nothing)",
-                       description="Train the fixed grid of small MLPs on scikit-learn's digits (no download) "
-                       "into DIR: one Hugging Face model folder per model, plus truth.csv (measured clean "
-                       "test accuracy) and manifest.json. Complete model folders are reused.")
-    b.add_argument("dir", metavar="DIR", nargs="?", default=DEFAULT_ZOO, help=f"zoo folder (default: {DEFAULT_ZOO})")
+    b = sub.add_parser("build", help="train a demo zoo into DIR (cached: a second run trains nothing)",
+                       description="Train the fixed grid of a zoo kind into DIR: one Hugging Face model folder per "
+                       "model, plus truth.csv (each model's sweep, factors, optimiser steps - 0 for the randomly "
+                       "initialised members - and measured clean test accuracy) and manifest.json. Complete model "
+                       "folders are reused. Training is bit-for-bit reproducible (pinned kernels, one thread per "
+                       "process, fixed seeds): the printed fingerprint is the same on every build of a grid.")
+    b.add_argument("dir", metavar="DIR", nargs="?", default=None, help=DIR_HELP)
+    b.add_argument("--kind", choices=list(DEFAULT_ZOOS), default="mlp", help=KIND_HELP)
     b.add_argument("--workers", type=_positive_int, default=2, help="training processes (default: 2)")
-    b.add_argument("--tiny", action="store_true", help="the seconds-long test grid instead of the real one")
+    b.add_argument("--tiny", action="store_true", help="the seconds-long test grid instead of the real one "
+                   "(default: the real grid)")
     b.set_defaults(handler=_cmd_zoo_build)
+    f = sub.add_parser("fingerprint", help="print a zoo's fingerprint (weights + truth)",
+                       description="Print the sha256 (16 hex) of a built zoo's truth file and every model's "
+                       "weights: two builds of one grid that print the same fingerprint are bit-for-bit the same.")
+    f.add_argument("dir", metavar="DIR", nargs="?", default=None, help=DIR_HELP)
+    f.add_argument("--kind", choices=list(DEFAULT_ZOOS), default="mlp", help=KIND_HELP + "; picks the default DIR")
+    f.set_defaults(handler=_cmd_zoo_fingerprint)
 
 
 def _cmd_zoo_build(args) -> int:
     from . import zoo
 
-    res = zoo.build_zoo(args.dir, grid=zoo.TINY_GRID if args.tiny else zoo.DEFAULT_GRID, workers=args.workers,
-                        log=_log)
-    print(f"zoo {res.root}: {res.trained} trained, {res.reused} reused in {res.seconds:.1f} s; "
-          f"truth: {res.truth_path}")
+    kind = zoo.get_kind(args.kind)
+    res = zoo.build_zoo(args.dir or DEFAULT_ZOOS[args.kind], grid=kind.TINY_GRID if args.tiny else kind.DEFAULT_GRID,
+                        workers=args.workers, log=_log)
+    print(f"zoo {res.root} ({res.kind}): {res.trained} trained, {res.reused} reused in {res.seconds:.1f} s; "
+          f"truth: {res.truth_path}; fingerprint {zoo.zoo_fingerprint(res.root)}")
+    return 0
+
+
+def _cmd_zoo_fingerprint(args) -> int:
+    from .zoo import zoo_fingerprint
+
+    print(zoo_fingerprint(args.dir or DEFAULT_ZOOS[args.kind]))
     return 0
 
 
@@ -58,11 +83,14 @@ def _register_validate(subparsers) -> None:
     p = subparsers.add_parser("validate", help="rank correlation of each model metric with true accuracy",
                               description="Kendall tau and Spearman rho between each model-level metric of "
                               "the catalog's `models` view and the true test accuracy of a truth file, per "
-                              "sweep and pooled (expected sign: +1 = the metric ranks models as accuracy does).")
+                              "sweep and pooled (expected sign: +1 = the metric ranks models as accuracy does), "
+                              "the default ranking (tier, then alpha_weighted) first; and where the randomly "
+                              "initialised models (truth column steps = 0) stand in each ranking.")
     p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT", help="DATA root (default: ./ww-data)")
     p.add_argument("--truth", required=True, metavar="FILE",
                    help="truth.csv (repo_id, sweep, test_accuracy, ...) or the zoo folder holding it")
-    p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    p.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"],
+                   help="output format (default: table)")
     p.set_defaults(handler=_cmd_validate)
 
 
@@ -80,13 +108,16 @@ def _register_plot(subparsers) -> None:
                               "repo_id stored in --data): alpha by depth, histogram of layer alphas with the "
                               "2-6 band, and per layer the log-log ESD with the fitted power law and xmin, the "
                               "histogram of log10 eigenvalues and D against candidate xmin.")
-    p.add_argument("source", metavar="SOURCE_OR_MODEL")
-    p.add_argument("--layer", metavar="NAME", help="only this layer's ESD plots (longname or tensor name)")
+    p.add_argument("source", metavar="SOURCE_OR_MODEL", help="a model folder or file, a hub id org/name[@rev], "
+                   "or a repo_id stored under --data")
+    p.add_argument("--layer", metavar="NAME", help="only this layer's ESD plots, by longname or tensor name "
+                   "(default: every analysed layer)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: ./ww-plots/<model>)")
     p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT",
                    help="DATA root to look MODEL up in when it is not a path (default: ./ww-data)")
     p.add_argument("--models-dir", metavar="DIR", help="folder holding the scanned model folders (for a MODEL "
-                   "from the catalog, whose weights the store does not keep)")
+                   "from the catalog, whose weights the store does not keep; default: none, the ESD plots of a "
+                   "stored model are then left out)")
     p.set_defaults(handler=_cmd_plot)
 
 
@@ -137,11 +168,14 @@ def _register_report(subparsers) -> None:
     p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT", help="DATA root (default: ./ww-data)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="report folder: new, or written by an earlier report (never the data root)")
-    p.add_argument("--truth", metavar="FILE", help="truth.csv (or the zoo folder): adds accuracy + validation")
+    p.add_argument("--truth", metavar="FILE", help="truth.csv (or the zoo folder): adds accuracy + validation "
+                   "(default: none)")
     p.add_argument("--models-dir", metavar="DIR", help="folder of the scanned model folders, for ESD plots "
                    "(default: the truth file's folder)")
-    p.add_argument("--metric", default=None, help="ranking metric (default: alpha_weighted)")
-    p.add_argument("--no-layer-plots", action="store_true", help="skip the per-layer ESD plots (faster)")
+    p.add_argument("--metric", default=None, help="rank by this metric alone (default: the default ranking: "
+                   "tier first, then alpha_weighted)")
+    p.add_argument("--no-layer-plots", action="store_true", help="skip the per-layer ESD plots (faster; "
+                   "default: draw them)")
     p.set_defaults(handler=_cmd_report)
 
 
@@ -157,25 +191,47 @@ def _cmd_report(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ demo
 def _register_demo(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="build the demo zoo, scan it (Prefect + Ray), rank it, check the ranks",
+    p = subparsers.add_parser("demo", help="build a demo zoo, scan it (Prefect + Ray), rank it, check the ranks",
                               description="The end-to-end demo, offline: builds the demo zoo when missing, runs "
                               "the real folder-scan flow over it on the embedded default (local Ray, Prefect, "
-                              "Parquet + DuckDB under --data), prints the leaderboard with each model's known "
-                              "test accuracy beside its predicted rank, and the rank correlations.")
-    p.add_argument("--zoo", default=DEFAULT_ZOO, metavar="DIR", help=f"zoo folder (default: {DEFAULT_ZOO})")
-    p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT", help="DATA root (default: ./ww-data)")
-    p.add_argument("--metric", default=None, help="ranking metric (default: alpha_weighted)")
+                              "Parquet + DuckDB under --data), prints the default leaderboard with each model's "
+                              "known test accuracy beside its predicted rank, the rank correlations, and the "
+                              "commands to run next. Only ww-spectral's progress lines are printed on stderr "
+                              "(Prefect's and Ray's with the global --verbose).")
+    p.add_argument("--kind", choices=list(DEFAULT_ZOOS), default="mlp", help=KIND_HELP)
+    p.add_argument("--zoo", default=None, metavar="DIR", help=DIR_HELP)
+    p.add_argument("--data", default=DEFAULT_DATA, metavar="ROOT", help=f"DATA root (default: {DEFAULT_DATA})")
+    p.add_argument("--metric", default=None, help="rank by this metric alone (default: the default ranking: "
+                   "tier first, then alpha_weighted)")
     p.add_argument("--workers", type=_positive_int, default=None, help="Ray tasks in flight (default: all CPUs)")
     p.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster (default: a local one)")
-    p.add_argument("--top", type=_positive_int, default=None, help="show only the first N leaderboard rows")
-    p.add_argument("--tiny", action="store_true", help="use the seconds-long test grid (for smoke tests)")
+    p.add_argument("--top", type=_positive_int, default=None, help="show only the first N leaderboard rows "
+                   "(default: all)")
+    p.add_argument("--tiny", action="store_true", help="use the seconds-long test grid, for smoke tests "
+                   "(default: the real grid)")
     p.set_defaults(handler=_cmd_demo)
+
+
+def program_name(argv0: str | None = None) -> str:
+    """How the user called ww-spectral, for the commands the demo prints: `ww-spectral` when that is what
+    the shell finds, else the path they ran (e.g. .venv/bin/ww-spectral), else `python -m pipelines.cli`."""
+    import shlex
+    import shutil
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    found = shutil.which("ww-spectral")
+    if Path(argv0).name == "ww-spectral":
+        if found and Path(found).resolve() == Path(argv0).resolve():
+            return "ww-spectral"
+        return shlex.quote(argv0)
+    return "ww-spectral" if found else f"{shlex.quote(sys.executable)} -m pipelines.cli"
 
 
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    result = run_demo(zoo_dir=args.zoo, data_root=args.data, metric=args.metric, workers=args.workers,
-                      ray_address=args.ray_address, top=args.top, tiny=args.tiny, log=_log)
+    result = run_demo(kind=args.kind, zoo_dir=args.zoo, data_root=args.data, metric=args.metric,
+                      workers=args.workers, ray_address=args.ray_address, top=args.top, tiny=args.tiny,
+                      verbose=getattr(args, "verbose", False), prog=program_name(), log=_log)
     print(result["text"])
     return 0

@@ -29,7 +29,7 @@ from ww_spectral.progress import safe_text
 from .outdir import report_folder
 from .report_html import index_page, model_page, page_name
 from .spectra import draw_stored_model
-from .stored import latest_layers, latest_models, model_layers
+from .stored import DEFAULT_RANK, latest_layers, latest_models, model_layers
 from .truth import merge_truth, read_truth
 from .validation import validate_frames
 
@@ -47,17 +47,19 @@ class ReportResult:
 
 
 def _ranked(models, metric, truth_df):
-    """models with the truth's columns (when given) and `rank` (1 = best by the metric's direction,
-    catalogs/metrics.py), sorted by rank then repo_id."""
+    """models with the truth's columns (when given) and `rank`: the default leaderboard's rank when metric
+    is None (pipelines/proof/stored.py DEFAULT_RANK), else 1 = best by the metric's direction
+    (catalogs/metrics.py); sorted by rank then repo_id."""
     if truth_df is not None:
         models = merge_truth(models, truth_df, how="left")
-    models = models.assign(
-        rank=(metric.sign * models[metric.column].astype(float)).rank(method="min", na_option="bottom").astype(int))
+    score = models[DEFAULT_RANK] if metric is None else metric.sign * models[metric.column]
+    models = models.assign(rank=score.astype(float).rank(method="min", na_option="bottom").astype(int))
     return models.sort_values(["rank", "repo_id"]).reset_index(drop=True)
 
 
 def _scatter(validation, metric, img: Path) -> list[Path]:
-    cols = [c for c in dict.fromkeys([metric.column, *SCATTER_METRICS]) if c in validation.joined.columns]
+    first = metric.column if metric is not None else get_metric(DEFAULT_METRIC).column
+    cols = [c for c in dict.fromkeys([first, *SCATTER_METRICS]) if c in validation.joined.columns]
     return [plots.plot_metric_vs_accuracy(validation.joined, metric=c, path=img / f"scatter_{c}.png") for c in cols]
 
 
@@ -80,7 +82,7 @@ def build_report(
     (pipelines/proof/outdir.py), CatalogError when the store holds no model.
     """
     t0 = time.perf_counter()
-    m = get_metric(metric or DEFAULT_METRIC)
+    m = get_metric(metric) if metric else None  # None: the default ranking (tier, then DEFAULT_METRIC)
     with report_folder(out_dir, data_root=data_root) as folder:
         work = folder.work
         models, layers = latest_models(data_root), latest_layers(data_root)

@@ -16,17 +16,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from catalogs.metrics import DEFAULT_METRIC, TIERS
+
 from .validation import WORKS_P, WORKS_TAU, summary_lines
 
 LEADERBOARD_COLUMNS = (
-    "alpha_weighted", "alpha", "alpha_median", "log_norm", "log_spectral_norm", "log_alpha_norm",
+    "tier", "tier_name", "alpha_weighted", "alpha", "alpha_median", "log_norm", "log_spectral_norm", "log_alpha_norm",
     "stable_rank", "hill_alpha", "share_alpha_2_6", "n_layers_analysed",
 )  # fmt: skip
 LAYER_COLUMNS = (
     "layer_id", "longname", "shape", "status", "alpha", "D", "xmin", "num_pl_spikes", "alpha_weighted",
     "log_spectral_norm", "stable_rank", "hill_alpha", "warning",
 )  # fmt: skip
-TEXT_COLUMNS = frozenset({"repo_id", "sweep", "longname", "shape", "status", "warning"})
+TEXT_COLUMNS = frozenset({"repo_id", "sweep", "longname", "shape", "status", "warning", "tier_name"})
 FACT_COLUMNS = ("architecture", "model_type", "parameter_count", "dtype")
 
 SORT_JS = """
@@ -160,8 +162,18 @@ def validation_html(v) -> str:
     )
 
 
+def _ranking_words(metric) -> str:
+    """What the leaderboard is ranked by, as HTML: the default ranking (metric None) or one metric."""
+    if metric is None:
+        tiers = ", ".join(f"{t} {html.escape(name)}" for t, name in TIERS.items())
+        return (f"the <b>default ranking</b>: tier first ({tiers}; catalogs/metrics.py), then "
+                f"<b>{html.escape(DEFAULT_METRIC)}</b> (lower is better) within a tier")
+    return f"<b>{html.escape(metric.name)}</b> alone ({metric.direction} is better): {html.escape(metric.doc)}"
+
+
 def index_page(models, metric, validation, scatter: list[Path], out: Path, data_root: str) -> str:
-    """index.html: the leaderboard (models ranked, with truth columns when present), the validation."""
+    """index.html: the leaderboard (models ranked, with truth columns when present), the validation.
+    metric: a catalogs.metrics.Metric, or None for the default ranking."""
     has_truth = "test_accuracy" in models.columns
     cols = [c for c in LEADERBOARD_COLUMNS if c in models.columns]
     head = ["rank", "repo_id"] + (["sweep", "test_accuracy"] if has_truth else []) + cols
@@ -173,13 +185,12 @@ def index_page(models, metric, validation, scatter: list[Path], out: Path, data_
                  f'<a href="models/{page_name(name)}.html">{html.escape(name)}</a></td>']
         if has_truth:
             cells += [_cell(r.get("sweep"), text=True), _cell(r.get("test_accuracy"))]
-        cells += [_cell(r[c]) for c in cols]
+        cells += [_cell(r[c], text=c in TEXT_COLUMNS) for c in cols]
         body.append("<tr>" + "".join(cells) + "</tr>")
     parts = [
         "<h1>ww-spectral report</h1>",
         f'<p class="note">Data root: {html.escape(str(data_root))}; {len(models)} models (latest revision of '
-        f"each). Ranked by <b>{html.escape(metric.name)}</b> ({metric.direction} is better): "
-        f"{html.escape(metric.doc)}. Click a column header to sort.</p>",
+        f"each). Ranked by {_ranking_words(metric)}. Click a column header to sort.</p>",
         f'<table class="sortable" id="leaderboard"><thead><tr>{_head(head)}</tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table>',
     ]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.proof.report import build_report
-from pipelines.proof.zoo import TINY_GRID, build_zoo
+from pipelines.proof.zoo import build_zoo
+from pipelines.proof.zoo_mlp import TINY_GRID
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

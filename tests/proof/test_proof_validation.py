@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -101,3 +102,48 @@ def test_two_truth_rows_or_two_models_for_one_name_are_ambiguous():
         validate_frames(pd.concat([models, twin]), truth)
     unrelated = models.iloc[:1].assign(repo_id="a/unrelated")  # a twin name the truth never mentions is fine
     validate_frames(pd.concat([models, unrelated, unrelated.assign(repo_id="b/unrelated")]), truth)
+
+
+def test_default_rank_is_lower_is_better_and_comes_first():
+    models, truth = make(0)
+    models["default_rank"] = (-truth["test_accuracy"]).rank(method="min").astype(int)  # 1 = most accurate
+    v = validate_frames(models, truth)
+    assert list(v.wide("tau").columns)[0] == "default_rank"
+    assert np.allclose(v.wide("tau")["default_rank"].astype(float), 1.0)
+
+
+def test_random_init_models_are_placed_in_every_ranking():
+    """Two random-init models (steps 0): last under `alpha`, among the best under `alpha_weighted` (the
+    failure of issue 13), and a missing value counts as last."""
+    truth = pd.DataFrame({"repo_id": [f"m{i}" for i in range(6)], "sweep": ["epochs"] * 6,
+                          "steps": [0, 0, 10, 20, 40, 80], "test_accuracy": [0.1, 0.12, 0.7, 0.8, 0.9, 0.95]})
+    models = pd.DataFrame({"repo_id": truth["repo_id"],
+                           "alpha": [9.0, 8.5, 5.0, 4.0, 3.5, 3.0],  # lower is better: random last
+                           "alpha_weighted": [0.5, 0.6, 2.0, 2.2, 2.3, 2.4],  # small weights first
+                           "share_alpha_2_6": [np.nan, 0.0, 0.5, 1.0, 1.0, 1.0]})  # higher is better; NaN last
+    v = validate_frames(models, truth)
+    r = v.random_init.set_index("metric")
+    assert r.loc["alpha", "positions"] == (5, 6) and r.loc["alpha", "all_last"]
+    assert r.loc["alpha_weighted", "positions"] == (1, 2) and not r.loc["alpha_weighted", "all_last"]
+    assert r.loc["share_alpha_2_6", "positions"] == (5, 6) and r.loc["share_alpha_2_6", "all_last"]
+    assert (r["n"] == 6).all() and (r["n_random"] == 2).all()
+    text, md = render(v, "table"), render(v, "markdown")
+    assert re.search(r"alpha_weighted +NOT all last +1, 2\n", text) and "| alpha_weighted | 1, 2 | **no** |" in md
+    by_metric = {r["metric"]: r for r in json.loads(render(v, "json"))["random_init"]}
+    assert by_metric["alpha"]["positions"] == [5, 6] and by_metric["alpha"]["all_last"] is True
+    # a truth without the steps column (or without random-init models) has no such check
+    assert validate_frames(models, truth.drop(columns="steps")).random_init is None
+    assert validate_frames(models, truth.assign(steps=5)).random_init is None
+
+
+def test_text_table_numbers_are_aligned():
+    """Every number of the text table ends one character before its column header ends (the last
+    character is the 'works' mark or blank)."""
+    models, truth = make(1)
+    lines = render(validate_frames(models, truth), "table").splitlines()
+    head, rows = lines[1], lines[3:6]
+    assert len(rows) == 3 and all(r.split()[0] in ("a", "b", "pooled") for r in rows)
+    for name in ("alpha", "alpha_weighted", "share_alpha_2_6", "log_norm"):
+        end = re.search(rf" {name}(?= |$)", head).end()
+        for row in rows:
+            assert re.fullmatch(r"[+-]\d\.\d\d|  n/a", row[end - 6:end - 1]), (name, row)
