@@ -1,19 +1,20 @@
 """The DuckDB catalog: views over the store's Parquet, built from the SQL files in catalogs/sql/.
 
-SQL files (all SQL lives there; Python fills in identifiers and the root literal only):
+SQL files (all SQL lives there; Python fills in identifiers, column lists and the tier rule's numbers
+from catalogs/metrics.py only):
   catalogs/sql/NN_*.sql      the views and table macros, run in file-name order; a file that uses the
                              placeholder {{table}} (01_raw_table.sql) is run once per table
   catalogs/sql/queries/      the queries of `leaderboard` and `show`, with named parameters
   catalogs/sql/session/      the plumbing statements: metric table, catalog metadata, file variables,
                              the sandbox settings
 
-The catalog file (ROOT/catalog.duckdb) holds views (and the small `metrics` table from catalogs/metrics.py)
-and no data, and no absolute path: the views' globs are relative to the DATA root (00_store_files.sql), so
-a copied or moved store keeps a working catalog. connect() names the root in a session variable; a plain
+The catalog file (ROOT/catalog.duckdb) holds views (and the small `metrics` table from catalogs/metrics.py),
+no data and no absolute path: the views' globs are relative to the DATA root (00_store_files.sql), so a
+copied or moved store keeps a working catalog. connect() names the root in a session variable; a plain
 DuckDB client opens it from the DATA folder (`cd DATA && duckdb catalog.duckdb`) or after
-`SET file_search_path = 'DATA'`. The catalog file: `catalog build` (and a scan) writes it, under a temporary name renamed over the old one, so
-readers of the old file are never blocked by the builder's read-write lock (DuckDB 2.0 locks a file
-opened read-write against every other process). connect() never writes: when the file is missing or
+`SET file_search_path = 'DATA'`. `catalog build` (and a scan) writes the file under a temporary name
+renamed over the old one, so readers of the old file are never blocked by the builder's read-write lock
+(DuckDB 2.0 locks a file opened read-write against every other process). connect() never writes: when the file is missing or
 stale (older SQL, metric table, tier rule or schema) it builds the same views in an in-memory database
 instead.
 
@@ -31,7 +32,7 @@ seed files reads beside the store's files.
 Object-store roots: DuckDB's httpfs extension cannot be installed offline here, so every connection
 registers the fsspec filesystem of the root (s3fs, gcsfs) with `con.register_filesystem(fs)`; DuckDB then
 reads s3:// / gs:// globs through it. Their catalog file lives in a local cache folder; opening it in a
-bare `duckdb` shell needs httpfs and an S3 secret instead.
+bare `duckdb` shell needs httpfs, an S3 secret and SET VARIABLE ww_spectral_root = 's3://bucket/prefix'.
 
 DuckDB 2.0 API: execute() results stream and hold the connection, so every result is consumed with
 fetchall() before the next statement.
