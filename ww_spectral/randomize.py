@@ -155,18 +155,19 @@ class _Draw:
     replica: int
     slice: int
     evals: np.ndarray  # ascending, scaled like the layer's ESD
-    positions: np.ndarray | None  # positions[p]: original flat index of shuffled element p (float32 runs)
+    words: np.ndarray | None  # float32 runs that locate traps: the shuffled (position << 32 | value) words
 
 
-def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype, want_positions: bool
+def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype, keep_words: bool
              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The matrix with its entries uniformly permuted (numpy's Fisher-Yates shuffle) and, if asked,
-    where every entry came from.
+    """The matrix with its entries uniformly permuted (numpy's Fisher-Yates shuffle) and, for float32 runs
+    that asked for it, the shuffled 64-bit words (position << 32 | the value's bits) that say where every
+    entry came from (_unpack).
 
-    float32: one shuffle of 64-bit words (position << 32 | the value's bits) gives both: numpy's
-    shuffle makes the same draws for any item size, and its 8-byte path was the faster one measured
-    here (0.59 s against 0.75 s for 11.7M entries). float64: the values alone; positions are replayed
-    from the same generator when a trap needs them.
+    float32: one shuffle of the packed words gives both: numpy's shuffle makes the same draws for any
+    item size, and its 8-byte path was the faster one measured here (0.59 s against 0.75 s for 11.7M
+    entries). float64: the values alone; positions are replayed from the same generator when a trap
+    needs them.
     """
     n = W.size
     if dtype == np.float32 and n < 2**31:
@@ -174,13 +175,18 @@ def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype, want_positions: boo
         words <<= np.uint64(32)
         words |= np.ascontiguousarray(W, dtype="<f4").ravel().view("<u4")
         rng.shuffle(words)
-        halves = words.view("<u4")
-        values = np.ascontiguousarray(halves[0::2]).view("<f4").astype(np.float32, copy=False)
-        positions = halves[1::2].astype(np.int32) if want_positions else None
-        return values.reshape(W.shape), positions
+        return _unpack(words, W.shape)[0], (words if keep_words else None)
     flat = np.array(W, dtype=dtype, order="C", copy=True).ravel()
     rng.shuffle(flat)
     return flat.reshape(W.shape), None
+
+
+def _unpack(words: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(shuffled float32 matrix, positions view) of packed words: positions[p] is the original flat index
+    of the shuffled entry p (a strided uint32 view, no copy)."""
+    halves = words.view("<u4")
+    values = np.ascontiguousarray(halves[0::2]).view("<f4").astype(np.float32, copy=False)
+    return values.reshape(shape), halves[1::2]
 
 
 def _floored(evals: np.ndarray, mats: Sequence[np.ndarray], precision: str) -> np.ndarray:
@@ -220,12 +226,11 @@ def _top_singular_vectors(Wr: np.ndarray, k: int, precision: str) -> tuple[np.nd
     return vecs, (Wr.T @ vecs) / sv
 
 
-def _trap_elements(W: np.ndarray, k: int, positions: np.ndarray, dtype,
+def _trap_elements(W: np.ndarray, Wr: np.ndarray, positions: np.ndarray, k: int,
                    precision: str) -> list[tuple[int, int, float, float, float]]:
-    """(row, col, weight, weight_z, localization) behind the k largest singular values of the shuffled W;
-    positions[p] is the original flat index of the shuffled entry p."""
-    orig = np.ascontiguousarray(W, dtype=dtype).ravel()
-    Wr = orig[positions].reshape(W.shape)
+    """(row, col, weight, weight_z, localization) behind the k largest singular values of Wr, the shuffled
+    W; positions[p] is the original flat index of the shuffled entry p."""
+    orig = np.ascontiguousarray(W, dtype=Wr.dtype).ravel()
     cols = Wr.shape[1]
     u, v = _top_singular_vectors(Wr, k, precision)
     mean, std = float(np.mean(orig, dtype=np.float64)), float(np.std(orig, dtype=np.float64))
@@ -265,10 +270,10 @@ def randomize_layer(
     ESD as the fit sees it (ascending float64, num_evals values); N, M: the layer's sides (as in its
     row); seed: non-negative int; tensor_name: the checkpoint key (part of the seed); scale,
     backend, precision, device: as for spectrum.layer_spectrum (scale 0.5 for conv2d);
-    locate_traps: find the elements behind the traps (float32 keeps 4 bytes per entry for that until
-    the MP fit has decided; without it only the count is reported).
-    Memory beyond the caller's matrices: 16 bytes per entry of the largest slice while it is shuffled
-    (float32), then 4 bytes per entry of every slice until the traps are located.
+    locate_traps: find the elements behind the traps (float32 keeps the 8-byte shuffled words of every
+    slice for that until the MP fit has decided; without it only the count is reported).
+    Memory beyond the caller's matrices (float32): 12 bytes per entry of a slice while it is shuffled and
+    its Gram formed, then 8 bytes per entry of every slice until the traps are located.
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64).ravel())
     if not evals.size or not mats:
@@ -278,12 +283,12 @@ def randomize_layer(
     draws: list[_Draw] = []
     for r in range(replicas):
         for s, W in enumerate(mats):
-            Wr, positions = _shuffle(W, shuffle_rng(seed, tensor_name, r, s), dtype, locate_traps)
+            Wr, words = _shuffle(W, shuffle_rng(seed, tensor_name, r, s), dtype, locate_traps)
             ev = eigenvalues(Wr, backend=backend, precision=precision, device=device)
             del Wr
             if scale != 1.0:
                 ev *= scale
-            draws.append(_Draw(r, s, ev, positions))
+            draws.append(_Draw(r, s, ev, words))
     rand_evals = _floored(np.sort(np.concatenate([d.evals for d in draws])), mats, precision)
     first = _floored(np.sort(np.concatenate([d.evals for d in draws if d.replica == 0])), mats, precision)
     top, rtop = float(evals[-1]), float(first[-1])
@@ -294,11 +299,13 @@ def randomize_layer(
         for d in draws:
             spikes = np.sort(d.evals[mp.is_spike(d.evals)])[::-1]
             if spikes.size:
-                positions = d.positions
-                if positions is None:
-                    positions = _replayed_positions(mats[d.slice].size, shuffle_rng(seed, tensor_name, d.replica,
-                                                                                     d.slice))
-                elements = _trap_elements(mats[d.slice], spikes.size, positions, dtype, precision)
+                W = mats[d.slice]
+                if d.words is not None:
+                    Wr, positions = _unpack(d.words, W.shape)
+                else:
+                    positions = _replayed_positions(W.size, shuffle_rng(seed, tensor_name, d.replica, d.slice))
+                    Wr = np.ascontiguousarray(W, dtype=dtype).ravel()[positions].reshape(W.shape)
+                elements = _trap_elements(W, Wr, positions, spikes.size, precision)
                 found += [(float(ev), d.replica, d.slice, el) for ev, el in zip(spikes, elements)]
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         traps = [CorrelationTrap(trap=i, replica=rep, slice=sl, rand_eval=ev, row=el[0], col=el[1], weight=el[2],
