@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -50,6 +51,10 @@ from typing import Any
 
 import duckdb
 import fsspec
+
+from ww_spectral.cli_core import options_from_flags
+from ww_spectral.errors import WWSpectralError
+from ww_spectral.records import AnalysisOptions, make_options
 
 from . import metrics as _metrics
 from .errors import CatalogError, ReadOnlyError
@@ -366,6 +371,54 @@ def row_counts(con) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------- leaderboard / show
 _NO_TOP = 2**63 - 1
+# The option set leaderboards rank and `show` shows unless told otherwise: the default analysis's.
+DEFAULT_OPTIONS_HASH = AnalysisOptions().fingerprint()
+_HASH_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def choose_options_hash(options: str | None = None, options_hash: str | None = None) -> str | None:
+    """The options_hash a leaderboard or `show` reads: from analysis flags in one string (`--options
+    "--mp-fit"`, ww_spectral/cli_core.py; "" = the default analysis) or a hash as stored (16 hex chars);
+    None when neither is given (the caller's default). Raises CatalogError on both, or on a bad value."""
+    if options is not None and options_hash is not None:
+        raise CatalogError("give --options or --options-hash, not both")
+    if options_hash is not None:
+        if not _HASH_RE.fullmatch(options_hash):
+            raise CatalogError(f"--options-hash {options_hash!r} is not an options hash (16 hex characters, "
+                               "as `ww-spectral show MODEL` lists them)")
+        return options_hash
+    return None if options is None else options_from_flags(options).fingerprint()
+
+
+def store_option_sets(con) -> tuple[list[str], list[tuple]]:
+    """Every option set the store holds: (columns, rows) with options_hash, options_label, n_models (latest
+    revisions), the largest set first (catalogs/sql/queries/option_sets.sql)."""
+    rows = query(con, _sql("queries/option_sets.sql"))[1]
+    return ["options_hash", "options_label", "n_models"], [(h, options_label(j), n) for h, j, n in rows]
+
+
+def ranked_options_hash(con) -> str:
+    """The option set a leaderboard ranks when none is chosen: the default analysis's (DEFAULT_OPTIONS_HASH)
+    when the store holds it or is empty; else the store's only option set; else CatalogError listing the
+    stored sets (several non-default sets: the user must choose one, rankings never mix option sets)."""
+    _, sets = store_option_sets(con)
+    hashes = [h for h, *_ in sets]
+    if not hashes or DEFAULT_OPTIONS_HASH in hashes:
+        return DEFAULT_OPTIONS_HASH
+    if len(hashes) == 1:
+        return hashes[0]
+    listed = ", ".join(f"{h} ({label}, {n} models)" for h, label, n in sets)
+    raise CatalogError(f"the store holds no default-analysis rows but several option sets: {listed}; choose one "
+                       "with --options-hash HASH or --options \"FLAGS\"")
+
+
+def options_label(options_json: str | None) -> str:
+    """The readable text of a stored options_json (AnalysisOptions.label(), e.g. "mp_fit, randomize";
+    "default"); "?" when the stored text is not options this version understands."""
+    try:
+        return make_options(json.loads(options_json or "{}")).label()
+    except (ValueError, TypeError, WWSpectralError):
+        return "?"
 
 
 _TIER_COLUMNS = ("tier", "tier_name", "share_alpha_2_6", "share_random_like")
@@ -383,11 +436,11 @@ def leaderboard_sql(metric: str | None = None, group_by: str | None = None, wher
     metric None: the default ranking, tiered (catalogs/metrics.py TIER_RULE), then DEFAULT_METRIC within
     a tier; a metric name ranks by that metric alone (tiered=True keeps the tiers first). metric and
     group_by are checked against catalogs/metrics.py (unknown names raise CatalogError listing the
-    allowed ones); `where` is SQL over the ranked view's columns (model_summaries when tiered, else
-    models_latest), applied before ranking."""
+    allowed ones); `where` is SQL over the ranked view's columns (model_summaries_latest when tiered,
+    else models_latest), applied before ranking. Parameters: $top, $options_hash (one option set)."""
     m = _metrics.get_metric(metric or _metrics.DEFAULT_METRIC)
     if _is_tiered(metric, tiered):
-        subs = {"source": "model_summaries", "keep": "TRUE",
+        subs = {"source": "model_summaries_latest", "keep": "TRUE",
                 "order": f"tier, {m.column} {m.sql_order} NULLS LAST",
                 "columns": ", ".join(dict.fromkeys([*_TIER_COLUMNS, m.column]))}  # fmt: skip
     else:
@@ -404,17 +457,20 @@ def leaderboard_sql(metric: str | None = None, group_by: str | None = None, wher
 
 
 def leaderboard(con, metric: str | None = None, group_by: str | None = None, where: str | None = None,
-                top: int | None = None, *, tiered: bool | None = None) -> tuple[list[str], list[tuple]]:  # fmt: skip
+                top: int | None = None, *, tiered: bool | None = None,
+                options_hash: str | None = None) -> tuple[list[str], list[tuple]]:  # fmt: skip
     """(columns, rows) of the leaderboard: [group,] rank, repo_id, [tier, tier_name, share_alpha_2_6,
     share_random_like,] <metric>, revision; `top` keeps the ranks <= top within each group.
 
     metric None (the default): every latest model, tier first, then DEFAULT_METRIC (alpha_weighted) within
     a tier (catalogs/metrics.py). A metric name: the models with a value, ranked by it alone, exactly
-    as WeightWatcher ranks; tiered=True ranks by tier first with that metric."""
+    as WeightWatcher ranks; tiered=True ranks by tier first with that metric. One option set is ranked:
+    options_hash (AnalysisOptions.fingerprint(), choose_options_hash), default ranked_options_hash(con)."""
     if top is not None and (not isinstance(top, int) or top < 1):
         raise CatalogError(f"--top must be a positive integer, got {top!r}")
     group = _metrics.get_group(group_by)
-    cols, rows = query(con, leaderboard_sql(metric, group_by, where, tiered=tiered), {"top": top or _NO_TOP})
+    params = {"top": top or _NO_TOP, "options_hash": options_hash or ranked_options_hash(con)}
+    cols, rows = query(con, leaderboard_sql(metric, group_by, where, tiered=tiered), params)
     if group:
         return [group, *cols[1:]], rows
     return cols[1:], [r[1:] for r in rows]
@@ -437,12 +493,14 @@ def _model_files(store: ResultStore, repo_id: str) -> dict[str, list[str]]:
     return files
 
 
-def show_model(con, model: str, *, storage_options: dict | None = None):
+def show_model(con, model: str, *, storage_options: dict | None = None, options_hash: str | None = None):
     """Summary and layer rows of MODEL = 'repo_id' (latest revision) or 'repo_id@revision' (a revision
     or a prefix of one, e.g. the 12 characters tables show): ((summary columns, [one row]), (layer
     columns, layer rows in depth order)). The summary holds the model's tier (catalogs/metrics.py) and
     the layer counts behind it; catalogs/explain.py puts them in words.
 
+    options_hash: the option set shown (choose_options_hash); None = the default analysis's when the model
+    has it, else its latest analysed option set (option_sets lists them all).
     Reads only the files that can hold this model (its per-model files and its owner's compacted files,
     listed here and passed to the *_in macros), so the drill-down costs the same however many other
     models the store holds.
@@ -450,8 +508,13 @@ def show_model(con, model: str, *, storage_options: dict | None = None):
     repo_id, _, revision = model.partition("@")
     data_root = _session(con, "data_root")[0][0]
     files = _model_files(ResultStore(data_root, storage_options=storage_options), repo_id)
-    params = {"repo_id": repo_id, "revision": revision or None, "files": files}
+    params = {"repo_id": repo_id, "revision": revision or None, "files": files, "options_hash": options_hash,
+              "default_hash": DEFAULT_OPTIONS_HASH}
     summary = query(con, _sql("queries/show_model.sql"), params)
+    if not summary[1] and options_hash is not None:
+        stored = ", ".join(f"{h} ({options_label(j)})" for h, j, *_ in _option_set_rows(con, repo_id, files))
+        raise CatalogError(f"model {model!r} has no rows for options_hash {options_hash}; its option sets: "
+                           f"{stored or 'none'} (choose one with --options-hash)")
     if not summary[1]:
         raise CatalogError(
             f"model {model!r} is not in the store; list stored models with "
@@ -462,3 +525,18 @@ def show_model(con, model: str, *, storage_options: dict | None = None):
         con, _sql("queries/show_layers.sql"), {"repo_id": repo_id, "record_key": key, "files": files}
     )
     return summary, layers
+
+
+def _option_set_rows(con, repo_id: str, files: dict[str, list[str]]) -> list[tuple]:
+    return query(con, _sql("queries/show_option_sets.sql"), {"repo_id": repo_id, "files": files})[1]
+
+
+def option_sets(con, model: str, *, storage_options: dict | None = None) -> tuple[list[str], list[tuple]]:
+    """Every option set stored for MODEL ('repo_id' or 'repo_id@...', the revision is ignored): (columns,
+    rows) with options_hash, options_label (AnalysisOptions.label()), n_revisions, latest_revision,
+    analysed_at; the most recently analysed set first. Reads only the model's files, as show_model."""
+    repo_id = model.partition("@")[0]
+    data_root = _session(con, "data_root")[0][0]
+    files = _model_files(ResultStore(data_root, storage_options=storage_options), repo_id)
+    rows = [(h, options_label(j), *rest) for h, j, *rest in _option_set_rows(con, repo_id, files)]
+    return ["options_hash", "options_label", "n_revisions", "latest_revision", "analysed_at"], rows

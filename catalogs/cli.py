@@ -19,6 +19,8 @@ import shlex
 import shutil
 import sys
 
+from ww_spectral.progress import safe_text
+
 from .errors import CatalogError
 from .explain import explain
 from .metrics import DEFAULT_METRIC, GROUPS, METRICS, get_group, get_metric
@@ -88,6 +90,7 @@ def register(subparsers) -> None:
                          '"tier <= 2" (default: none)')
     lb.add_argument("--top", type=int, default=None, metavar="N",
                     help="keep ranks <= N within each group (default: all)")
+    _option_set_flags(lb, "ranked", "the default analysis; a store holding one other set only: that set")
     lb.add_argument("--format", default="table", choices=_FORMATS, help=_FORMAT_HELP)
     lb.set_defaults(handler=_cmd_leaderboard)
 
@@ -112,9 +115,21 @@ def register(subparsers) -> None:
                     help="repo id (latest revision) or repo_id@revision (a revision prefix, e.g. the 12 "
                          "characters tables show, is enough)")
     _data(sh)
+    _option_set_flags(sh, "shown", "the default analysis when stored, else the latest analysed set")
     sh.add_argument("--format", default="table", choices=("table", "json"),
                     help="output format (default: table; json: explanation, summary and layers in full)")
     sh.set_defaults(handler=_cmd_show)
+
+
+def _option_set_flags(p: argparse.ArgumentParser, verb: str, default: str) -> None:
+    """--options / --options-hash: which ONE option set a store holding several is read in."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--options", default=None, metavar='"FLAGS"',
+                   help=f"the option set {verb}: analysis flags as given to analyze / scan, e.g. \"--mp-fit\" "
+                        f"(default: {default})")
+    g.add_argument("--options-hash", default=None, metavar="HASH",
+                   help=f"the option set {verb}, by its options_hash (16 hex; `show MODEL` lists them; "
+                        "default: none, see --options)")
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -152,8 +167,9 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .catalog import connect, leaderboard
+    from .catalog import choose_options_hash, connect, leaderboard
 
+    options_hash = choose_options_hash(args.options, args.options_hash)
     get_metric(args.metric or DEFAULT_METRIC)  # unknown names fail before any I/O, listing the allowed ones
     get_group(args.group_by)
     if args.tiered and args.metric is None:
@@ -161,7 +177,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     con = connect(args.data)
     try:
         cols, rows = leaderboard(con, args.metric, args.group_by, args.where, args.top,
-                                 tiered=True if args.tiered else None)
+                                 tiered=True if args.tiered else None, options_hash=options_hash)
     finally:
         con.close()
     emit(cols, rows, args.format)
@@ -180,25 +196,32 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .catalog import connect, show_model
+    from .catalog import choose_options_hash, connect, option_sets, options_label, show_model
 
+    options_hash = choose_options_hash(args.options, args.options_hash)
     con = connect(args.data)
     try:
-        (scols, srows), (lcols, lrows) = show_model(con, args.model)
+        (scols, srows), (lcols, lrows) = show_model(con, args.model, options_hash=options_hash)
+        ocols, orows = option_sets(con, args.model)
     finally:
         con.close()
     summary = dict(zip(scols, srows[0]))
     why = explain(summary)
     if args.format == "json":
         doc = {"explanation": why, "summary": _jsonable(summary),
+               "option_sets": [_jsonable(dict(zip(ocols, r))) for r in orows],
                "layers": [_jsonable(dict(zip(lcols, r))) for r in lrows]}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
         return 0
     shown = {k: v for k, v in summary.items() if v is not None and k not in ("extra_json",)}
     width = max(len(k) for k in shown)
-    out = [f"{summary['repo_id']}@{_short(summary['revision'])}:"] + [f"  - {line}" for line in why] + [""]
+    out = [f"{summary['repo_id']}@{_short(summary['revision'])}:"] + [f"  - {line}" for line in why]
+    out += [f"  - options {summary['options_hash']}: {safe_text(options_label(summary.get('options_json')))}", ""]
     out += [f"{k.rjust(width)}  {_cell(v, 100, column=k)}" for k, v in shown.items()]
-    sys.stdout.write("\n".join(out) + "\n\n")
+    sys.stdout.write("\n".join(out) + "\n\noption sets stored for this model (--options-hash HASH shows "
+                     "another):\n")
+    emit(ocols, orows, "table")
+    sys.stdout.write("\n")
     emit(lcols, lrows, "table")
     return 0
 

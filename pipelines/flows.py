@@ -4,7 +4,10 @@ Each flow builds its ScanSettings once (its parameters, then WW_SCAN_* / WW_HUB_
 pipelines/settings.py), names what to list, and hands both to `pipelines.scan.run_scan`: list, skip
 revisions already stored with the same analysis options, analyse the rest as one Prefect task per model
 revision whose heavy work runs on Ray, compact and refresh the catalog, record a `scans` row, return the
-scan summary dict (keys: pipelines/scan.py).
+scan summary dict (keys: pipelines/scan.py). Every flow takes `options`: the analysis options (None = the
+default analysis; an option set name of pipelines/settings.py OPTION_SETS, analysis flags as one string,
+or a dict of AnalysisOptions fields), whose fingerprint is the options_hash results are stored and
+skipped under, so one store holds several option sets side by side.
 
 Runs with nothing configured: Prefect's ephemeral API (no PREFECT_API_URL needed: no Prefect code runs in
 Ray workers) and a private local Ray with the machine's cores. With ray_address / RAY_ADDRESS the same
@@ -22,7 +25,7 @@ from . import ray_runtime
 from .faults import root_cause
 from .listing import list_folder, list_hub, list_ids
 from .scan import run_scan
-from .settings import ScanSettings
+from .settings import ScanSettings, resolve_options
 
 ray_runtime.quiet_environment()  # before prefect is imported: it reads the telemetry switches then
 
@@ -43,9 +46,11 @@ def nightly_scan(
     ray_address: str | None = None,
     workers: int | None = None,
     endpoint: str | None = None,
+    options: dict | str | None = None,
 ) -> dict:
     """List hub models (one listing call with expand fields), skip stored revisions, analyse the rest."""
-    settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers, endpoint=endpoint)
+    settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers, endpoint=endpoint,
+                                     options=resolve_options(options))
     query = {"author": author, "library": library, "pipeline_tag": pipeline_tag, "min_downloads": min_downloads,
              "min_params": min_params, "max_params": max_params, "sort": sort, "limit": limit}
     try:
@@ -66,9 +71,11 @@ def analyze_models(
     ray_address: str | None = None,
     workers: int | None = None,
     endpoint: str | None = None,
+    options: dict | str | None = None,
 ) -> dict:
     """Analyse explicit models: hub ids "org/name[@revision]" (or local paths)."""
-    settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers, endpoint=endpoint)
+    settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers, endpoint=endpoint,
+                                     options=resolve_options(options))
     ids = sorted(dict.fromkeys(model_ids))
     return run_scan(source="models", filters={"model_ids": ids}, settings=settings,
                     list_fn=lambda: list_ids(ids, endpoint=endpoint, timeout_s=settings.model_timeout_s,
@@ -81,9 +88,11 @@ def scan_folder(
     data_root: str = "ww-data",
     ray_address: str | None = None,
     workers: int | None = None,
+    options: dict | str | None = None,
 ) -> dict:
     """Analyse every model folder under `folder` (or every repo of a Hugging Face cache)."""
-    settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers)
+    settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers,
+                                     options=resolve_options(options))
     folder_abs = str(Path(folder).expanduser().resolve())
     return run_scan(source="folder", filters={"folder": folder_abs}, settings=settings,
                     list_fn=lambda: list_folder(folder_abs, timeout_s=settings.model_timeout_s))

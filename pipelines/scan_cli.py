@@ -4,7 +4,12 @@
     ww-spectral scan --hub [--author A] [--library L] [--pipeline-tag T] [--min-downloads N]
                      [--min-params N] [--max-params N] [--sort S] [--limit N] [--endpoint URL] --data ROOT
     ww-spectral scan --models ID[@REV] ... --data ROOT
-    each with [--ray-address ADDR] [--workers N]
+    each with [--ray-address ADDR] [--workers N] [--options NAME|"FLAGS"] [analysis flags of analyze]
+
+The analysis options: the flags of `ww-spectral analyze` (--randomize --mp-fit --fit ... --seed N), and/or
+--options with an option set name (pipelines/settings.py OPTION_SETS) or flags in one string; a flag given
+on its own wins over --options. Results are stored under the options' fingerprint (options_hash), so a
+rescan with the same options skips and one with other options analyses again, beside the first.
 
 Progress goes to stderr (one line per model: done / failed / skipped counts and models per minute),
 then a closing summary. Exit 0 when the scan ran, even if some models failed (they are in `failures`).
@@ -16,7 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from ww_spectral.cli_core import add_analysis_flags, options_from_args
 from ww_spectral.progress import safe_text
+
+from .settings import OPTION_SETS, resolve_options
 
 
 def _positive_int(text: str) -> int:
@@ -66,6 +74,10 @@ def register(subparsers) -> None:
                      help="order of the listing, descending (default: downloads)")
     hub.add_argument("--limit", type=_positive_int, default=100, help="models to consider (default: 100)")
     hub.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--options", metavar='NAME|"FLAGS"',
+                   help=f"analysis options: a named option set ({', '.join(OPTION_SETS)}) or analysis flags "
+                   "in one string, e.g. \"--randomize --seed 3\" (default: the default analysis)")
+    add_analysis_flags(p)
     ray = p.add_argument_group("execution")
     ray.add_argument("--ray-address", metavar="ADDR",
                      help="existing Ray cluster: auto, host:6379 or ray://host:10001 (default: RAY_ADDRESS, "
@@ -89,7 +101,10 @@ def run(args) -> int:
     from . import flows  # sets the quiet telemetry defaults before it imports prefect
 
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
-    where = {"data_root": args.data, "ray_address": args.ray_address, "workers": args.workers}
+    options = options_from_args(args, base=resolve_options(args.options))
+    # A JSON-able flow parameter (deployments pass parameters as JSON): the identity the hash is made of.
+    where = {"data_root": args.data, "ray_address": args.ray_address, "workers": args.workers,
+             "options": options.identity()}
     if args.folder:
         summary = flows.scan_folder(folder=args.folder, **where)
     elif args.models:

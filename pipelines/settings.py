@@ -29,12 +29,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ww_spectral.cli_core import options_from_flags
 from ww_spectral.errors import OptionError
 from ww_spectral.hub import HubSettings
-from ww_spectral.records import AnalysisOptions
+from ww_spectral.records import AnalysisOptions, make_options
 
 GiB = 2**30
 MiB = 2**20
+
+# Named option sets a scan (`scan --options NAME`, a flow's `options="NAME"`) can ask for: name -> the
+# analysis flags of `ww-spectral analyze` (ww_spectral/cli_core.py). Any other text is read as flags.
+OPTION_SETS: dict[str, str] = {
+    "default": "",
+    "mp-fit": "--mp-fit",
+    "randomize": "--randomize",
+    "ww-full": "--randomize --mp-fit",
+}
+
+
+def resolve_options(options: AnalysisOptions | Mapping[str, Any] | str | None) -> AnalysisOptions:
+    """A scan's analysis options from what a flow parameter or the CLI holds (JSON-able on purpose: Prefect
+    deployments pass parameters as JSON): None = the default analysis; a name of OPTION_SETS; a flag
+    string ("--randomize --seed 3"); a mapping of AnalysisOptions fields (e.g. AnalysisOptions.identity()
+    or json.loads of a stored options_json); or an AnalysisOptions. Bad input raises OptionError."""
+    if options is None or isinstance(options, AnalysisOptions):
+        return options or AnalysisOptions()
+    if isinstance(options, str):
+        return options_from_flags(OPTION_SETS.get(options.strip(), options))
+    if isinstance(options, Mapping):
+        return make_options(dict(options))
+    raise OptionError(f"options={options!r} is not allowed; give an option set name {sorted(OPTION_SETS)}, "
+                      "analysis flags as one string, or a dict of analysis options")
 
 
 @dataclass(frozen=True)
