@@ -64,9 +64,9 @@ def load_flow(entrypoint: str):
 
 CONTRACT_PARAMETERS = {
     "nightly_scan": ["data_root", "author", "library", "pipeline_tag", "min_downloads", "min_params",
-                     "max_params", "sort", "limit", "ray_address", "workers", "endpoint"],
-    "analyze_models": ["model_ids", "data_root", "ray_address", "workers", "endpoint"],
-    "scan_folder": ["folder", "data_root", "ray_address", "workers"],
+                     "max_params", "sort", "limit", "ray_address", "workers", "endpoint", "options"],
+    "analyze_models": ["model_ids", "data_root", "ray_address", "workers", "endpoint", "options"],
+    "scan_folder": ["folder", "data_root", "ray_address", "workers", "options"],
 }  # fmt: skip
 
 
