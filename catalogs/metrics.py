@@ -28,7 +28,10 @@ default first sorts models into tiers by what WeightWatcher itself warns about, 
 Within a tier, models are ranked by DEFAULT_METRIC (alpha_weighted, lower is better); rows without a
 value come last in their tier. `--metric NAME` ranks by that metric alone, as WeightWatcher does.
 
-A layer looks random (catalogs/sql/05_layer_flags.sql, `looks_random`) when either
+A layer looks random (ww_spectral/metrics.py `looks_random`, where TW_PAD and RAND_DISTANCE_MIN live;
+computed when a model is analysed and stored in its models row as n_layers_random_like / share_random_like,
+so the tier reads the models table alone; the catalog's per-layer flag, catalogs/sql/05_layer_flags.sql, is
+rendered with the same constants) when either
   (a) its largest eigenvalue is inside the Marchenko-Pastur bulk of a random matrix of the same shape and
       Frobenius norm, up to Tracy-Widom fluctuations: lambda_max <= edge * (1 + TW_PAD * s), with
       edge = (norm / num_evals) * (1 + sqrt(M / N))^2 (the bulk edge of an N x M matrix with i.i.d.
@@ -59,6 +62,8 @@ trained, random init) and checks each threshold at its boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ww_spectral.metrics import RAND_DISTANCE_MIN, TW_PAD, WW_BAND
 
 from .errors import CatalogError
 
@@ -150,13 +155,13 @@ class TierRule:
     rand_distance_min: a layer analysed with randomize looks random below this rand_distance.
     """
 
-    band_low: float = 2.0
-    band_high: float = 6.0
+    band_low: float = WW_BAND[0]
+    band_high: float = WW_BAND[1]
     well_trained_share: float = 0.75
     random_like_share: float = 0.5
     under_trained_median: float = 6.0
-    tw_pad: float = 4.0
-    rand_distance_min: float = 0.01
+    tw_pad: float = TW_PAD  # the per-layer test's constants are the library's (ww_spectral/metrics.py)
+    rand_distance_min: float = RAND_DISTANCE_MIN
 
     def sql_constants(self) -> dict[str, str]:
         """Placeholder -> SQL literal for the catalog's SQL files ({{band_low}} ... {{rand_distance_min}})."""

@@ -16,7 +16,9 @@ upgrade() read the value from whichever name a file has.
 
 Versions: 1 first release; 2 renamed analyzed_at -> analysed_at (one spelling beside n_layers_analysed);
 3 layers gained the option columns of ww_spectral.columns (slice_id ... trap_positions: randomize,
-mp_fit, TPL fits), NULL when their option was off.
+mp_fit, TPL fits), NULL when their option was off; 4 models gained n_layers_random_like and
+share_random_like (ww_spectral/summary.py random_like; NULL in older files, for which the catalog counts
+them from the layers: catalogs/sql/20_model_summaries.sql).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ww_spectral.summary import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = ("layers", "models", "failures", "scans")
 

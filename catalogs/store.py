@@ -48,6 +48,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ww_spectral.summary import RANDOM_LIKE_COLUMNS, random_like
+
 from .errors import CatalogError, SchemaError
 from .schema import (
     SCHEMA_VERSION,
@@ -460,6 +462,10 @@ def _models_table(model: dict, layer_tbl: pa.Table, p: Provenance, key: str) -> 
         "n_layers_skipped": status.count("skipped"),
         "n_layers_failed": status.count("failed"),
     }
+    if row.get("n_layers_random_like") is None:  # a caller's partial summary: counted like the rest
+        present = [c for c in RANDOM_LIKE_COLUMNS if c in layer_tbl.column_names]
+        counts.update(random_like({c: layer_tbl.column(c).to_pylist() for c in present}))
+        row["share_random_like"] = counts["share_random_like"]
     for k in SUMMARY_INT_KEYS:
         if row.get(k) is None:
             row[k] = counts[k]

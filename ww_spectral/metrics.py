@@ -98,3 +98,38 @@ def layer_metrics(
         "weak_rank_loss": int(np.count_nonzero(resolved < WEAK_RANK_TOL)),
         "entropy": entropy(lam, rank),
     }
+
+
+# --- Does a layer look like a random matrix? (the default ranking's per-layer test) ---------------------
+# The rule and why these numbers: catalogs/metrics.py (module doc). This is the one place the rule is
+# computed in Python; the catalog's SQL macro (catalogs/sql/05_layer_flags.sql) is rendered with these
+# same constants and tests/catalogs/test_catalog_tiers.py checks the two agree row by row.
+WW_BAND = (2.0, 6.0)  # WeightWatcher's well-trained band of layer alpha, inclusive
+TW_PAD = 4.0  # Tracy-Widom scale units above the Marchenko-Pastur edge still counted as random
+RAND_DISTANCE_MIN = 0.01  # a layer analysed with randomize looks random below this rand_distance
+
+
+def mp_edge(norm, num_evals, n, m) -> np.ndarray:
+    """Marchenko-Pastur bulk edge of a random N x M matrix with the layer's Frobenius norm, in the layer's
+    eigenvalue units: (norm / num_evals) * (1 + sqrt(min/max))^2; NaN without a spectrum. Arrays or
+    scalars (broadcast), float64 out."""
+    norm, k, n, m = (np.asarray(x, dtype=np.float64) for x in (norm, num_evals, n, m))
+    lo, hi = np.minimum(n, m), np.maximum(n, m)
+    ok = (k > 0) & (norm > 0) & (lo > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, (norm / k) * (1 + np.sqrt(lo / hi)) ** 2, np.nan)
+
+
+def looks_random(status, lambda_max, norm, num_evals, n, m, rand_distance) -> np.ndarray:
+    """Per layer row: True when nothing in its spectrum is more than a random matrix of its shape and
+    norm gives: status 'success' and (lambda_max <= mp_edge * (1 + TW_PAD * s) with Johnstone's relative
+    Tracy-Widom scale s = (1/sqrt(min) + 1/sqrt(max))^(1/3) / (sqrt(N) + sqrt(M)), or rand_distance <
+    RAND_DISTANCE_MIN). NaN/None inputs give False. Arrays (one entry per layer row) or scalars."""
+    st = np.asarray(status, dtype=object) == "success"
+    lam, n, m = (np.asarray(x, dtype=np.float64) for x in (lambda_max, n, m))
+    rd = np.asarray(rand_distance, dtype=np.float64)
+    lo, hi = np.minimum(n, m), np.maximum(n, m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (1 / np.sqrt(lo) + 1 / np.sqrt(hi)) ** (1.0 / 3) / (np.sqrt(n) + np.sqrt(m))
+        inside = lam <= mp_edge(norm, num_evals, n, m) * (1 + TW_PAD * s)  # NaN compares False
+    return st & (inside | (rd < RAND_DISTANCE_MIN))

@@ -12,11 +12,17 @@ import math
 import numpy as np
 import pandas as pd
 
+from .metrics import WW_BAND, looks_random
+
 WW_SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                       "stable_rank")
 SUMMARY_FLOAT_KEYS: tuple[str, ...] = (*WW_SUMMARY_METRICS, "alpha_median", "alpha_weighted_median",
-                                       "hill_alpha", "hill_alpha_median", "share_alpha_2_6", "mp_softrank")
-SUMMARY_INT_KEYS: tuple[str, ...] = ("n_tensors", "n_layers_analysed", "n_layers_skipped", "n_layers_failed")
+                                       "hill_alpha", "hill_alpha_median", "share_alpha_2_6", "mp_softrank",
+                                       "share_random_like")
+SUMMARY_INT_KEYS: tuple[str, ...] = ("n_tensors", "n_layers_analysed", "n_layers_skipped", "n_layers_failed",
+                                     "n_layers_random_like")
+# The columns random_like() reads (ww_spectral.metrics.looks_random's arguments, in order).
+RANDOM_LIKE_COLUMNS = ("status", "lambda_max", "norm", "num_evals", "N", "M", "rand_distance")
 SUMMARY_KEYS: tuple[str, ...] = SUMMARY_FLOAT_KEYS + SUMMARY_INT_KEYS
 
 
@@ -33,6 +39,27 @@ def _median(a: np.ndarray) -> float:
     return float(np.median(a)) if a.size else math.nan
 
 
+def _floats(layers, name: str, n: int) -> np.ndarray:
+    """Column `name` as float64 (NaN for missing values; n NaNs when the column is absent)."""
+    if name not in layers:
+        return np.full(n, np.nan)
+    return pd.to_numeric(pd.Series(layers[name]), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def random_like(layers) -> dict:
+    """{"n_layers_random_like": int, "share_random_like": float} of a per-layer table: how many analysed
+    layers (status success) look like a random matrix (ww_spectral.metrics.looks_random) and their share
+    of the analysed layers (NaN when none was analysed). `layers`: a DataFrame or any mapping of column
+    name -> one value per row (RANDOM_LIKE_COLUMNS; a missing numeric column counts as NaN)."""
+    if "status" not in layers:
+        return {"n_layers_random_like": 0, "share_random_like": math.nan}
+    status = np.asarray(layers["status"], dtype=object)
+    flags = looks_random(status, *(_floats(layers, c, len(status)) for c in RANDOM_LIKE_COLUMNS[1:]))
+    n_ok = int(np.count_nonzero(status == "success"))
+    n = int(np.count_nonzero(flags))
+    return {"n_layers_random_like": n, "share_random_like": n / n_ok if n_ok else math.nan}
+
+
 def summarize(layers: pd.DataFrame) -> dict:
     """Summary dict of a per-layer table (columns LAYER_COLUMN_NAMES; skipped rows optional).
 
@@ -41,7 +68,8 @@ def summarize(layers: pd.DataFrame) -> dict:
     hill_alpha_median, share_alpha_2_6, mp_softrank (WW's get_summary() mean, with mp_fit; floats, NaN
     when no layer succeeded or the column is off); n_tensors (distinct layer_ids), n_layers_analysed
     (rows with status success: kernel positions count one each with pool=False), n_layers_skipped,
-    n_layers_failed (ints).
+    n_layers_failed (ints); share_random_like (float) and n_layers_random_like (int): random_like(),
+    stored so the default ranking's tier reads the models table alone (catalogs/metrics.py).
     """
     status = layers["status"] if "status" in layers else pd.Series([], dtype=str)
     ok = layers[status == "success"]
@@ -54,11 +82,15 @@ def summarize(layers: pd.DataFrame) -> dict:
     hill = _finite(ok["hill_alpha"]) if "hill_alpha" in ok else np.array([])
     out["hill_alpha"] = _mean(hill)
     out["hill_alpha_median"] = _median(hill)
-    out["share_alpha_2_6"] = float(np.mean((alpha >= 2.0) & (alpha <= 6.0))) if alpha.size else math.nan
+    low, high = WW_BAND
+    out["share_alpha_2_6"] = float(np.mean((alpha >= low) & (alpha <= high))) if alpha.size else math.nan
     out["mp_softrank"] = _mean(_finite(ok["mp_softrank"])) if "mp_softrank" in ok else math.nan
+    rand = random_like(layers)
+    out["share_random_like"] = rand["share_random_like"]
     out["n_tensors"] = int(layers["layer_id"].nunique()) if "layer_id" in layers else int(len(layers))
     out["n_layers_analysed"] = int((status == "success").sum())
     out["n_layers_skipped"] = int((status == "skipped").sum())
     out["n_layers_failed"] = int((status == "failed").sum())
+    out["n_layers_random_like"] = rand["n_layers_random_like"]
     assert tuple(out) == SUMMARY_KEYS  # the declared keys are the computed keys, in order
     return out

@@ -1,7 +1,10 @@
 -- Per-layer flags, as scalar macros over a layer row's columns: the layers view (10_layers.sql) shows
--- them, the per-model aggregates (15_layer_aggregates.sql) count them, and the default ranking's tiers
--- (16_model_tier.sql) are built from those counts. The thresholds are catalogs/metrics.py TIER_RULE,
--- filled in when the catalog is built ({{band_low}}, ...); the rule and why: catalogs/metrics.py.
+-- them and the per-model aggregates of a drill-down (15_layer_aggregates.sql, `show`) count them. The
+-- default ranking's tiers (16_model_tier.sql) do not read them: they use the count of random-looking
+-- layers stored in the models row (ww_spectral/metrics.py looks_random, the same rule in Python), except
+-- for models written before it was stored (20_model_summaries.sql). The thresholds are catalogs/metrics.py
+-- TIER_RULE (whose defaults are ww_spectral/metrics.py's constants), filled in when the catalog is built
+-- ({{band_low}}, ...); tests/catalogs/test_catalog_tiers.py checks the SQL and Python flags agree.
 -- Every flag is a NULL-safe boolean: false when the fit failed or the tensor was skipped.
 
 -- WeightWatcher's well-trained band and its warnings ('over-trained' below, 'under-trained' above).

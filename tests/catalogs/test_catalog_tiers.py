@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from support.catalog_data import (
     barely_trained,
@@ -28,6 +32,7 @@ from threadpoolctl import threadpool_limits
 from catalogs import catalog
 from catalogs.metrics import TIER_RULE, TIERS
 from catalogs.store import ResultStore
+from ww_spectral.metrics import looks_random
 
 SEEDS = (0, 1, 2)
 
@@ -127,7 +132,7 @@ def _pad() -> float:
 
 
 @pytest.fixture(scope="module")
-def rule_con(tmp_path_factory):
+def rule_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("rule")
     store = ResultStore(root)
     norm = float(M)  # mean eigenvalue 1
@@ -149,9 +154,69 @@ def rule_con(tmp_path_factory):
     put("x/rand-distance", [3, 3, 3, 3], [3] * 4, rand=TIER_RULE.rand_distance_min / 2)  # shuffled = same
     put("x/far-from-shuffled", [3, 3, 3, 3], [3] * 4, rand=TIER_RULE.rand_distance_min * 2)
     put("x/nothing", [None, None], [3, 3])  # every tensor skipped: tier 4
-    c = catalog.connect(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rule_con(rule_root):
+    c = catalog.connect(rule_root)
     yield c
     c.close()
+
+
+_STORED = ("n_layers_random_like", "share_random_like")
+
+
+def test_sql_and_python_flag_the_same_layers(rule_con):
+    """The catalog's per-layer flag (05_layer_flags.sql) is the library's looks_random on every row."""
+    cols = ["status", "lambda_max", "norm", "num_evals", "N", "M", "rand_distance"]
+    _, rows = catalog.query(rule_con, f"SELECT looks_random, {', '.join(cols)} FROM layers")
+    assert len(rows) > 20
+    python = looks_random(*(np.array([r[i + 1] for r in rows], dtype=object) for i in range(len(cols))))
+    assert [r[0] for r in rows] == python.tolist() and 0 < sum(python) < len(rows)
+
+
+def test_the_tier_is_read_from_the_models_row(rule_root, rule_con):
+    """The count is stored when the model is written, so the tier follows the stored value: a models row
+    that says every layer looks random is tier 3 whatever its layers say."""
+    _, rows = catalog.query(rule_con, "SELECT repo_id, n_layers_random_like, share_random_like FROM models "
+                                      "WHERE repo_id IN ('x/half-random', 'x/one-random', 'x/nothing')")  # fmt: skip
+    assert sorted(rows) == [("x/half-random", 2, 0.5), ("x/nothing", 0, None), ("x/one-random", 1, 0.25)]
+
+
+def _rewrite_models(root, change) -> None:
+    """Every per-model models file of the store at `root`, rewritten as change(table) returns it."""
+    for f in (root / "models").rglob("m-*.parquet"):
+        pq.write_table(change(pq.read_table(f)), f)
+
+
+def test_files_without_the_stored_count_get_the_same_tiers(rule_root, tmp_path):
+    """Models files written before schema version 4 lack the stored count: the catalog counts their layers
+    (and only theirs), with the same result; a store mixing old and new files ranks the same."""
+    want = _on(rule_root, catalog.leaderboard)
+    old = tmp_path / "old"
+    shutil.copytree(rule_root, old)
+    _rewrite_models(old, lambda t: t.drop_columns(list(_STORED)))
+    assert _on(old, catalog.leaderboard) == want
+    _, rows = _on(old, lambda c: catalog.query(c, "SELECT repo_id, n_layers_random_like FROM model_summaries "
+                                                  "WHERE repo_id = 'x/half-random'"))  # fmt: skip
+    assert rows == [("x/half-random", 2)]
+    # a new-format row is believed (not recounted): planting a wrong stored count moves the tier
+    liar = tmp_path / "liar"
+    shutil.copytree(rule_root, liar)
+    _rewrite_models(liar, lambda t: t.set_column(t.schema.get_field_index("share_random_like"),
+                                                 "share_random_like", pa.array([1.0] * len(t), pa.float64())))
+    tiers = {r[1]: r[2] for r in _on(liar, catalog.leaderboard)[1]}
+    assert tiers["x/band-75"] == 3 and tiers["x/nothing"] == 4
+
+
+def _on(root, run):
+    """run(connection) on a fresh connection to the store at `root`, closed after."""
+    c = catalog.connect(str(root))
+    try:
+        return run(c)
+    finally:
+        c.close()
 
 
 def test_looks_random_follows_the_documented_formula(rule_con):

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from ww_spectral.metrics import entropy, layer_metrics, matrix_rank
+from ww_spectral.metrics import (
+    RAND_DISTANCE_MIN,
+    TW_PAD,
+    entropy,
+    layer_metrics,
+    looks_random,
+    matrix_rank,
+    mp_edge,
+)
 
 
 def test_dense_metrics_from_known_singular_values():
@@ -72,3 +80,31 @@ def test_helpers():
     assert math.isnan(entropy(np.zeros(3), 0))
     # uniform spectrum of rank r has entropy ~1
     assert entropy(np.ones(16), 16) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_looks_random_against_a_random_matrix_and_a_spike():
+    """A Gaussian N x M matrix's lambda_max sits at the Marchenko-Pastur edge (inside the Tracy-Widom pad);
+    the same matrix with one planted rank-1 spike does not; rand_distance alone can flag a layer; a
+    skipped or failed layer, or a missing spectrum, never looks random."""
+    rng = np.random.default_rng(5)
+    n, m = 400, 100
+    w = rng.standard_normal((n, m))
+    spiked = w + 3.0 * np.outer(rng.standard_normal(n), rng.standard_normal(m)) / math.sqrt(m)
+    rows = []
+    for x in (w, spiked):
+        lam = np.linalg.eigvalsh(x.T @ x)
+        rows.append((float(lam.max()), float(lam.sum()), lam.size))
+    lam_max, norm, k = (np.array(c) for c in zip(*rows))
+    edge = mp_edge(norm, k, n, m)
+    assert edge[0] == pytest.approx(norm[0] / m * (1 + math.sqrt(m / n)) ** 2)
+    flags = looks_random(["success"] * 2, lam_max, norm, k, n, m, [math.nan] * 2)
+    assert flags.tolist() == [True, False]
+    near = RAND_DISTANCE_MIN / 2  # the shuffled spectrum is the same: random whatever lambda_max says
+    assert looks_random("success", lam_max[1], norm[1], k[1], n, m, near)
+    assert not looks_random("success", lam_max[1], norm[1], k[1], n, m, 2 * RAND_DISTANCE_MIN)
+    assert not looks_random("skipped", lam_max[0], norm[0], k[0], n, m, near)
+    assert not looks_random("success", math.nan, math.nan, 0, n, m, math.nan)
+    pad = (1 / math.sqrt(m) + 1 / math.sqrt(n)) ** (1 / 3) / (math.sqrt(n) + math.sqrt(m))
+    at = edge[0] * (1 + TW_PAD * pad)  # the boundary itself counts as random, just above does not
+    assert looks_random("success", at, norm[0], k[0], n, m, None)
+    assert not looks_random("success", at * 1.001, norm[0], k[0], n, m, None)
