@@ -125,7 +125,8 @@ def _option_set_flags(p: argparse.ArgumentParser, verb: str, default: str) -> No
     """--options / --options-hash: which ONE option set a store holding several is read in."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--options", default=None, metavar='"FLAGS"',
-                   help=f"the option set {verb}: analysis flags as given to analyze / scan, e.g. \"--mp-fit\" "
+                   help=f"the option set {verb}: analysis flags as given to analyze / scan, e.g. --options=--mp-fit "
+                        "or --options \"--randomize --seed 3\" (one flag alone needs the = form) "
                         f"(default: {default})")
     g.add_argument("--options-hash", default=None, metavar="HASH",
                    help=f"the option set {verb}, by its options_hash (16 hex; `show MODEL` lists them; "

@@ -76,7 +76,8 @@ def register(subparsers) -> None:
     hub.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT or https://huggingface.co)")
     p.add_argument("--options", metavar='NAME|"FLAGS"',
                    help=f"analysis options: a named option set ({', '.join(OPTION_SETS)}) or analysis flags "
-                   "in one string, e.g. \"--randomize --seed 3\" (default: the default analysis)")
+                   "in one string, e.g. \"--randomize --seed 3\" or --options=--mp-fit (one flag alone needs the = form; "
+                   "default: the default analysis)")
     add_analysis_flags(p)
     ray = p.add_argument_group("execution")
     ray.add_argument("--ray-address", metavar="ADDR",
