@@ -135,3 +135,13 @@ def test_cli_chooses_the_option_set(root, capsys):
     out = capsys.readouterr().out
     assert FP in out and FP_MP in out and "mp_fit" in out and "default" in out
     assert run_cli(["leaderboard", "--data", root, "--options-hash", "nothex"]) == 2
+
+
+def test_ranking_views_rank_within_one_option_set(con):
+    _, rows = query(con, "SELECT options_hash, repo_id, rank, n_ranked FROM rankings WHERE metric = 'alpha' "
+                         "ORDER BY options_hash, rank")  # fmt: skip
+    assert sorted(rows) == sorted([(FP, "org/a", 1, 2), (FP, "org/b", 2, 2), (FP_MP, "org/b", 1, 3),
+                                   (FP_MP, "org/a", 2, 3), (FP_MP, "lab/only-mp", 3, 3)])  # fmt: skip
+    _, rows = query(con, "SELECT DISTINCT options_hash, n_in_group FROM rankings_by_group "
+                         "WHERE metric = 'alpha' AND group_by = 'family' AND group_value = 'org/a'")  # fmt: skip
+    assert sorted(rows) == sorted([(FP, 1), (FP_MP, 1)])
