@@ -86,8 +86,9 @@ def register(subparsers) -> None:
     lb.add_argument("--group-by", default=None, metavar="GROUP",
                     help=f"rank within groups: {', '.join(g for g in GROUPS if g != 'none')} (default: none)")
     lb.add_argument("--where", default=None, metavar="SQL",
-                    help='SQL filter over the ranked columns (model_summaries_latest), e.g. "downloads > 1000" or '
-                         '"tier <= 2" (default: none)')
+                    help='SQL filter over the ranked columns (the models row with its tier: model_summaries_latest; '
+                         'per-layer counts are in model_summaries), e.g. "downloads > 1000" or "tier <= 2" '
+                         '(default: none)')
     lb.add_argument("--top", type=int, default=None, metavar="N",
                     help="keep ranks <= N within each group (default: all)")
     _option_set_flags(lb, "ranked", "the default analysis; a store holding one other set only: that set")
