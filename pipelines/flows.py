@@ -74,9 +74,9 @@ def analyze_models(
     options: dict | str | None = None,
 ) -> dict:
     """Analyse explicit models: hub ids "org/name[@revision]" (or local paths)."""
+    ids = sorted(dict.fromkeys(model_ids))
     settings = ScanSettings.from_env(data_root=data_root, ray_address=ray_address, workers=workers, endpoint=endpoint,
                                      options=resolve_options(options))
-    ids = sorted(dict.fromkeys(model_ids))
     return run_scan(source="models", filters={"model_ids": ids}, settings=settings,
                     list_fn=lambda: list_ids(ids, endpoint=endpoint, timeout_s=settings.model_timeout_s,
                                              hub_settings=settings.hub))
