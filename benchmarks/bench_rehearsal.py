@@ -149,6 +149,13 @@ def serve(sources: dict[str, list[Path]], n: int, conn) -> None:
     threading.Event().wait()  # until terminated
 
 
+def _cpu(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def server_stats(endpoint: str) -> dict:
     import urllib.request
 
@@ -402,6 +409,7 @@ def figures(scan: dict, rescan: dict, server: tuple[dict, dict], lb: dict | None
         "analysis_ms": 1000.0 * st["analysis_seconds"] / n_work,
         "bytes": st["bytes_downloaded"], "server_bytes": server[1]["bytes_sent"] - server[0]["bytes_sent"],
         "server_requests": server[1]["requests"] - server[0]["requests"],
+        "server_cpu_s": server[1]["cpu"] - server[0]["cpu"],
         "flow_peak_mb": scan["flow_peak_rss"] / 2**20, "rescan_flow_peak_mb": rescan["flow_peak_rss"] / 2**20,
         "peak_by_role_mb": {k: v / 2**20 for k, v in scan["peak_by_role"].items()},
         "flow_cpu_s": scan["flow_cpu"], "cpu_by_role": scan["cpu_by_role"],
@@ -442,9 +450,10 @@ def report(runs: dict[int, dict], args) -> str:
     row("**flow-process peak RSS** (MB)", lambda r: f"**{r['flow_peak_mb']:.0f}**", "<= 1024, flat")
     row("Prefect API server / Ray workers peak RSS (MB)",
         lambda r: f"{r['peak_by_role_mb'].get('prefect', 0):.0f} / {r['peak_by_role_mb'].get('ray-worker', 0):.0f}")
-    row("CPU s: flow / Prefect server / Ray workers / Ray core",
+    row("CPU s: flow / Prefect server / Ray workers / Ray core / hub server",
         lambda r: f"{r['flow_cpu_s']:.0f} / {r['cpu_by_role'].get('prefect', 0):.0f} / "
-                  f"{r['cpu_by_role'].get('ray-worker', 0):.0f} / {r['cpu_by_role'].get('ray-core', 0):.0f}")
+                  f"{r['cpu_by_role'].get('ray-worker', 0):.0f} / {r['cpu_by_role'].get('ray-core', 0):.0f} / "
+                  f"{r['server_cpu_s']:.0f}")
     row("fixed: Ray start / listing / catalog (s)",
         lambda r: f"{r['timings'].get('ray_start', 0):.1f} / {r['timings'].get('list', 0):.1f} / "
                   f"{r['timings'].get('catalog', 0):.1f}")
@@ -511,9 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             data = work / f"data-{n}"
             shutil.rmtree(data, ignore_errors=True)
-            before = server_stats(endpoint)
+            before = dict(server_stats(endpoint), cpu=_cpu(server.pid))
             scan = run_child("scan", endpoint, data, n, args.workers, work, args.tracemalloc)
-            after = server_stats(endpoint)
+            after = dict(server_stats(endpoint), cpu=_cpu(server.pid))
             print(f"  {n:,}: scan {scan['wall']:.1f} s", flush=True)
             rescan = run_child("rescan", endpoint, data, n, args.workers, work, False)
             print(f"  {n:,}: rescan {rescan['wall']:.1f} s", flush=True)

@@ -37,18 +37,25 @@ def batch_entry(items: list[WorkItem], spec: BatchSpec):
     yield from run_batch(items, spec, node_id=ray.get_runtime_context().get_node_id())
 
 
+def batch_list_entry(items: list[WorkItem], spec: BatchSpec) -> list[dict]:
+    """The same, all outcomes at once: Ray Client (ray://) has no streaming generators (Ray 2.60)."""
+    return list(batch_entry(items, spec))
+
+
+def ray_client() -> bool:
+    """True when this process reaches Ray through Ray Client (ray://)."""
+    try:
+        from ray.util.client import ray as client_ray
+    except ImportError:  # pragma: no cover - Ray without the client module
+        return False
+    return bool(client_ray.is_connected())
+
+
 def driver_node_id() -> str | None:
     """The Ray node id of this (the flow's) process; None under Ray Client (the driver is elsewhere)."""
     import ray
 
-    try:
-        from ray.util.client import ray as client_ray
-
-        if client_ray.is_connected():
-            return None
-    except ImportError:  # pragma: no cover - Ray without the client module
-        pass
-    return ray.get_runtime_context().get_node_id()
+    return None if ray_client() else ray.get_runtime_context().get_node_id()
 
 
 class ChunkRunner:
@@ -75,7 +82,11 @@ class ChunkRunner:
         self.driver_node = driver_node
         self._limiter = threading.BoundedSemaphore(self.slots)
         self._remote = ray.remote(num_cpus=1, max_retries=CHUNK_MAX_RETRIES, retry_exceptions=False)(analyze_chunk)
-        self._batch = ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(batch_entry)
+        # Streamed outcomes where Ray can (a lost batch then loses only the models it had not reported);
+        # under Ray Client the whole batch's outcomes come back at once.
+        self.streaming = not ray_client()
+        self._batch = (ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(batch_entry) if self.streaming
+                       else ray.remote(num_cpus=1, max_retries=0)(batch_list_entry))
 
     def _memory(self, wanted: int) -> int:
         return int(min(wanted, self.max_task_memory) if self.max_task_memory else wanted)
@@ -134,7 +145,8 @@ class ChunkRunner:
     # ----------------------------------------------------------------------------------------- batches
 
     def stream_batch(self, items: list[WorkItem], spec: BatchSpec, *, name: str) -> Iterator[dict]:
-        """Run a batch on Ray (once a slot is free) and yield each model's outcome as the worker reports it.
+        """Run a batch on Ray (once a slot is free) and yield each model's outcome as the worker reports it
+        (all at the end under Ray Client).
 
         A lost worker or node surfaces as Ray's exception from the iteration, after the outcomes already
         reported (the caller re-submits the rest). Closing the iterator early cancels the task.
@@ -146,8 +158,11 @@ class ChunkRunner:
         try:
             gen = self._batch.options(memory=self._memory(batch_memory(items)), name=f"ww-batch:{safe_text(name, limit=80)}",
                                       **self._extra).remote(items, spec)
-            for ref in gen:
-                yield ray.get(ref)
+            if self.streaming:
+                for ref in gen:
+                    yield ray.get(ref)
+            else:
+                yield from ray.get(gen)
             gen = None
         finally:
             if gen is not None:

@@ -24,6 +24,8 @@ import random
 import time
 from collections.abc import Iterator
 
+from ww_spectral.progress import safe_text
+
 from . import unit
 from .batch import BatchSpec
 from .faults import (
@@ -36,7 +38,7 @@ from .faults import (
     tagged,
 )
 from .listing import WorkItem
-from .scan_state import ScanState
+from .scan_state import ScanState, describe_error
 
 
 class Batch:
@@ -172,6 +174,10 @@ def run_batch(batch: Batch, state: ScanState) -> dict:
                 continue
         if lost is not None and not is_transient(lost):
             # The batch task broke for a reason of its own (not a lost worker): judge each model alone.
+            if not counts.get("broken"):
+                counts["broken"] = 1
+                state.warn(f"scan: warning: {safe_text(batch.name)} failed as a whole ({describe_error(lost)}); "
+                           "its models are analysed one by one")
             batch.after.append(("model", item, None, attempt))
         elif is_transient(fault) and attempt <= state.settings.retries:
             state.retrying(item, fault, attempt)
@@ -188,9 +194,11 @@ def _store_here(item: WorkItem, out: dict, state: ScanState) -> None:
     """A model the worker analysed but could not store (another node's disk): written by the flow."""
     if out["status"] != "analysed":
         return
+    t0 = time.perf_counter()
     with stage("write"):
         wrote = unit.store_model(state.store, state.settings, item, out["stored_revision"], out.pop("record"),
                                  out.pop("layers"))
+    out["stages"]["write"] += time.perf_counter() - t0
     out["status"] = "done" if wrote else "skipped"
 
 
