@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Absolute imports on purpose: a deployment loads this file by path (entrypoint pipelines/flows.py:...), and
+# Prefect then names it "flows" with pipelines/ as its package path, so relative imports would load a second
+# copy of every module as flows.<name>; objects pickled from those (work items, Ray task functions) name
+# modules that Ray workers cannot import (tests/infra/test_infra_prefect.py runs the deployment on a worker).
+from pipelines import ray_runtime
+from pipelines.faults import root_cause
+from pipelines.listing import list_folder, list_hub, list_ids
+from pipelines.scan import run_scan
+from pipelines.settings import ScanSettings, resolve_options
 from ww_spectral import hub
 from ww_spectral.errors import WWSpectralError
-
-from . import ray_runtime
-from .faults import root_cause
-from .listing import list_folder, list_hub, list_ids
-from .scan import run_scan
-from .settings import ScanSettings, resolve_options
 
 ray_runtime.quiet_environment()  # before prefect is imported: it reads the telemetry switches then
 
