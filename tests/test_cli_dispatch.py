@@ -40,7 +40,8 @@ def _imported(stderr: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["report", "--help"], ["scan", "--help"], ["--version"]])
+@pytest.mark.parametrize("argv", [["--help"], ["report", "--help"], ["scan", "--help"], ["demo", "--help"],
+                                  ["zoo", "build", "--help"], ["validate", "--help"], ["--version"]])
 def test_help_imports_no_heavy_library(argv):
     r = subprocess.run([sys.executable, "-X", "importtime", _console_script(), *argv],
                        capture_output=True, text=True, timeout=120)
@@ -137,3 +138,17 @@ def test_a_failure_in_a_real_process_is_one_line(tmp_path):
                        "'x\\n\\x1b[31mforged'\n"
     r = subprocess.run([sys.executable, "-c", code, "--debug", "boom"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+def test_verbose_is_a_global_flag_the_commands_read(monkeypatch):
+    """--verbose (before the command) reaches the handler as args.verbose; without it, False."""
+    seen = []
+
+    class Probe:
+        def register(self, subparsers) -> None:
+            subparsers.add_parser("probe").set_defaults(handler=lambda args: seen.append(args.verbose) or 0)
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, Probe()))
+    assert cli.main(["--verbose", "probe"]) == 0 and cli.main(["probe"]) == 0
+    assert seen == [True, False]
+    assert "--verbose" in cli.build_parser().format_help()

@@ -118,8 +118,8 @@ def next_commands(prog: str, *, data_root: str, zoo_dir: str, top_model: str | N
              f"  {prog} report --data {d} --truth {z} --out {report}   # HTML report: open {report}/index.html"]
     if top_model:
         lines.append(f"  {prog} show {shlex.quote(top_model)} --data {d}   # the top model's layers, flags, tier")
-    lines += [f"  {prog} sql --data {d} \"SELECT repo_id, tier_name, alpha_weighted, alpha FROM model_summaries "
-              "ORDER BY tier, alpha_weighted LIMIT 5\"",
+    lines += [f"  {prog} sql --data {d} \"SELECT repo_id, tier, alpha_weighted, alpha FROM model_summaries "
+              "ORDER BY tier, alpha_weighted LIMIT 5\"   # any SQL over the catalog's views",
               f"  catalog file: {shlex.quote(str(Path(data_root) / 'catalog.duckdb'))} (DuckDB views over the "
               "Parquet under the data folder)"]
     return lines
