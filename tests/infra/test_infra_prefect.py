@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -68,6 +70,18 @@ CONTRACT_PARAMETERS = {
     "analyze_models": ["model_ids", "data_root", "ray_address", "workers", "endpoint", "options"],
     "scan_folder": ["folder", "data_root", "ray_address", "workers", "options"],
 }  # fmt: skip
+
+
+@needs_flows
+def test_a_flow_loaded_by_its_entrypoint_uses_the_canonical_pipelines_modules(prefect_yaml):
+    """A worker loads pipelines/flows.py by path (as module "flows"); everything it hands to Ray must still come
+    from `pipelines.*`, or Ray workers fail with "No module named 'flows'" (seen before this was fixed)."""
+    import sys
+
+    for d in prefect_yaml["deployments"]:
+        flow = load_flow(d["entrypoint"])
+        assert flow.fn.__globals__["run_scan"].__module__ == "pipelines.scan"
+    assert not [m for m in sys.modules if m.startswith("flows.")]
 
 
 @needs_flows
@@ -194,3 +208,167 @@ def test_prefect_deploy_all_against_a_local_server(prefect_server, prefect_yaml)
     assert found["nightly"]["global_concurrency_limit"]["limit"] == 1
     # The server derived each deployment's parameter schema from the real flow: model_ids is required.
     assert "model_ids" in found["analyze-models"]["parameter_openapi_schema"]["required"]
+
+
+# ---------------------------------------------------------------------------------------- served by a worker
+
+
+def local_prefect_file(prefect_yaml: dict, tmp_path: Path, env: dict) -> Path:
+    """infra/prefect/prefect.yaml with only the cluster-side names made local: the pull step's directory
+    (the image's /app -> this checkout) and the flow runs' environment (the in-cluster Prefect, Ray and
+    Secret names -> this machine; Ray unset = a private local Ray). Deployments, entrypoints, parameters,
+    schedule, concurrency limit and work pool are the file's own."""
+    import copy
+
+    import yaml
+
+    doc = copy.deepcopy(prefect_yaml)
+    doc["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    pool = doc["definitions"]["work_pool"]
+    pool["job_variables"]["env"] = env
+    for d in doc["deployments"]:
+        d["work_pool"] = pool
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def flow_run(url: str, run_id: str) -> dict:
+    return api(url, f"/flow_runs/{run_id}")
+
+
+def wait_state(url: str, run_id: str, states: set[str], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = flow_run(url, run_id)
+        if run["state_type"] in states:
+            return run
+        assert time.monotonic() < deadline, f"flow run {run_id} still {run['state_type']} after {timeout} s"
+        time.sleep(0.5)
+
+
+def trigger(env: dict, params: dict, *, start_in: str | None = None) -> str:
+    """`prefect deployment run nightly-scan/nightly` with these parameters; the new flow run's id."""
+    args = [sys.executable, "-m", "prefect", "deployment", "run", "nightly-scan/nightly", "--params",
+            json.dumps(params)] + (["--start-in", start_in] if start_in else [])
+    out = run(args, env)
+    ids = re.findall(r"UUID:\s*([0-9a-f-]{36})", out)
+    assert ids, out
+    return ids[0]
+
+
+def flow_run_processes(worker: subprocess.Popen) -> list:
+    """Processes below the worker: the flow-run process and what it started (its local Ray)."""
+    import psutil
+
+    try:
+        return psutil.Process(worker.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.slow
+@needs_flows
+def test_nightly_deployment_served_by_a_worker_and_a_crashed_run_resumed(prefect_server, prefect_yaml, tmp_path):
+    """The nightly deployment served by a real process worker: a scheduled run (start in 2 s) completes; a
+    second run is SIGKILLed mid-scan (flow-run process and its Ray), reported Crashed, retried with
+    `prefect flow-run retry`, and finishes with every model stored exactly once."""
+    import psutil
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.checkpoints import write_hf_model_folder
+    from support.hub_server import HubServer
+
+    from catalogs.store import ResultStore
+
+    url, env = prefect_server
+    t0 = time.monotonic()
+    with HubServer(page_size=5) as hub:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        folder = write_hf_model_folder(tmp_path / "src", {
+            f"model.layers.{j}.mlp.up_proj.weight": rng.standard_normal((64, 32)).astype(np.float32)
+            for j in range(3)})
+        repos = [f"org/m{i:02d}" for i in range(10)]
+        for i, repo in enumerate(repos):
+            hub.add_repo(repo, folder, downloads=100 - i)
+        flow_env = {"HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"), "DO_NOT_TRACK": "1",
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
+                    "HF_HUB_DISABLE_TELEMETRY": "1", "OPENBLAS_NUM_THREADS": "1", "WW_SCAN_BATCH_MODELS": "2",
+                    "WW_SCAN_PROGRESS": "1"}
+        prefect_file = local_prefect_file(prefect_yaml, tmp_path, flow_env)
+        prefect = [sys.executable, "-m", "prefect"]
+        pool = prefect_yaml["definitions"]["work_pool"]["name"]
+        run([*prefect, "work-pool", "create", pool, "--type", "process"], env)
+        run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)], env)
+        worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed in finally)
+
+        def start_worker() -> subprocess.Popen:
+            return subprocess.Popen(
+                [*prefect, "worker", "start", "--pool", pool, "--type", "process", "--limit", "1"],
+                env=dict(env, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="1"),
+                stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+
+        def stop_worker(worker: subprocess.Popen) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+        worker = start_worker()
+        try:
+            # 1. A scheduled run (due in 2 s), picked up by the worker, completed.
+            data1 = tmp_path / "data1"
+            params = {"data_root": str(data1), "endpoint": hub.endpoint, "limit": 50, "min_downloads": 0}
+            first = trigger(env, params, start_in="2 seconds")
+            assert flow_run(url, first)["state_type"] == "SCHEDULED"
+            done = wait_state(url, first, {"COMPLETED", "FAILED", "CRASHED"}, timeout=240)
+            assert done["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+            assert sorted(r["repo_id"] for r in ResultStore(str(data1)).read("models").to_pylist()) == repos, (
+                (tmp_path / "worker.log").read_text()[-4000:])
+
+            # 2. A run killed mid-scan (every weight download slowed), then retried: no duplicates.
+            for repo in repos:
+                hub.inject(f"/{repo}/resolve/", status=None, delay=0.4, times=10**6, method="GET")
+            data2 = tmp_path / "data2"
+            second = trigger(env, {**params, "data_root": str(data2)})
+            store = ResultStore(str(data2))
+            deadline = time.monotonic() + 180
+            while not store.list_models():
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-4000:]
+                time.sleep(0.2)
+            for p in flow_run_processes(worker):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()  # the flow-run process and its local Ray: a machine that died
+            stored_at_kill = len(store.list_models())
+            crashed = wait_state(url, second, {"CRASHED", "FAILED", "COMPLETED"}, timeout=120)
+            assert crashed["state_type"] == "CRASHED", crashed["state"]
+            assert stored_at_kill < len(repos)
+            hub.clear_faults()
+            # The machine comes back: a new worker (one worker never re-submits a flow run id it ran), and
+            # the crashed run is retried under its own id.
+            for p in flow_run_processes(worker):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            stop_worker(worker)
+            worker = start_worker()
+            run([*prefect, "flow-run", "retry", second], env)
+            resumed = wait_state(url, second, {"COMPLETED", "FAILED", "CRASHED"}, timeout=240)
+            assert resumed["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+            assert resumed["run_count"] >= 2
+            models = [r["repo_id"] for r in store.read("models").to_pylist()]
+            assert sorted(models) == repos  # every model exactly once
+            (scan,) = store.read("scans").to_pylist()  # the killed attempt never reached its scans row
+            assert scan["n_skipped"] >= stored_at_kill and scan["n_done"] + scan["n_skipped"] == len(repos)
+        finally:
+            leftovers = flow_run_processes(worker)
+            stop_worker(worker)
+            for p in leftovers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            worker_log.close()
+    print(f"worker test: {time.monotonic() - t0:.0f} s")

@@ -166,6 +166,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     hub: HubServer
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away mid-answer (a killed scan) is not an error of the server: no traceback."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None) -> None:
