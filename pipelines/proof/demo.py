@@ -37,14 +37,15 @@ THIRD_PARTY_LOGGERS = ("prefect", "ray")
 
 def _quiet(verbose: bool) -> None:
     """Before Prefect is imported: its log level (it reads PREFECT_LOGGING_LEVEL when it configures
-    logging; a value the user set is kept). After Ray is imported (its import resets the 'ray' logger to
-    INFO): the 'ray' logger, which prints Ray's start-up notices."""
+    logging; a value the user set is kept)."""
     if verbose:
         return
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
 
 def _quiet_loggers(verbose: bool) -> None:
+    """After Ray is imported (its import resets the 'ray' logger to INFO): the loggers that print Ray's
+    start-up notices (e.g. its token-authentication warning) and Prefect's."""
     if verbose:
         return
     for name in THIRD_PARTY_LOGGERS:

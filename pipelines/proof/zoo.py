@@ -12,8 +12,9 @@ retrained; each folder is written to a temp name and renamed, so a folder that e
 
 Reproducibility: every model is trained in a spawned process whose compute is pinned before torch is
 imported (PINNED_ENV): ATen's portable kernels instead of the host's widest vector unit (AVX2 and
-AVX-512 kernels sum in different orders: measured here, the same 3-epoch MLP trains to different
-weights under ATEN_CPU_CAPABILITY=avx2 and =avx512, and SGD amplifies the last-bit difference), MKL's
+AVX-512 kernels sum in different orders: measured here, every MLP of the zoo trains to other weights
+under ATEN_CPU_CAPABILITY=avx2 than under avx512, and the label-noise models' test accuracies move by up
+to 0.10 - which is why an earlier README table, made on an AVX2 host, did not reproduce here), MKL's
 conditional bit-wise reproducibility in its SSE2-compatible mode, one thread, and fixed seeds for the
 data split (sklearn random_state), the label noise, the initialisation and the batch order; PyTorch's
 deterministic-algorithms switch is on. `zoo_fingerprint` hashes the weights and the truth file: two
