@@ -43,8 +43,10 @@ from .work import RemoteFile
 # What analyses a list of plans: (source, plans, *, kind, fetch, deadline) -> analyze_chunk outputs.
 Layers = Callable[..., list[dict]]
 
-# Stage names of the per-model clock (seconds summed per scan; pipelines/scan_state.py).
-CLOCK_STAGES = ("download", "plan", "analyze", "assemble", "write")
+# Stage names of the per-model clock (seconds summed per scan; pipelines/scan_state.py). "download" is time
+# the model's own thread spent downloading or waiting for a download; "prefetch" is download time spent
+# ahead, in a batch worker's background thread, while the model before was analysed (overlapped).
+CLOCK_STAGES = ("download", "prefetch", "plan", "analyze", "assemble", "write")
 
 
 class Clock:
@@ -191,6 +193,54 @@ def _shards(item: WorkItem, revision: str, settings: ScanSettings, dest: str, de
         yield shard
 
 
+class Fetched:
+    """A hub model's weight files downloaded ahead of its analysis (pipelines/batch.py prefetches them).
+
+    revision: the commit; shards: hub_source.Shard's with `path` in `folder` (kept until `close`);
+    seconds, bytes: the download's; error: the download's fault (raised when the model is analysed).
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.revision: str | None = None
+        self.shards: list = []
+        self.seconds = 0.0
+        self.bytes = 0
+        self.error: BaseException | None = None
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fetch_hub(item: WorkItem, settings: ScanSettings) -> Fetched:
+    """Download every weight file of a (small) hub model now, under its own deadline; never raises (the fault
+    is kept in `error`). Each shard is hard-linked aside before iter_weight_shards deletes it."""
+    import dataclasses
+
+    fetched = Fetched(tempfile.mkdtemp(prefix="ww-fetch-"))
+    clock = Clock()
+    deadline = Deadline(settings.model_timeout_s)
+    t0 = time.perf_counter()
+    try:
+        fetched.revision = item.revision or _revision(item, settings, deadline)
+        dest = os.path.join(fetched.folder, "dl")
+        for shard in _shards(item, fetched.revision, settings, dest, deadline, clock):
+            kept = os.path.join(fetched.folder, f"{len(fetched.shards)}-{os.path.basename(shard.path)}")
+            os.link(shard.path, kept)
+            fetched.shards.append(dataclasses.replace(shard, path=kept))
+    except Exception as exc:  # noqa: BLE001 - handed over with the model, raised where it is analysed
+        fetched.error = exc
+    fetched.seconds = time.perf_counter() - t0
+    fetched.bytes = clock.bytes
+    return fetched
+
+
+def _revision(item: WorkItem, settings: ScanSettings, deadline: Deadline) -> str:
+    with stage("list"):
+        return deadline.call(lambda: hub.model_info(item.repo_id, endpoint=settings.endpoint, settings=settings.hub).sha,
+                             what=f"model info of {item.label}")
+
+
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -199,14 +249,15 @@ def _size(path: str) -> int:
 
 
 def _analyse_hub(item: WorkItem, settings: ScanSettings, layers: Layers, deadline: Deadline, clock: Clock, *,
-                 headers_first: bool) -> tuple[ModelPlan, Analysed]:
+                 headers_first: bool, fetched: Fetched | None = None) -> tuple[ModelPlan, Analysed]:
     endpoint = settings.endpoint
-    revision = item.revision
+    if fetched is not None:
+        clock.seconds["prefetch"] += fetched.seconds
+        clock.bytes += fetched.bytes
+        if fetched.error is not None:
+            raise fetched.error
     t0 = time.perf_counter()
-    if revision is None:
-        with stage("list"):
-            revision = deadline.call(lambda: hub.model_info(item.repo_id, endpoint=endpoint, settings=settings.hub).sha,
-                                     what=f"model info of {item.label}")
+    revision = fetched.revision if fetched is not None else (item.revision or _revision(item, settings, deadline))
     planner = None
     if headers_first:
         with stage("read"):
@@ -215,8 +266,9 @@ def _analyse_hub(item: WorkItem, settings: ScanSettings, layers: Layers, deadlin
     clock.add("plan", t0)
     done = Analysed()
     dest = tempfile.mkdtemp(prefix="ww-shards-")
+    shards = fetched.shards if fetched is not None else _shards(item, revision, settings, dest, deadline, clock)
     try:
-        for shard in _shards(item, revision, settings, dest, deadline, clock):
+        for shard in shards:
             t0 = time.perf_counter()
             plans = planner.shard_plans(shard, deadline)
             clock.add("plan", t0)
@@ -236,8 +288,10 @@ def _analyse_hub(item: WorkItem, settings: ScanSettings, layers: Layers, deadlin
 
 
 def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, layers: Layers, *,
-                  headers_first: bool, write: bool = True) -> dict:
+                  headers_first: bool, write: bool = True, fetched: Fetched | None = None) -> dict:
     """Analyse one model revision and (when `write`) store it.
+
+    fetched: a hub model's files downloaded ahead (`fetch_hub`); deleted here once analysed.
 
     Returns {"repo_id", "revision", "status" ("done" | "skipped": already stored), "seconds", "n_layers",
     "stages" (seconds per CLOCK_STAGES), "bytes", chunks/worker stats}; with write=False also "record"
@@ -248,7 +302,12 @@ def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, la
     clock = Clock()
     deadline = Deadline(settings.model_timeout_s)
     if item.kind == "hub":
-        plan, done = _analyse_hub(item, settings, layers, deadline, clock, headers_first=headers_first)
+        try:
+            plan, done = _analyse_hub(item, settings, layers, deadline, clock, headers_first=headers_first,
+                                      fetched=fetched)
+        finally:
+            if fetched is not None:
+                fetched.close()
     else:
         plan, done = _analyse_local(item, settings, layers, deadline, clock)
     seconds = time.perf_counter() - t0
