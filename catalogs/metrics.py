@@ -28,7 +28,7 @@ default first sorts models into tiers by what WeightWatcher itself warns about, 
 Within a tier, models are ranked by DEFAULT_METRIC (alpha_weighted, lower is better); rows without a
 value come last in their tier. `--metric NAME` ranks by that metric alone, as WeightWatcher does.
 
-A layer looks random (ww_spectral/metrics.py `looks_random`, where TW_PAD and RAND_DISTANCE_MIN live;
+A layer looks random (ww_spectral/metrics.py `looks_random`; TW_PAD and RAND_DISTANCE_MIN live in ww_spectral/bands.py;
 computed when a model is analysed and stored in its models row as n_layers_random_like / share_random_like,
 so the tier reads the models table alone; the catalog's per-layer flag, catalogs/sql/05_layer_flags.sql, is
 rendered with the same constants) when either
@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ww_spectral.metrics import RAND_DISTANCE_MIN, TW_PAD, WW_BAND
+from ww_spectral.bands import RAND_DISTANCE_MIN, TW_PAD, WW_BAND
 
 from .errors import CatalogError
 

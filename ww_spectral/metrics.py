@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .bands import RAND_DISTANCE_MIN, TW_PAD, WW_BAND  # noqa: F401 - re-exported
 from .spectrum import noise_floor
 
 WEAK_RANK_TOL = 1e-6  # WW WEAK_RANK_LOSS_TOLERANCE, on eigenvalues
@@ -104,9 +105,7 @@ def layer_metrics(
 # The rule and why these numbers: catalogs/metrics.py (module doc). This is the one place the rule is
 # computed in Python; the catalog's SQL macro (catalogs/sql/05_layer_flags.sql) is rendered with these
 # same constants and tests/catalogs/test_catalog_tiers.py checks the two agree row by row.
-WW_BAND = (2.0, 6.0)  # WeightWatcher's well-trained band of layer alpha, inclusive
-TW_PAD = 4.0  # Tracy-Widom scale units above the Marchenko-Pastur edge still counted as random
-RAND_DISTANCE_MIN = 0.01  # a layer analysed with randomize looks random below this rand_distance
+# WW_BAND, TW_PAD, RAND_DISTANCE_MIN: ww_spectral/bands.py (imported here, re-exported).
 
 
 def mp_edge(norm, num_evals, n, m) -> np.ndarray:
