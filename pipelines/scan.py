@@ -56,7 +56,7 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "n_requested": state.total, "n_done": state.done, "n_skipped": state.skipped, "n_failed": state.failed,
         "seconds": seconds, "started_at": started_at, "finished_at": _dt.datetime.now(_dt.UTC),
     })
-    summary = {
+    return {
         "scan_id": state.scan_id,
         "source": source,
         "requested": state.total,
@@ -73,29 +73,6 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "catalog": _timed(timings, "catalog", lambda: refresh_catalog(state)),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
-    publish_summary(state, summary)
-    return summary
-
-
-def publish_summary(state: ScanState, summary: dict) -> None:
-    """The scan's counts and stage totals as a Prefect markdown artifact of the flow run (what Prefect's UI
-    shows for the models analysed in batches, which have no task run of their own). Never fails the scan."""
-    st = summary["stages"]
-    lines = ["| requested | analysed | skipped | failed | retried attempts | batches (models) | seconds |",
-             "|---|---|---|---|---|---|---|",
-             f"| {summary['requested']} | {summary['done']} | {summary['skipped']} | {summary['failed']} | "
-             f"{st['retried_attempts']} | {st['batches']} ({st['batched_models']}) | {summary['seconds']:.0f} |", "",
-             "| stage | seconds (summed over models) |", "|---|---|",
-             *(f"| {k} | {v:.1f} |" for k, v in st["stage_seconds"].items()), "",
-             f"bytes downloaded: {st['bytes_downloaded']:,}"]
-    lines += [f"- failed [{f['stage']}] {safe_text(f['repo_id'])}: {safe_text(f['error_type'])}"
-              for f in summary["failures"][:50]]
-    try:
-        from prefect.artifacts import create_markdown_artifact
-
-        create_markdown_artifact("\n".join(lines), key="scan-summary", description=f"scan {state.scan_id}")
-    except Exception as exc:  # noqa: BLE001 - a display; the scan's results are in the store
-        state.warn(f"scan: warning: the summary artifact was not published ({describe_error(exc)})")
 
 
 def _lap(timings: dict, name: str, t0: float) -> float:
