@@ -33,29 +33,11 @@ WHOLE_FILE = 2**62
 GPU_SMALL_SHARE = 0.25
 
 
-def _gpu_ids() -> str | None:
-    """The GPUs Ray gave the running task ("0", "0,1"), None without any."""
-    import ray
-
-    ids = ray.get_gpu_ids()
-    return ",".join(str(i) for i in ids) if ids else None
-
-
-def chunk_entry(chunk: Chunk, options: AnalysisOptions) -> dict:
-    """The Ray task of a chunk: `analyze_chunk`, and the GPUs it was given ("cuda_devices")."""
-    return {**analyze_chunk(chunk, options), "cuda_devices": _gpu_ids()}
-
-
 def batch_entry(items: list[WorkItem], spec: BatchSpec):
-    """The Ray task of a batch: `run_batch` told which node it runs on (to decide who writes); each
-    analysed model's outcome says which GPUs the task was given ("cuda_devices")."""
+    """The Ray task of a batch: `run_batch` told which node it runs on (to decide who writes)."""
     import ray
 
-    gpus = _gpu_ids()
-    for out in run_batch(items, spec, node_id=ray.get_runtime_context().get_node_id()):
-        if out["status"] != "failed":
-            out["cuda_devices"] = [gpus] if gpus else []
-        yield out
+    yield from run_batch(items, spec, node_id=ray.get_runtime_context().get_node_id())
 
 
 def batch_list_entry(items: list[WorkItem], spec: BatchSpec) -> list[dict]:
@@ -105,7 +87,7 @@ class ChunkRunner:
         self.chunk_bytes = chunk_bytes
         self.driver_node = driver_node
         self._limiter = threading.BoundedSemaphore(self.slots)
-        self._remote = ray.remote(num_cpus=1, max_retries=CHUNK_MAX_RETRIES, retry_exceptions=False)(chunk_entry)
+        self._remote = ray.remote(num_cpus=1, max_retries=CHUNK_MAX_RETRIES, retry_exceptions=False)(analyze_chunk)
         # Streamed outcomes where Ray can (a lost batch then loses only the models it had not reported);
         # under Ray Client the whole batch's outcomes come back at once.
         self.streaming = not ray_client()
