@@ -29,9 +29,6 @@ CHUNK_MAX_RETRIES = 3
 # A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.
 WHOLE_FILE = 2**62
 
-# With GPUs (ScanSettings.uses_gpus): the share of a GPU a chunk of small layers, or a batch, asks for.
-GPU_SMALL_SHARE = 0.25
-
 
 def batch_entry(items: list[WorkItem], spec: BatchSpec):
     """The Ray task of a batch: `run_batch` told which node it runs on (to decide who writes)."""
@@ -70,16 +67,13 @@ class ChunkRunner:
     chunk_bytes: the working memory one chunk aims at (ScanSettings.chunk_bytes).
     driver_node: this process's Ray node id (pipelines/batch.py: who writes a batch's results).
     task_env: environment variables every task carries in its runtime_env (RayHandle.task_env).
-    gpu_large_bytes: with GPUs, a chunk whose largest layer needs at least this gets a whole GPU; None: no
-        GPU requests (ScanSettings.uses_gpus).
     """
 
     def __init__(self, *, slots: int, options: AnalysisOptions, max_task_memory: int | None = None,
                  chunk_bytes: int = 512 * 2**20, driver_node: str | None = None,
-                 task_env: dict | None = None, gpu_large_bytes: int | None = None) -> None:
+                 task_env: dict | None = None) -> None:
         import ray
 
-        self.gpu_large_bytes = gpu_large_bytes
         self._extra = {"runtime_env": {"env_vars": dict(task_env)}} if task_env else {}
         self.slots = max(1, slots)
         self.options = options
@@ -97,18 +91,11 @@ class ChunkRunner:
     def _memory(self, wanted: int) -> int:
         return int(min(wanted, self.max_task_memory) if self.max_task_memory else wanted)
 
-    def gpus(self, largest_layer_bytes: int) -> float:
-        """GPUs a task asks for: none without GPU requests; a whole one for a large layer; else a share."""
-        if self.gpu_large_bytes is None:
-            return 0
-        return 1.0 if largest_layer_bytes >= self.gpu_large_bytes else GPU_SMALL_SHARE
-
     def _submit(self, chunk: Chunk):
         # The task's name shows in `ray list tasks` and as the worker's process title: one line, always.
         name = f"ww-chunk:{safe_text(chunk.source[-40:], limit=80)}#{chunk.index}"
-        largest = max((p.est_bytes for p in chunk.plans if p.analysed), default=0)
-        return self._remote.options(memory=self._memory(chunk.memory), name=name, num_gpus=self.gpus(largest),
-                                    **self._extra).remote(chunk, self.options)
+        return self._remote.options(memory=self._memory(chunk.memory), name=name, **self._extra).remote(
+            chunk, self.options)
 
     # ------------------------------------------------------------------------------------------ chunks
 
@@ -170,7 +157,7 @@ class ChunkRunner:
         gen = None
         try:
             gen = self._batch.options(memory=self._memory(batch_memory(items)), name=f"ww-batch:{safe_text(name, limit=80)}",
-                                      num_gpus=self.gpus(0), **self._extra).remote(items, spec)
+                                      **self._extra).remote(items, spec)
             if self.streaming:
                 for ref in gen:
                     yield ray.get(ref)

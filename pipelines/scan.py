@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from catalogs.catalog import build_catalog
 from catalogs.compact import compact
-from ww_spectral.errors import OptionError, WWSpectralError
+from ww_spectral.errors import WWSpectralError
 from ww_spectral.progress import safe_text
 
 from . import ray_runtime
@@ -113,15 +113,11 @@ def _analyse(state: ScanState, todo: list[WorkItem], timings: dict) -> int:
     t0 = time.perf_counter()
     handle = ray_runtime.ensure_ray(ray_address=settings.ray_address, workers=settings.workers)
     try:
-        if settings.uses_gpus and not handle.gpus:
-            raise OptionError("the analysis asks for GPUs (device cuda, or WW_SCAN_GPU_TASKS=1) but the Ray cluster "
-                              "has none; attach a cluster with GPU nodes (--ray-address) or use --device cpu")
         if handle.started and settings.prewarm:
             ray_runtime.prewarm(handle.slots)
         state.chunks = ChunkRunner(slots=handle.slots, options=settings.options, max_task_memory=handle.node_memory,
                                    chunk_bytes=settings.chunk_bytes, driver_node=driver_node_id(),
-                                   task_env=handle.task_env,
-                                   gpu_large_bytes=settings.gpu_large_bytes if settings.uses_gpus else None)
+                                   task_env=handle.task_env)
         state.say(f"scan: Ray at {safe_text(handle.address)}: {handle.slots} slot(s)"
                   f"{' (started here)' if handle.started else ''}")
         t1 = _lap(timings, "ray_start", t0)

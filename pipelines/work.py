@@ -155,9 +155,7 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
     with threadpool_limits(limits=blas_threads), open_checkpoint(_local_copy(chunk)) as ckpt:
         rows = analyze_layers(ckpt, list(chunk.plans), options, workers=1, threads=blas_threads)
     # "prefect" in sys.modules here would mean Prefect code reached a Ray worker (see pipelines/tasks.py).
-    # cuda_devices: the GPUs Ray gave this task (it sets CUDA_VISIBLE_DEVICES for tasks with num_gpus).
     return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
-            "cuda_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "prefect_loaded": "prefect" in sys.modules}
 
 
