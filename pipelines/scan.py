@@ -12,13 +12,15 @@ slots, catalog (path or None).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 import uuid
 from collections.abc import Callable
 
 from catalogs.catalog import build_catalog
 from catalogs.compact import compact
-from ww_spectral.errors import WWSpectralError
+from catalogs.schema import SCANS_SCHEMA
+from ww_spectral.errors import OptionError, WWSpectralError
 from ww_spectral.progress import safe_text
 
 from . import ray_runtime
@@ -55,8 +57,9 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "scan_id": state.scan_id, "source": source, "filters": filters, "options_hash": settings.fingerprint,
         "n_requested": state.total, "n_done": state.done, "n_skipped": state.skipped, "n_failed": state.failed,
         "seconds": seconds, "started_at": started_at, "finished_at": _dt.datetime.now(_dt.UTC),
+        **health_columns(state, timings, slots),
     })
-    return {
+    summary = {
         "scan_id": state.scan_id,
         "source": source,
         "requested": state.total,
@@ -73,6 +76,41 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "catalog": _timed(timings, "catalog", lambda: refresh_catalog(state)),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
+    publish_summary(state, summary)
+    return summary
+
+
+def publish_summary(state: ScanState, summary: dict) -> None:
+    """The scan's counts and stage totals as a Prefect markdown artifact of the flow run (what Prefect's UI
+    shows for the models analysed in batches, which have no task run of their own). Never fails the scan."""
+    st = summary["stages"]
+    lines = ["| requested | analysed | skipped | failed | retried attempts | batches (models) | seconds |",
+             "|---|---|---|---|---|---|---|",
+             f"| {summary['requested']} | {summary['done']} | {summary['skipped']} | {summary['failed']} | "
+             f"{st['retried_attempts']} | {st['batches']} ({st['batched_models']}) | {summary['seconds']:.0f} |", "",
+             "| stage | seconds (summed over models) |", "|---|---|",
+             *(f"| {k} | {v:.1f} |" for k, v in st["stage_seconds"].items()), "",
+             f"bytes downloaded: {st['bytes_downloaded']:,}"]
+    lines += [f"- failed [{f['stage']}] {safe_text(f['repo_id'])}: {safe_text(f['error_type'])}"
+              for f in summary["failures"][:50]]
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact("\n".join(lines), key="scan-summary", description=f"scan {state.scan_id}")
+    except Exception as exc:  # noqa: BLE001 - a display; the scan's results are in the store
+        state.warn(f"scan: warning: the summary artifact was not published ({describe_error(exc)})")
+
+
+# The scan-health figures of a scans row, by column name. Written only for the columns the store's `scans`
+# schema declares (catalogs/schema.py), so the row stays valid whichever of them the schema has yet.
+def health_columns(state: ScanState, timings: dict, slots: int) -> dict:
+    st = state.stages()
+    values = {"fanout_seconds": timings.get("fanout", 0.0), "slots": slots, "n_retried": st["retried_attempts"],
+              "n_batches": st["batches"], "bytes_downloaded": st["bytes_downloaded"],
+              "analysis_seconds": st["analysis_seconds"],
+              "stage_seconds_json": json.dumps(st["stage_seconds"], sort_keys=True),
+              "timings_json": json.dumps({k: round(v, 3) for k, v in timings.items()}, sort_keys=True)}
+    return {k: v for k, v in values.items() if k in SCANS_SCHEMA.names}
 
 
 def _lap(timings: dict, name: str, t0: float) -> float:
@@ -113,11 +151,15 @@ def _analyse(state: ScanState, todo: list[WorkItem], timings: dict) -> int:
     t0 = time.perf_counter()
     handle = ray_runtime.ensure_ray(ray_address=settings.ray_address, workers=settings.workers)
     try:
+        if settings.uses_gpus and not handle.gpus:
+            raise OptionError("the analysis asks for GPUs (device cuda, or WW_SCAN_GPU_TASKS=1) but the Ray cluster "
+                              "has none; attach a cluster with GPU nodes (--ray-address) or use --device cpu")
         if handle.started and settings.prewarm:
             ray_runtime.prewarm(handle.slots)
         state.chunks = ChunkRunner(slots=handle.slots, options=settings.options, max_task_memory=handle.node_memory,
                                    chunk_bytes=settings.chunk_bytes, driver_node=driver_node_id(),
-                                   task_env=handle.task_env)
+                                   task_env=handle.task_env,
+                                   gpu_large_bytes=settings.gpu_large_bytes if settings.uses_gpus else None)
         state.say(f"scan: Ray at {safe_text(handle.address)}: {handle.slots} slot(s)"
                   f"{' (started here)' if handle.started else ''}")
         t1 = _lap(timings, "ray_start", t0)

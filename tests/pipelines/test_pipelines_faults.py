@@ -19,17 +19,19 @@ from pipelines.flows import scan_folder
 
 
 def _chunk_worker_pids(prefix: bytes = b"ray::ww-chunk") -> list[int]:
-    """Ray workers busy with one of our tasks (Ray titles them 'ray::<task name>'): chunks by default."""
+    """Ray workers of THIS test session's Ray (descendants of this process: ray_local's raylet is our child)
+    busy with one of our tasks (Ray titles them 'ray::<task name>'): chunks by default. Never a process of
+    another job on the machine that runs the same code."""
+    import psutil
+
     pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+    for child in psutil.Process().children(recursive=True):
         try:
-            cmd = (d / "cmdline").read_bytes()
+            cmd = Path(f"/proc/{child.pid}/cmdline").read_bytes()
         except OSError:
             continue
         if cmd.startswith(prefix):
-            pids.append(int(d.name))
+            pids.append(child.pid)
     return sorted(pids)
 
 

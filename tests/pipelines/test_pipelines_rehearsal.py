@@ -127,6 +127,14 @@ def test_rehearsal_batches_small_models_and_keeps_one_failure_row_per_failed_mod
     assert sorted(n.split("@")[0] for n in failed_runs) == sorted(failed)
     assert len(runs) < N_REPOS / 4
     assert sum(n.startswith("batch ") for n in names.get("COMPLETED", [])) == st["batches"]
+    # ... and the scan's counts as a markdown artifact of the flow run.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert artifact.key == "scan-summary" and f"| {N_REPOS} | {len(stored)} | 0 | {len(failed)} |" in artifact.data
 
     # Second night: the stored models are skipped from the listing alone; the failed ones are tried again.
     good = next(r for r, (k, _) in repos.items() if k == "good")
