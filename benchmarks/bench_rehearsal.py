@@ -188,10 +188,19 @@ class FlowSampler:
         self.profiling = threading.Event()
         self._stop = threading.Event()
         self._ticks: dict[int, int] = {}
+        self._base: dict[int, float] = {}
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._last_tree = 0.0
 
     def start(self) -> FlowSampler:
+        # CPU already spent by processes that exist now (a Prefect server kept from an earlier scan) is
+        # not this run's: counted from here.
+        for p in self.me.children(recursive=True):
+            try:
+                t = p.cpu_times()
+            except Exception:  # noqa: BLE001 - gone
+                continue
+            self._base[p.pid] = t.user + t.system
         self._thread.start()
         return self
 
@@ -220,7 +229,7 @@ class FlowSampler:
             except Exception:  # noqa: BLE001 - a process that ended meanwhile
                 continue
             by_role[role] += rss
-            self.cpu_by_pid[p.pid] = (role, t.user + t.system)
+            self.cpu_by_pid[p.pid] = (role, t.user + t.system - self._base.get(p.pid, 0.0))
         for role, rss in by_role.items():
             self.peak_by_role[role] = max(self.peak_by_role[role], rss)
 

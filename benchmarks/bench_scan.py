@@ -26,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.ray_runtime import quiet_environment
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_rehearsal (its sampler)
+
+from pipelines.ray_runtime import quiet_environment  # noqa: E402
 
 
 def build_zoo(root: Path, n_models: int, n_layers: int, side: int) -> list[Path]:
@@ -61,15 +63,49 @@ def bare_seconds(folders: list[Path]) -> list[float]:
 
 
 def scan(zoo: Path, workers: int, data_root: Path) -> dict:
+    """One folder scan; with the CPU every process spent (the flow process, Prefect's API server, Ray's
+    workers and core processes: bench_rehearsal.FlowSampler) and where the flow process spent its CPU during
+    the fan-out."""
+    from bench_rehearsal import FlowSampler
+
+    import pipelines.scan as scan_mod
     from pipelines.flows import scan_folder
 
     shutil.rmtree(data_root, ignore_errors=True)
+    sampler = FlowSampler().start()
+    real_fan_out = scan_mod._fan_out
+    cpu = {}
+
+    def probed(state, todo):
+        sampler.profiling.set()
+        c0 = time.process_time()
+        try:
+            return real_fan_out(state, todo)
+        finally:
+            cpu["flow_fanout"] = time.process_time() - c0
+            sampler.profiling.clear()
+
+    scan_mod._fan_out = probed  # the benchmark's probe around the fan-out only
     t0 = time.perf_counter()
-    summary = scan_folder(folder=str(zoo), data_root=str(data_root), workers=workers)
+    c0 = time.process_time()
+    try:
+        summary = scan_folder(folder=str(zoo), data_root=str(data_root), workers=workers)
+    finally:
+        scan_mod._fan_out = real_fan_out
+        sampler.stop()
     summary["wall"] = time.perf_counter() - t0
+    summary["cpu"] = {"flow": time.process_time() - c0, **cpu, **_roles(sampler)}
+    summary["flow_groups"] = sampler.groups.most_common(8)
     if summary["done"] != len(list(zoo.iterdir())):
         raise SystemExit(f"scan with {workers} worker(s) did not analyse every model: {summary}")
     return summary
+
+
+def _roles(sampler) -> dict:
+    out: dict = {}
+    for role, seconds in sampler.cpu_by_pid.values():
+        out[role] = out.get(role, 0.0) + seconds
+    return out
 
 
 def warm_prefect() -> float:
@@ -160,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         f"(local Ray start + listing + catalog); Prefect ephemeral API start, once per process: "
         f"{prefect_start:.1f} s",
         f"- rounds: {max(1, args.repeat)} (best of each configuration kept)",
+        "",
+        "| workers | CPU s: flow (during fan-out) | Prefect API server | Ray workers | Ray core | fan-out x cores |",
+        "|---|---|---|---|---|---|",
+        *(f"| {w} | {r['cpu']['flow']:.1f} ({r['cpu'].get('flow_fanout', 0):.1f}) | {r['cpu'].get('prefect', 0):.1f} | "
+          f"{r['cpu'].get('ray-worker', 0):.1f} | {r['cpu'].get('ray-core', 0):.1f} | "
+          f"{r['fanout_seconds'] * (os.cpu_count() or 1):.1f} |" for w, r in ((1, s1), (2, s2))),
+        "",
+        "- flow process CPU during the 2-worker fan-out, by package (sampled, CPU s): "
+        + ", ".join(f"{g} {t / os.sysconf('SC_CLK_TCK'):.1f}" for g, t in s2["flow_groups"]),
         "",
     ]
     text = "\n".join(lines)

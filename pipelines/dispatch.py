@@ -29,12 +29,33 @@ CHUNK_MAX_RETRIES = 3
 # A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.
 WHOLE_FILE = 2**62
 
+# With GPUs (ScanSettings.uses_gpus): the share of a GPU a chunk of small layers, or a batch, asks for.
+GPU_SMALL_SHARE = 0.25
 
-def batch_entry(items: list[WorkItem], spec: BatchSpec):
-    """The Ray task of a batch: `run_batch` told which node it runs on (to decide who writes)."""
+
+def _gpu_ids() -> str | None:
+    """The GPUs Ray gave the running task ("0", "0,1"), None without any."""
     import ray
 
-    yield from run_batch(items, spec, node_id=ray.get_runtime_context().get_node_id())
+    ids = ray.get_gpu_ids()
+    return ",".join(str(i) for i in ids) if ids else None
+
+
+def chunk_entry(chunk: Chunk, options: AnalysisOptions) -> dict:
+    """The Ray task of a chunk: `analyze_chunk`, and the GPUs it was given ("cuda_devices")."""
+    return {**analyze_chunk(chunk, options), "cuda_devices": _gpu_ids()}
+
+
+def batch_entry(items: list[WorkItem], spec: BatchSpec):
+    """The Ray task of a batch: `run_batch` told which node it runs on (to decide who writes); each
+    analysed model's outcome says which GPUs the task was given ("cuda_devices")."""
+    import ray
+
+    gpus = _gpu_ids()
+    for out in run_batch(items, spec, node_id=ray.get_runtime_context().get_node_id()):
+        if out["status"] != "failed":
+            out["cuda_devices"] = [gpus] if gpus else []
+        yield out
 
 
 def batch_list_entry(items: list[WorkItem], spec: BatchSpec) -> list[dict]:
@@ -67,13 +88,16 @@ class ChunkRunner:
     chunk_bytes: the working memory one chunk aims at (ScanSettings.chunk_bytes).
     driver_node: this process's Ray node id (pipelines/batch.py: who writes a batch's results).
     task_env: environment variables every task carries in its runtime_env (RayHandle.task_env).
+    gpu_large_bytes: with GPUs, a chunk whose largest layer needs at least this gets a whole GPU; None: no
+        GPU requests (ScanSettings.uses_gpus).
     """
 
     def __init__(self, *, slots: int, options: AnalysisOptions, max_task_memory: int | None = None,
                  chunk_bytes: int = 512 * 2**20, driver_node: str | None = None,
-                 task_env: dict | None = None) -> None:
+                 task_env: dict | None = None, gpu_large_bytes: int | None = None) -> None:
         import ray
 
+        self.gpu_large_bytes = gpu_large_bytes
         self._extra = {"runtime_env": {"env_vars": dict(task_env)}} if task_env else {}
         self.slots = max(1, slots)
         self.options = options
@@ -81,7 +105,7 @@ class ChunkRunner:
         self.chunk_bytes = chunk_bytes
         self.driver_node = driver_node
         self._limiter = threading.BoundedSemaphore(self.slots)
-        self._remote = ray.remote(num_cpus=1, max_retries=CHUNK_MAX_RETRIES, retry_exceptions=False)(analyze_chunk)
+        self._remote = ray.remote(num_cpus=1, max_retries=CHUNK_MAX_RETRIES, retry_exceptions=False)(chunk_entry)
         # Streamed outcomes where Ray can (a lost batch then loses only the models it had not reported);
         # under Ray Client the whole batch's outcomes come back at once.
         self.streaming = not ray_client()
@@ -91,11 +115,18 @@ class ChunkRunner:
     def _memory(self, wanted: int) -> int:
         return int(min(wanted, self.max_task_memory) if self.max_task_memory else wanted)
 
+    def gpus(self, largest_layer_bytes: int) -> float:
+        """GPUs a task asks for: none without GPU requests; a whole one for a large layer; else a share."""
+        if self.gpu_large_bytes is None:
+            return 0
+        return 1.0 if largest_layer_bytes >= self.gpu_large_bytes else GPU_SMALL_SHARE
+
     def _submit(self, chunk: Chunk):
         # The task's name shows in `ray list tasks` and as the worker's process title: one line, always.
         name = f"ww-chunk:{safe_text(chunk.source[-40:], limit=80)}#{chunk.index}"
-        return self._remote.options(memory=self._memory(chunk.memory), name=name, **self._extra).remote(
-            chunk, self.options)
+        largest = max((p.est_bytes for p in chunk.plans if p.analysed), default=0)
+        return self._remote.options(memory=self._memory(chunk.memory), name=name, num_gpus=self.gpus(largest),
+                                    **self._extra).remote(chunk, self.options)
 
     # ------------------------------------------------------------------------------------------ chunks
 
@@ -157,7 +188,7 @@ class ChunkRunner:
         gen = None
         try:
             gen = self._batch.options(memory=self._memory(batch_memory(items)), name=f"ww-batch:{safe_text(name, limit=80)}",
-                                      **self._extra).remote(items, spec)
+                                      num_gpus=self.gpus(0), **self._extra).remote(items, spec)
             if self.streaming:
                 for ref in gen:
                     yield ray.get(ref)

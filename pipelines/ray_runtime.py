@@ -80,6 +80,7 @@ class RayHandle:
     slots: int
     node_memory: int | None = None
     task_env: dict = field(default_factory=dict, repr=False)
+    gpus: float = 0.0  # GPUs the cluster has (Ray's "GPU" resource)
 
 
 def _token_available() -> bool:
@@ -132,7 +133,7 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
     # Workers of a Ray we started (or attached with the runtime_env above) have HF_TOKEN already.
     task_env = {**WORKER_ENV, "HF_TOKEN": os.environ["HF_TOKEN"]} if not started and os.environ.get("HF_TOKEN") else {}
     return RayHandle(address=str(address_now), started=started, slots=max(1, slots), node_memory=_node_memory(),
-                     task_env=task_env)
+                     task_env=task_env, gpus=float(ray.cluster_resources().get("GPU", 0)))
 
 
 def _node_memory() -> int | None:

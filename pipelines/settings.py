@@ -15,6 +15,9 @@ Ray workers included. A flag given explicitly (not None) wins over the environme
     WW_SCAN_BATCH_MODELS     most models per batch (default 64)
     WW_SCAN_BATCH_PARAMS     most parameters per batch, summed (default 200M)
     WW_SCAN_PROGRESS         "1": one progress line per model on stderr (the CLI turns it on)
+    WW_SCAN_GPU_TASKS        "1"/"0": Ray tasks request GPUs (default: when the options ask for device cuda)
+    WW_SCAN_GPU_LARGE_BYTES  a chunk whose largest layer needs at least this much gets a whole GPU, smaller
+                             ones a quarter of one (default 256 MiB)
 
 Ray's own variables (RAY_ADDRESS when no ray_address is given, the Ray Client auth ones) and HF_TOKEN are
 read by pipelines/ray_runtime.py and the hub client where they are used, on purpose: secrets never sit in
@@ -86,6 +89,12 @@ class ScanSettings:
     # Warm fresh Ray workers (imports + a tiny analysis) when this scan starts Ray. Off by default: in
     # bench_scan it did not pay off (2-worker speed-up 1.50-1.51x with it, 1.73-1.95x without).
     prewarm: bool = False
+    # Ray tasks request GPUs (num_gpus): a whole GPU for a chunk whose largest layer's working set is at
+    # least gpu_large_bytes, GPU_SMALL_SHARE of one for other chunks and for batches (they share it).
+    # None = when the analysis runs on CUDA (options.backend "torch", device "cuda"); True also works with
+    # the CPU device (how tests/pipelines/test_pipelines_gpu.py covers this path without a GPU).
+    gpu_tasks: bool | None = None
+    gpu_large_bytes: int = 256 * MiB
     # Small models are analysed whole inside one Ray task, many per task (pipelines/batch.py): those whose
     # parameter count, as the listing knows it, is at most this (and whose working set fits one chunk).
     # 0 turns batching off: one Prefect task per model. Measured (benchmarks/bench_rehearsal.py): one
@@ -125,6 +134,13 @@ class ScanSettings:
                               "(WW_SCAN_CHUNK_BYTES)")
 
     @property
+    def uses_gpus(self) -> bool:
+        """Whether Ray tasks request GPUs (gpu_tasks, else: the analysis runs on CUDA)."""
+        if self.gpu_tasks is not None:
+            return self.gpu_tasks
+        return self.options.backend == "torch" and self.options.device == "cuda"
+
+    @property
     def fingerprint(self) -> str:
         """The options hash results are stored under (16 hex chars)."""
         return self.options.fingerprint()
@@ -148,6 +164,8 @@ class ScanSettings:
             "batch_models": _number(env, "WW_SCAN_BATCH_MODELS", int),
             "batch_params": _number(env, "WW_SCAN_BATCH_PARAMS", int),
             "prewarm": _flag(env, "WW_SCAN_PREWARM"),
+            "gpu_tasks": _flag(env, "WW_SCAN_GPU_TASKS"),
+            "gpu_large_bytes": _number(env, "WW_SCAN_GPU_LARGE_BYTES", int),
             "progress": _flag(env, "WW_SCAN_PROGRESS"),
             "hub": HubSettings.from_env(env),
         }

@@ -77,7 +77,8 @@ class Analysed:
         return {"chunks": len(self.outs), "worker_pids": sorted({o["pid"] for o in self.outs}),
                 "max_chunk_memory": max((o.get("memory", 0) for o in self.outs), default=0),
                 "ray_seconds": sum(o["seconds"] for o in self.outs),
-                "prefect_in_workers": any(o.get("prefect_loaded") for o in self.outs)}
+                "prefect_in_workers": any(o.get("prefect_loaded") for o in self.outs),
+                "cuda_devices": sorted({o["cuda_devices"] for o in self.outs if o.get("cuda_devices") is not None})}
 
 
 def _run_layers(layers: Layers, done: Analysed, clock: Clock, source: str, plans: list[LayerPlan], *,
