@@ -86,8 +86,10 @@ def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local
                                                    "NodeDiedError", "ObjectLostError", "OwnerDiedError"}
         assert {r["repo_id"] for r in rows} <= set(names)
     else:
-        assert all(killed not in m["worker_pids"] for m in out["models"])  # the lost chunk ran again elsewhere
-        assert rows == []  # Ray re-ran the chunk itself: no attempt of the model was lost
+        # Ray re-ran the lost chunk itself: no attempt of any model was lost. (The killed pid may still be in a
+        # model's worker_pids: Ray reuses a worker for several chunks, and the ones it finished before the kill
+        # count.)
+        assert rows == []
 
 
 @pytest.mark.slow
