@@ -1,4 +1,4 @@
-"""CLI: `catalog build|compact`, `leaderboard`, `sql`, `show` (registered by the dispatcher, pipelines/cli.py).
+"""CLI: `catalog build|compact`, `leaderboard`, `sql`, `show`, `scans` (registered by the dispatcher, pipelines/cli.py).
 
 This module is imported when `ww-spectral` starts, so it imports only light modules at the top: the
 handlers import catalogs.catalog and catalogs.compact (pyarrow, pandas, DuckDB) when they run, and
@@ -108,6 +108,17 @@ def register(subparsers) -> None:
                     help="stop the query after this long (default: 300)")  # fmt: skip
     sq.set_defaults(handler=_cmd_sql)
 
+    sc = subparsers.add_parser(
+        "scans", help="scan health, newest first: models/min, bytes, stage times, failures by type",
+        description="One row per scan, newest first (the view scan_health, catalogs/sql/50_scan_health.sql): "
+                    "counts, models per minute, MB downloaded, orchestration ms per model, failures and "
+                    "retries by error type, wall seconds per scan phase and seconds per model stage. "
+                    "Scans recorded before these figures existed show them empty.")
+    _data(sc)
+    sc.add_argument("--last", type=int, default=7, metavar="N", help="show the N newest scans (default: 7)")
+    sc.add_argument("--format", default="table", choices=_FORMATS, help=_FORMAT_HELP)
+    sc.set_defaults(handler=_cmd_scans)
+
     sh = subparsers.add_parser(
         "show", help="one model: its tier and flags in words, its summary and its layers",
         description="One stored model: why it stands in its tier of the default leaderboard (its flags in "
@@ -194,6 +205,25 @@ def _cmd_sql(args: argparse.Namespace) -> int:
         raise CatalogError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     cols, rows = run_sql(args.data, args.query, timeout_s=args.timeout or QUERY_TIMEOUT_S)
     emit(cols, rows, args.format)
+    return 0
+
+
+def _cmd_scans(args: argparse.Namespace) -> int:
+    from .catalog import SQL_DIR, run_sql
+
+    if args.last < 1:
+        raise CatalogError(f"--last must be a positive number of scans, got {args.last}")
+    cols, rows = run_sql(args.data, (SQL_DIR / "queries" / "scan_health.sql").read_text())
+    rows = rows[: args.last]
+    if args.format != "table":
+        emit(cols, rows, args.format)
+        return 0
+    # One block per scan, a figure per line: some thirty columns do not fit a terminal's width.
+    width = max(len(c) for c in cols)
+    blocks = ["\n".join(f"{c.rjust(width)}  {_cell(v, 100, column=c, decimals=2)}" for c, v in zip(cols, r) if v is not None)
+              for r in rows]
+    sys.stdout.write("\n\n".join(blocks) + f"\n({len(rows)} scan{'s' if len(rows) != 1 else ''}; figures of "
+                     "the scan_health view, catalogs/sql/50_scan_health.sql)\n")
     return 0
 
 

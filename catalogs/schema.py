@@ -167,6 +167,20 @@ SCANS_SCHEMA = _table_schema(
         _f("seconds", pa.float64(), "wall time of the scan, seconds"),
         _f("started_at", _TS, "scan start, UTC"),
         _f("finished_at", _TS, "scan end, UTC"),
+        # Scan health (written by pipelines/scan.py health_columns; NULL in rows of older scans); the view
+        # scan_health (catalogs/sql/50_scan_health.sql) reads them.
+        _f("fanout_seconds", pa.float64(), "wall time of the analysis phase (first task to last), seconds"),
+        _f("slots", pa.int64(), "Ray slots the analysis ran on"),
+        _f("n_retried", pa.int64(), "failed attempts that were retried (each has a failures row)"),
+        _f("n_batches", pa.int64(), "batch tasks (many small models per Ray task)"),
+        _f("n_batched", pa.int64(), "models analysed in batches"),
+        _f("bytes_downloaded", pa.int64(), "bytes of weights and config downloaded by the analysed models"),
+        _f("analysis_seconds", pa.float64(), "seconds inside the spectral analysis, summed over models"),
+        _f("stage_seconds_json", pa.string(), "seconds per model stage summed over models, JSON {stage: s}"),
+        _f("timings_json", pa.string(), "wall seconds per scan phase (list, select, ray_start, fanout, "
+                                        "ray_stop, catalog), JSON {phase: s}"),
+        _f("faults_json", pa.string(), "failed attempts by stage and error type, JSON "
+                                       "[{stage, error_type, failed, retried}]"),
     ],
 )
 

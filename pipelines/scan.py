@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
 
 from catalogs.catalog import build_catalog
 from catalogs.compact import compact
-from catalogs.schema import SCANS_SCHEMA
 from ww_spectral.errors import OptionError, WWSpectralError
 from ww_spectral.progress import safe_text
 
@@ -51,8 +51,12 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
               f"{len(todo)} to analyse")
     slots = _analyse(state, todo, timings) if todo else 0
     seconds = time.perf_counter() - t0
-    # The scans row first, so the refreshed catalog includes this scan (and the root exists even when
-    # nothing was listed).
+    if not state.store.remote:
+        # The catalog refresh needs the root, which nothing has created yet when nothing was listed.
+        os.makedirs(state.store.root, exist_ok=True)
+    catalog = _timed(timings, "catalog", lambda: refresh_catalog(state))
+    # The scans row after the catalog refresh, so it holds the refresh's time too: the catalog's views read
+    # the store's files when queried, so they include this row all the same.
     state.store.write_scan({
         "scan_id": state.scan_id, "source": source, "filters": filters, "options_hash": settings.fingerprint,
         "n_requested": state.total, "n_done": state.done, "n_skipped": state.skipped, "n_failed": state.failed,
@@ -73,7 +77,7 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "models": sorted(state.results, key=lambda r: (r["repo_id"], r["revision"])),
         "stages": state.stages(),
         "slots": slots,
-        "catalog": _timed(timings, "catalog", lambda: refresh_catalog(state)),
+        "catalog": catalog,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     publish_summary(state, summary)
@@ -101,16 +105,17 @@ def publish_summary(state: ScanState, summary: dict) -> None:
         state.warn(f"scan: warning: the summary artifact was not published ({describe_error(exc)})")
 
 
-# The scan-health figures of a scans row, by column name. Written only for the columns the store's `scans`
-# schema declares (catalogs/schema.py), so the row stays valid whichever of them the schema has yet.
 def health_columns(state: ScanState, timings: dict, slots: int) -> dict:
+    """The scan-health columns of the scans row (catalogs/schema.py SCANS_SCHEMA; read by the view
+    scan_health, catalogs/sql/50_scan_health.sql): fan-out wall time, slots, retried attempts, batches,
+    bytes, seconds per model stage and per scan phase, failed attempts by stage and error type."""
     st = state.stages()
-    values = {"fanout_seconds": timings.get("fanout", 0.0), "slots": slots, "n_retried": st["retried_attempts"],
-              "n_batches": st["batches"], "bytes_downloaded": st["bytes_downloaded"],
-              "analysis_seconds": st["analysis_seconds"],
-              "stage_seconds_json": json.dumps(st["stage_seconds"], sort_keys=True),
-              "timings_json": json.dumps({k: round(v, 3) for k, v in timings.items()}, sort_keys=True)}
-    return {k: v for k, v in values.items() if k in SCANS_SCHEMA.names}
+    return {"fanout_seconds": timings.get("fanout", 0.0), "slots": slots, "n_retried": st["retried_attempts"],
+            "n_batches": st["batches"], "n_batched": st["batched_models"], "bytes_downloaded": st["bytes_downloaded"],
+            "analysis_seconds": st["analysis_seconds"],
+            "stage_seconds_json": json.dumps(st["stage_seconds"], sort_keys=True),
+            "timings_json": json.dumps({k: round(v, 3) for k, v in timings.items()}, sort_keys=True),
+            "faults_json": json.dumps(state.faults_by_type())}
 
 
 def _lap(timings: dict, name: str, t0: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 from catalogs.schema import Provenance
 from catalogs.store import ResultStore
@@ -65,6 +66,8 @@ class ScanState:
         self.retried = 0  # failed attempts that were retried (each one a failures row)
         self.batches = 0
         self.batched = 0  # models that went through a batch
+        # Failed attempts by (stage, error type): "failed" = final (one per model), "retried" = retried.
+        self.fault_counts: dict[str, Counter] = {"failed": Counter(), "retried": Counter()}
 
     # ------------------------------------------------------------------ progress
 
@@ -104,9 +107,10 @@ class ScanState:
     def retrying(self, item: WorkItem, exc: BaseException, attempt: int) -> None:
         """A failed attempt that will be retried: one `failures` row for it (the catalog's failures view
         marks it resolved once the revision is stored), and a progress line."""
-        self._write_failure(item, exc, attempt)
+        row = self._write_failure(item, exc, attempt)
         with self.lock:
             self.retried += 1
+            self.fault_counts["retried"][(row["stage"], row["error_type"])] += 1
         self.say(f"scan: retrying {safe_text(item.label)} (attempt {attempt} of {self.settings.retries + 1}): "
                  f"{describe_error(exc)}")
 
@@ -122,17 +126,19 @@ class ScanState:
                 return row
             self._failed_keys.add(item.key)
             self.failures.append(row)
+            self.fault_counts["failed"][(row["stage"], row["error_type"])] += 1
         self._write_failure(item, exc, attempt)
         self._count("failed", item, f"[{row['stage']}] {describe_error(exc)}")
         return row
 
-    def _write_failure(self, item: WorkItem, exc: BaseException, attempt: int) -> None:
+    def _write_failure(self, item: WorkItem, exc: BaseException, attempt: int) -> dict:
         row = failure_row(item, exc, attempt)
         self.store.write_failure(
             repo_id=item.repo_id, revision=item.revision, stage=row["stage"], error_type=row["error_type"],
             message=row["message"], attempt=attempt,
             provenance=Provenance(repo_id=item.repo_id, revision=row["revision"],
                                   options_hash=self.settings.fingerprint))
+        return row
 
     def stages(self) -> dict:
         """Totals for the scan summary: seconds per stage, analysis seconds, bytes, retried attempts."""
@@ -140,6 +146,16 @@ class ScanState:
             return {"stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
                     "analysis_seconds": round(self.analysis_seconds, 3), "bytes_downloaded": self.bytes_downloaded,
                     "retried_attempts": self.retried, "batches": self.batches, "batched_models": self.batched}
+
+    def faults_by_type(self) -> list[dict]:
+        """Failed attempts by stage and error type: [{stage, error_type, failed, retried}], most first.
+        failed: models that failed for good; retried: attempts that failed and were tried again."""
+        with self.lock:
+            failed, retried = self.fault_counts["failed"], self.fault_counts["retried"]
+            keys = set(failed) | set(retried)
+            rows = [{"stage": st, "error_type": et, "failed": failed[(st, et)], "retried": retried[(st, et)]}
+                    for st, et in keys]
+        return sorted(rows, key=lambda r: (-r["failed"] - r["retried"], r["stage"], r["error_type"]))
 
 
 def failure_row(item: WorkItem, exc: BaseException, attempt: int) -> dict:

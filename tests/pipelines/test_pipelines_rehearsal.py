@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import time
 import tracemalloc
+from collections import Counter
 
 import pytest
 from pipelines_zoo import model_tensors
 from support.checkpoints import write_hf_model_folder
 from support.hub_server import HubServer
 
+from catalogs.catalog import run_sql
 from catalogs.store import ResultStore
 from pipelines.flows import nightly_scan, scan_folder
 
@@ -135,6 +137,15 @@ def test_rehearsal_batches_small_models_and_keeps_one_failure_row_per_failed_mod
         (artifact,) = client.read_artifacts(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert artifact.key == "scan-summary" and f"| {N_REPOS} | {len(stored)} | 0 | {len(failed)} |" in artifact.data
+    # ... and the scans row's health figures, as `ww-spectral scans` shows them (catalogs/sql/50_scan_health.sql).
+    (health,) = _scan_health(data)
+    assert (health["n_done"], health["n_failed"], health["n_retried"]) == (len(stored), len(failed), len(retried))
+    assert health["failures_by_type"] == _by_type(final) and health["retries_by_type"] == _by_type(
+        [r for r in rows if r["repo_id"] not in failed])
+    assert (health["bytes_downloaded"], health["n_batches"]) == (st["bytes_downloaded"], st["batches"])
+    assert health["bytes_downloaded"] > 0 and health["models_per_min"] > 0 and health["catalog_s"] > 0
+    assert health["fanout_s"] == pytest.approx(summary["fanout_seconds"], abs=0.01)
+    assert health["orchestration_ms_per_model"] is not None and health["write_s"] > 0
 
     # Second night: the stored models are skipped from the listing alone; the failed ones are tried again.
     good = next(r for r, (k, _) in repos.items() if k == "good")
@@ -143,6 +154,20 @@ def test_rehearsal_batches_small_models_and_keeps_one_failure_row_per_failed_mod
     assert (again["skipped"], again["done"], again["failed"]) == (len(stored), 0, len(failed))
     assert len(server.requests_to(f"/{good}/resolve/")) == before
     assert store.read("models").num_rows == len(stored)
+    newest, first = _scan_health(data)
+    assert (newest["n_skipped"], newest["n_done"], newest["failures_by_type"]) == (len(stored), 0, _by_type(final))
+    assert first["scan_id"] == health["scan_id"]
+
+
+def _scan_health(data: str) -> list[dict]:
+    cols, rows = run_sql(data, "SELECT * FROM scan_health")
+    return [dict(zip(cols, r)) for r in rows]
+
+
+def _by_type(failure_rows: list[dict]) -> str:
+    """What the scan_health view shows for these failures rows: 'Type [stage] n', most first."""
+    counts = Counter((r["error_type"], r["stage"]) for r in failure_rows)
+    return ", ".join(text for _, text in sorted((-n, f"{t} [{st}] {n}") for (t, st), n in counts.items()))
 
 
 def _traced_peak_mb(fn) -> float:
