@@ -441,7 +441,7 @@ def leaderboard_sql(metric: str | None = None, group_by: str | None = None, wher
     m = _metrics.get_metric(metric or _metrics.DEFAULT_METRIC)
     if _is_tiered(metric, tiered):
         subs = {"source": "model_summaries_latest", "keep": "TRUE",
-                "order": f"tier, {m.column} {m.sql_order} NULLS LAST",
+                "order": _metrics.tiered_order(m),
                 "columns": ", ".join(dict.fromkeys([*_TIER_COLUMNS, m.column]))}  # fmt: skip
     else:
         subs = {"source": "models_latest", "keep": f"{m.column} IS NOT NULL",

@@ -8,7 +8,6 @@ thresholds quoted are those of TIER_RULE, the ones the SQL was built with.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,15 +49,17 @@ def explain(row: Mapping[str, Any]) -> list[str]:
     random_text = ("like a random matrix (no eigenvalue beyond the Marchenko-Pastur bulk of a random "
                    f"matrix of the same shape and norm, or rand_distance < {_num(r.rand_distance_min)})")
     lines, shown = [], set()
-    if tier == 3:
-        lines.append(f"{head}: ranked below every well-trained and mixed model, because:")
-        if rand >= r.random_like_share * n:
-            lines.append(_of(rand, n, "look", random_text))
-            shown.add("rand")
-        if median is not None and not math.isnan(median) and median > r.under_trained_median:
-            lines.append(f"the median layer alpha is {median:.2f} > {_num(r.under_trained_median)}: "
-                         f"{_of(high, n, 'have', 'alpha > ' + _num(r.band_high))} (WeightWatcher: under-trained)")
-            shown.add("high")
+    if tier == 4:
+        lines.append(f"{head}: ranked below every well-trained, mixed and under-trained model, because "
+                     + _of(rand, n, "look", random_text))
+        lines.append("within this tier: fewer random-looking layers first, then the larger mean log10 "
+                     "lambda_max (weights grown further from a random initialisation)")
+        shown.add("rand")
+    elif tier == 3:
+        lines.append(f"{head}: ranked below every well-trained and mixed model, because the median layer "
+                     f"alpha is {median:.2f} > {_num(r.under_trained_median)}: "
+                     f"{_of(high, n, 'have', 'alpha > ' + _num(r.band_high))} (WeightWatcher: under-trained)")
+        shown.add("high")
     elif tier == 1:
         lines.append(f"{head}: {_of(in_band, n, 'have', band)} (tier 1 needs {r.well_trained_share:.0%})")
     else:

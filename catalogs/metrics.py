@@ -19,14 +19,24 @@ freshly initialised or barely trained weights are small: a randomly initialised 
 default first sorts models into tiers by what WeightWatcher itself warns about, and only then by a metric:
 
   tier 1  well trained      share of analysed layers with 2 <= alpha <= 6 at least 0.75
-  tier 2  mixed             analysable, neither tier 1 nor tier 3 (e.g. many layers below 2)
-  tier 3  random-like or    median layer alpha > 6 (WW labels such a layer "under-trained"), or at
-          under-trained     least half of the analysed layers look like random matrices (below)
-  tier 4  no analysable layer
+  tier 2  mixed             analysable, none of the other tiers (e.g. many layers below 2)
+  tier 3  under-trained     median layer alpha > 6 (WW labels such a layer "under-trained")
+  tier 4  random-like       at least half of the analysed layers look like random matrices (below)
+  tier 5  no analysable layer
 
-(tier 3 is tested before tier 1: a model whose layers look random is tier 3 whatever its alphas.)
-Within a tier, models are ranked by DEFAULT_METRIC (alpha_weighted, lower is better); rows without a
-value come last in their tier. `--metric NAME` ranks by that metric alone, as WeightWatcher does.
+(tested in the order 5, 4, 3, 1, 2: a model whose layers look random is tier 4 whatever its alphas.)
+Within tiers 1-3, models are ranked by DEFAULT_METRIC (alpha_weighted, lower is better). Within tier 4
+WeightWatcher's directions do not apply - its layers have no heavy tail to read - and alpha_weighted
+would put the smallest weights, the untouched initialisations, first; there models are ranked by
+RANDOM_LIKE_ORDER: the share of layers that look random, lower first, then log_spectral_norm, HIGHER
+first (a top eigenvalue grown further above a random matrix's: training moved the weights further from
+their initialisation), then the metric. Rows without a value come last within their tier (tiered_order).
+`--metric NAME` ranks by that metric alone, in its own direction, as WeightWatcher does.
+
+PRE-REGISTERED 2026-11-27 (pipelines/proof/PREREGISTRATION.md): tiers 3 and 4 split (they were one tier,
+"random-like or under-trained", ordered by alpha_weighted, which put random initialisations at its top)
+and RANDOM_LIKE_ORDER, committed before the third zoo that validates it was trained. The thresholds are
+unchanged. The split was chosen after seeing the MLP and transformer zoos, so only the third zoo tests it.
 
 A layer looks random (ww_spectral/metrics.py `looks_random`; TW_PAD and RAND_DISTANCE_MIN live in ww_spectral/bands.py;
 computed when a model is analysed and stored in its models row as n_layers_random_like / share_random_like,
@@ -54,7 +64,8 @@ Why these thresholds: 2-6 is WeightWatcher's band (its `warning` column says 'un
 are ours: a well-trained model may have a quarter of its layers outside the band (first layers of small
 nets stay near their initialisation), and a model is called random-like only when most of its layers are.
 Measured on the MLP above (seeds 3000, 3001; with and without randomize): random init (9-12 % test
-accuracy) and 1 epoch (71-82 %, 3 of 4 layers alpha > 6) land in tier 3, 3-40 epochs (95-98 %) in tier 1.
+accuracy) looks random (tier 4), 1 epoch (71-82 %, 3 of 4 layers alpha > 6) is under-trained (tier 3),
+3-40 epochs (95-98 %) land in tier 1.
 tests/catalogs/test_catalog_tiers.py holds the same on planted spectra of one shape (trained, barely
 trained, random init) and checks each threshold at its boundary.
 """
@@ -149,8 +160,8 @@ class TierRule:
 
     band_low, band_high: WeightWatcher's well-trained band of layer alpha (inclusive).
     well_trained_share: tier 1 needs at least this share of analysed layers inside the band.
-    random_like_share: tier 3 when at least this share of analysed layers looks random.
-    under_trained_median: tier 3 when the median layer alpha is above this.
+    random_like_share: tier 4 (random-like) when at least this share of analysed layers looks random.
+    under_trained_median: tier 3 (under-trained) when the median layer alpha is above this.
     tw_pad: Tracy-Widom scale units above the Marchenko-Pastur edge still counted as random.
     rand_distance_min: a layer analysed with randomize looks random below this rand_distance.
     """
@@ -173,9 +184,25 @@ TIER_RULE = TierRule()
 TIERS: dict[int, str] = {
     1: "well trained",
     2: "mixed",
-    3: "random-like or under-trained",
-    4: "no analysable layer",
+    3: "under-trained",
+    4: "random-like",
+    5: "no analysable layer",
 }
+RANDOM_LIKE_TIER = 4  # the tier ordered by RANDOM_LIKE_ORDER instead of the metric's direction
+
+# Within the random-like tier, before the metric: (models column, direction); module docstring for why.
+RANDOM_LIKE_ORDER: tuple[tuple[str, str], ...] = (("share_random_like", "lower"), ("log_spectral_norm", "higher"))
+
+
+def tiered_order(metric: Metric) -> str:
+    """The ORDER BY of a tiered ranking over model_summaries_latest's columns (catalogs/sql/queries/
+    leaderboard.sql): tier, then within the random-like tier RANDOM_LIKE_ORDER, then `metric` in its
+    direction; a key that is NULL (every row outside the random-like tier, or a missing value) sorts last."""
+    keys = ["tier"]
+    for column, direction in RANDOM_LIKE_ORDER:
+        keys.append(f"CASE WHEN tier = {RANDOM_LIKE_TIER} THEN {column} END "
+                    f"{'ASC' if direction == 'lower' else 'DESC'} NULLS LAST")
+    return ", ".join([*keys, f"{metric.column} {metric.sql_order} NULLS LAST"])
 
 
 def tier_name(tier: int) -> str:

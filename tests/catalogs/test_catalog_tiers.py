@@ -4,7 +4,10 @@ The store holds models of one shape, analysed by the library and written as a sc
 trained (heavy-tailed planted spectra), barely trained (random init plus a weak low-rank tail) and
 randomly initialised (i.i.d. Gaussian, std 0.02). alpha_weighted alone ranks the random ones first
 (small weights give a negative log10 lambda_max): that is the failure the tiers exist for, and the
-proof that the main test can fail.
+proof that the main test can fail. The rule before the pre-registered split (pipelines/proof/
+PREREGISTRATION.md: under-trained and random-like were one tier ordered by alpha_weighted) put the random
+ones above the barely trained ones; the main test checks every random-init model is below every trained
+one, barely trained included (tests/proof/test_proof_random_last.py does the same on really trained nets).
 """
 
 from __future__ import annotations
@@ -77,13 +80,15 @@ def test_default_leaderboard_puts_every_random_init_model_below_every_trained_on
     barely_ranks = [r for repo, r in ranks.items() if _kind(repo) == "barely"]
     assert len(trained_ranks) == len(random_ranks) == len(barely_ranks) == len(SEEDS)  # the default set only
     assert max(trained_ranks) < min(random_ranks), ranks
+    assert max(barely_ranks) < min(random_ranks), ranks  # barely trained is trained: above every random init
     randomized = _ranks(con, options_hash=RANDOMIZE)  # the randomize option set is ranked on its own
     assert randomized["trained/t-randomize"] < randomized["random/r-randomize"], randomized
     assert max(trained_ranks) < min(barely_ranks), ranks  # most layers alpha > 6: under-trained
     cols, rows = catalog.leaderboard(con)
     tiers = {r[cols.index("repo_id")]: r[cols.index("tier")] for r in rows}
     assert {tiers[repo] for repo in tiers if _kind(repo) == "trained"} == {1}
-    assert {tiers[repo] for repo in tiers if _kind(repo) != "trained"} == {3}
+    assert {tiers[repo] for repo in tiers if _kind(repo) == "random"} == {4}  # random-like
+    assert {tiers[repo] for repo in tiers if _kind(repo) == "barely"} <= {3, 4}  # under-trained or random-like
 
 
 def test_alpha_weighted_alone_ranks_a_random_init_model_above_a_trained_one(con):
@@ -98,11 +103,11 @@ def test_alpha_weighted_alone_ranks_a_random_init_model_above_a_trained_one(con)
 def test_why_each_row_stands_where_it_does(con):
     cols, rows = catalog.leaderboard(con)
     r = {row[cols.index("repo_id")]: dict(zip(cols, row)) for row in rows}
-    assert r["random/r0"]["tier_name"] == TIERS[3] and r["random/r0"]["share_random_like"] == 1.0
+    assert r["random/r0"]["tier_name"] == TIERS[4] == "random-like" and r["random/r0"]["share_random_like"] == 1.0
     assert r["trained/t0"]["tier_name"] == TIERS[1] and r["trained/t0"]["share_alpha_2_6"] >= 0.75
     cols_r, rows_r = catalog.leaderboard(con, options_hash=RANDOMIZE)
     tier_r = {row[cols_r.index("repo_id")]: row[cols_r.index("tier")] for row in rows_r}
-    assert tier_r == {"random/r-randomize": 3, "trained/t-randomize": 1}
+    assert tier_r == {"random/r-randomize": 4, "trained/t-randomize": 1}
     # within a tier: alpha_weighted, lower first
     tier1 = sorted((v["rank"], v["alpha_weighted"]) for v in r.values() if v["tier"] == 1)
     assert [aw for _, aw in tier1] == sorted(aw for _, aw in tier1)
@@ -111,11 +116,12 @@ def test_why_each_row_stands_where_it_does(con):
 def test_show_explains_the_flags_in_words(root, capsys):
     assert run_cli(["show", "random/r1", "--data", root]) == 0
     out = capsys.readouterr().out
-    assert "tier 3 (random-like or under-trained)" in out
+    assert "tier 4 (random-like)" in out
     assert "4 of 4 analysed layers look like a random matrix" in out
-    assert "ranked below every well-trained and mixed model" in out
-    assert run_cli(["show", "barely/b0", "--data", root]) == 0
+    assert "ranked below every well-trained, mixed and under-trained model" in out
+    assert run_cli(["show", "barely/b1", "--data", root]) == 0  # 1 of 4 layers random-like, median alpha > 6
     out = capsys.readouterr().out
+    assert "tier 3 (under-trained)" in out
     assert "the median layer alpha is" in out and "(WeightWatcher: under-trained)" in out
     assert run_cli(["show", "trained/t0", "--data", root, "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -143,23 +149,30 @@ def rule_root(tmp_path_factory):
     store = ResultStore(root)
     norm = float(M)  # mean eigenvalue 1
 
-    def put(repo, alphas, ratios, rand=None):
+    def put(repo, alphas, ratios, rand=None, scale=1.0):
         rows = []
         for i, (a, q) in enumerate(zip(alphas, ratios)):
-            row = layer_rows([a], lambda_max=q * _edge(norm), norm=norm, N=N, M=M, rand_distance=rand)[0]
+            row = layer_rows([a], lambda_max=q * _edge(norm * scale), norm=norm * scale, N=N, M=M,
+                             rand_distance=rand)[0]
             rows.append({**row, "layer_id": i, "tensor_name": f"l{i}"})
         fitted = [a for a in alphas if a is not None]
-        store.write_model(model=summary(fitted) if fitted else {}, layers=rows, provenance=prov(repo))
+        ok = [r for r in rows if r["status"] == "success"]
+        means = {k: sum(r[k] for r in ok) / len(ok) for k in ("alpha_weighted", "log_spectral_norm")} if ok else {}
+        store.write_model(model=summary(fitted, **means) if fitted else {}, layers=rows, provenance=prov(repo))
 
     inside, outside = 0.5 * (1 + _pad()), _pad() + 0.05  # just within / beyond the Tracy-Widom pad
     put("x/band-75", [3, 3, 3, 7], [3, 3, 3, 3])  # 3 of 4 in band: tier 1
     put("x/band-50", [3, 3, 7, 1.5], [3, 3, 3, 3])  # 2 of 4: mixed
-    put("x/half-random", [3, 3, 3, 3], [inside, inside, outside, 3])  # 2 of 4 look random: tier 3
+    put("x/half-random", [3, 3, 3, 3], [inside, inside, outside, 3])  # 2 of 4 look random: tier 4
     put("x/one-random", [3, 3, 3, 3], [inside, 3, 3, 3])  # 1 of 4: still tier 1
     put("x/median-7", [7, 7, 3, 3, 7], [3] * 5)  # median alpha 7 > 6: tier 3
+    put("x/median-7-random", [7, 7, 7, 7], [inside] * 4)  # both: random-like (tier 4) wins
     put("x/rand-distance", [3, 3, 3, 3], [3] * 4, rand=TIER_RULE.rand_distance_min / 2)  # shuffled = same
+    # every layer random-like, weights 10 x larger (log_spectral_norm + 1): above x/rand-distance in tier 4
+    put("x/all-random-grown", [3, 3, 3, 3], [inside] * 4, scale=10.0)
+    put("x/all-random", [2.5, 2.5, 2.5, 2.5], [inside] * 4)  # smaller alpha_weighted, same share
     put("x/far-from-shuffled", [3, 3, 3, 3], [3] * 4, rand=TIER_RULE.rand_distance_min * 2)
-    put("x/nothing", [None, None], [3, 3])  # every tensor skipped: tier 4
+    put("x/nothing", [None, None], [3, 3])  # every tensor skipped: tier 5
     return root
 
 
@@ -213,7 +226,7 @@ def test_files_without_the_stored_count_get_the_same_tiers(rule_root, tmp_path):
     _rewrite_models(liar, lambda t: t.set_column(t.schema.get_field_index("share_random_like"),
                                                  "share_random_like", pa.array([1.0] * len(t), pa.float64())))
     tiers = {r[1]: r[2] for r in _on(liar, catalog.leaderboard)[1]}
-    assert tiers["x/band-75"] == 3 and tiers["x/nothing"] == 4
+    assert tiers["x/band-75"] == 4 and tiers["x/nothing"] == 5
 
 
 def _on(root, run):
@@ -235,9 +248,26 @@ def test_looks_random_follows_the_documented_formula(rule_con):
 def test_tier_boundaries(rule_con):
     cols, rows = catalog.leaderboard(rule_con)
     tier = {r[cols.index("repo_id")]: r[cols.index("tier")] for r in rows}
-    assert tier == {"x/band-75": 1, "x/band-50": 2, "x/half-random": 3, "x/one-random": 1, "x/median-7": 3,
-                    "x/rand-distance": 3, "x/far-from-shuffled": 1, "x/nothing": 4}  # fmt: skip
+    assert tier == {"x/band-75": 1, "x/band-50": 2, "x/half-random": 4, "x/one-random": 1, "x/median-7": 3,
+                    "x/median-7-random": 4, "x/rand-distance": 4, "x/far-from-shuffled": 1,
+                    "x/all-random-grown": 4, "x/all-random": 4, "x/nothing": 5}  # fmt: skip
+    assert [tier[r] for r in (row[cols.index("repo_id")] for row in rows)] == sorted(tier.values())
     assert rows[-1][cols.index("repo_id")] == "x/nothing"  # no analysable layer: last, with its reason
     assert rows[-1][cols.index("tier_name")] == "no analysable layer"
     plain = [r[1] for r in catalog.leaderboard(rule_con, metric="alpha_weighted")[1]]
     assert "x/nothing" not in plain and len(plain) == len(rows) - 1  # a metric alone: models with a value
+
+
+def test_random_like_tier_order(rule_con):
+    """Within the random-like tier (catalogs/metrics.py RANDOM_LIKE_ORDER): fewer random-looking layers first,
+    then the larger log_spectral_norm, whatever alpha_weighted says; the other tiers keep the metric's order."""
+    cols, rows = catalog.leaderboard(rule_con)
+    tier4 = [r[cols.index("repo_id")] for r in rows if r[cols.index("tier")] == 4]
+    assert tier4[0] == "x/half-random"  # share 0.5 before the shares of 1.0
+    assert tier4.index("x/all-random-grown") < tier4.index("x/all-random")
+    _, aw = catalog.query(rule_con, "SELECT repo_id, alpha_weighted, log_spectral_norm FROM models "
+                                    "WHERE repo_id IN ('x/all-random-grown', 'x/all-random') ORDER BY repo_id")
+    (_, aw_all, lsn_all), (_, aw_grown, lsn_grown) = aw
+    assert aw_grown > aw_all and lsn_grown > lsn_all  # alpha_weighted alone would order them the other way
+    tiered = catalog.leaderboard(rule_con, metric="alpha", tiered=True)
+    assert [r[2] for r in tiered[1]] == sorted(r[2] for r in tiered[1])  # --tiered keeps the tiers first

@@ -3,10 +3,11 @@
 --   source: model_summaries_latest (the default, tiered ranking: tier first, catalogs/metrics.py) or
 --           models_latest (one metric alone, as WeightWatcher ranks); both hold the latest revision of each
 --           (repo_id, options_hash)
---   order: the ORDER BY of the rank: [tier,] the metric column ASC | DESC from its direction
+--   order: the ORDER BY of the rank: the metric column ASC | DESC from its direction; tiered: catalogs/metrics.py
+--           tiered_order (tier, within the random-like tier its own keys, then the metric)
 --   columns: what each row shows besides rank, repo_id and revision: [tier, tier_name, share_alpha_2_6,
 --           share_random_like,] the metric (why the row stands where it does)
---   keep: which rows are ranked (a metric alone: those with a value; tiered: every model, tier 4 last)
+--   keep: which rows are ranked (a metric alone: those with a value; tiered: every model, tier 5 last)
 --   group: the group column (NULL without grouping: one group; the column is dropped from the result)
 --   where: the user's filter over the source's columns (TRUE when none; it runs on the sandboxed connection)
 -- Parameters: $top, the largest rank kept within each group; $options_hash, the option set ranked
