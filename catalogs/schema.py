@@ -18,7 +18,10 @@ Versions: 1 first release; 2 renamed analyzed_at -> analysed_at (one spelling be
 3 layers gained the option columns of ww_spectral.columns (slice_id ... trap_positions: randomize,
 mp_fit, TPL fits), NULL when their option was off; 4 models gained n_layers_random_like and
 share_random_like (ww_spectral/summary.py random_like; NULL in older files, for which the catalog counts
-them from the layers: catalogs/sql/20_model_summaries.sql).
+them from the layers: catalogs/sql/20_model_summaries.sql); 5 layers gained the placement columns of
+ww_spectral.columns (block ... base_ref: depth, role, expert, quantisation format, delta rows), NULL in
+older files; scans gained the scan-health columns (fanout_seconds ... faults_json), NULL in rows of
+older scans.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ww_spectral.summary import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TABLES = ("layers", "models", "failures", "scans")
 

@@ -46,9 +46,10 @@ import pandas as pd
 
 from . import fit_variants
 from .checkpoint import open_checkpoint
-from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
+from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, PLACEMENT_COLUMNS, STR_COLUMNS
 from .errors import OptionError, UnsupportedDtypeError, WWSpectralError
 from .fit import PowerLawFit, failed_fit, fit_power_law, hill_alpha, ww_max_fingers
+from .layer_read import read_layer
 from .layers import eigenvalue_scale, layer_matrices
 from .metrics import layer_metrics
 from .model import ModelAnalysis, assemble_model, plan_layers, plan_model, rows_to_frame, slice_ids
@@ -251,6 +252,7 @@ def _empty_row(plan: LayerPlan, slice_id: int | None = None) -> dict:
         layer_type=plan.layer_type, shape=_shape_text(plan.shape), dtype=plan.dtype,
         N=plan.N, M=plan.M, Q=plan.Q, rf=plan.rf, num_evals=plan.num_evals,
         num_pl_spikes=0, num_fingers=0, slice_id=slice_id,
+        **{c: getattr(plan, c) for c in PLACEMENT_COLUMNS},
     )
     return row
 
@@ -328,8 +330,8 @@ def _analyse_array(plan: LayerPlan, array: np.ndarray, options: AnalysisOptions)
 
 
 def _read(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions) -> np.ndarray:
-    """The layer's tensor in the compute dtype of `options.precision`."""
-    return checkpoint.read(plan.tensor_name, dtype=np.float64 if options.precision == "float64" else np.float32)
+    """The layer's matrix (or stored tensor) in the compute dtype of `options.precision`."""
+    return read_layer(checkpoint, plan, dtype=np.float64 if options.precision == "float64" else np.float32)
 
 
 def _analyse_one(checkpoint: Any, plan: LayerPlan, options: AnalysisOptions,

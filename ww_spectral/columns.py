@@ -83,7 +83,25 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     Column("rand_bulk_min", "float", "randomize: lower MP bulk edge of the randomized ESD"),
     Column("trap_positions", "str", "randomize: JSON list, one object per trap: replica, slice, row, col of "
                                     "the weight behind it, rand_eval, weight, weight_z, localization ('' when off)"),
+    # --- where the matrix sits and what it is (ww_spectral/roles.py, experts.py, quant/, adapters.py; null/'' when
+    # unknown or not applicable)
+    Column("block", "int", "index of the repeated block the tensor belongs to (layers.N, h.N, blk.N); null outside"),
+    Column("role", "str", "attn_q | attn_k | attn_v | attn_o | attn_qkv | mlp_up | mlp_gate | mlp_down | "
+                          "mlp_gate_up | router | embedding | position_embedding | lm_head | conv | norm | other"),
+    Column("role_group", "str", "attention | mlp | embedding | head | conv | norm | other"),
+    Column("stack", "str", "encoder | decoder for encoder-decoder models, else ''"),
+    Column("expert", "int", "expert index within a mixture-of-experts stack (tensor_name names the stack); null"),
+    Column("part", "str", "gate | up for one half of a fused gate/up stack, else ''"),
+    Column("quant_format", "str", "how the stored weights were dequantised (fp8_e4m3, gptq_int4, awq_int4, "
+                                  "bnb_int8, bnb_nf4, gguf_q4_0, ...); '' for full-precision weights"),
+    Column("delta_kind", "str", "'' (the model's own weights) | base_delta (W - W_base) | lora_update "
+                                "((lora_alpha/r) B A) | lora_merged (W_base + (lora_alpha/r) B A)"),
+    Column("base_ref", "str", "the base model of a delta row as repo_id@revision, else ''"),
 )
+
+# The columns a LayerPlan carries as they are (records.LayerPlan has a field of each name).
+PLACEMENT_COLUMNS = ("block", "role", "role_group", "stack", "expert", "part", "quant_format", "delta_kind",
+                     "base_ref")
 
 MP_COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "bulk_min", "W_scale")
 RANDOMIZE_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,11 +123,25 @@ def require_analysable(label: str, plans: Sequence[LayerPlan]) -> None:
 def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> list[LayerPlan]:
     """A LayerPlan for every tensor of `checkpoint` (anything with `.tensors()`), in checkpoint order
     (layer_id = position), from headers only. No rule about "anything to analyse": see plan_model."""
-    return _plan_infos(checkpoint.tensors(), make_options(options))
+    ref = getattr(checkpoint, "ref", None)
+    return _plan_infos(checkpoint.tensors(), make_options(options), config=getattr(ref, "config", None))
 
 
-def _plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions) -> list[LayerPlan]:
-    return [plan_layer(info, i, options) for i, info in enumerate(infos)]
+# A plan step refines the per-tensor plans of one model, from headers and config alone:
+#   step(plans, *, infos, config, options) -> list[LayerPlan]
+# e.g. a quantised layer's stored parts become one "dequant" plan, a 3-D expert stack one plan per expert.
+# Steps run in this order; layer_id is renumbered after the last one (position in the final list).
+PlanStep = Callable[..., list[LayerPlan]]
+PLAN_STEPS: tuple[PlanStep, ...] = ()
+
+
+def _plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions, *,
+                config: Mapping[str, Any] | None = None) -> list[LayerPlan]:
+    infos = list(infos)
+    plans = [plan_layer(info, i, options) for i, info in enumerate(infos)]
+    for step in PLAN_STEPS:
+        plans = step(plans, infos=infos, config=config if isinstance(config, Mapping) else None, options=options)
+    return [p if p.layer_id == i else dataclasses.replace(p, layer_id=i) for i, p in enumerate(plans)]
 
 
 def plan_model(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> ModelPlan:
@@ -138,8 +152,8 @@ def plan_model(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | N
     """
     opts = make_options(options)
     infos = list(checkpoint.tensors())
-    layers = tuple(_plan_infos(infos, opts))
     ref: CheckpointRef = checkpoint.ref
+    layers = tuple(_plan_infos(infos, opts, config=ref.config))
     require_analysable(ref.repo_id, layers)
     return ModelPlan(ref=ref, options=opts, layers=layers, facts=ModelFacts.from_tensors(infos, ref.config))
 

@@ -244,6 +244,13 @@ class LayerPlan:
     est_bytes: working memory the analysis of this layer needs (float64 matrix + Gram), for schedulers.
     row_count: rows the analysis of this plan gives: rf for a conv2d kernel analysed with pool=False (one
         per kernel position, each with num_evals = M), else 1.
+    block, role, role_group, stack, expert, part, quant_format, delta_kind, base_ref: where the matrix sits
+        and what it is (columns.PLACEMENT_COLUMNS, copied to every row of the plan).
+    read_kind: how ww_spectral/layer_read.py gets the matrix: "tensor" (the stored tensor `tensor_name`),
+        "expert" (one expert [and part] of a 3-D stack), "dequant" (a quantised layer: tensor_name and
+        `companions` hold its stored parts), "lora_update" / "lora_merged" (an adapter layer: companions are
+        the lora_A and lora_B tensors), "base_delta" (tensor_name minus the base checkpoint's tensor).
+    companions: the other stored tensors read_kind needs (names in the same checkpoint), in a fixed order.
     """
 
     tensor_name: str
@@ -261,6 +268,17 @@ class LayerPlan:
     skip_reason: str = ""
     est_bytes: int = 0
     row_count: int = 1
+    block: int | None = None
+    role: str = ""
+    role_group: str = ""
+    stack: str = ""
+    expert: int | None = None
+    part: str = ""
+    quant_format: str = ""
+    delta_kind: str = ""
+    base_ref: str = ""
+    read_kind: str = "tensor"
+    companions: tuple[str, ...] = ()
 
     @property
     def analysed(self) -> bool:
