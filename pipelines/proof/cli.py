@@ -30,8 +30,8 @@ def _log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ zoo
-KIND_HELP = ("zoo kind: mlp (MLPs on scikit-learn's digits) or transformer (small transformers on a synthetic "
-             "sequence task) (default: mlp)")
+KIND_HELP = ("zoo kind: mlp (MLPs on scikit-learn's digits), transformer (small transformers on a synthetic "
+             "sequence task) or conv (small conv nets on a synthetic image task) (default: mlp)")
 DIR_HELP = "zoo folder (default: " + ", ".join(f"{d} for --kind {k}" for k, d in DEFAULT_ZOOS.items()) + ")"
 
 

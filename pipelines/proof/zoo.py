@@ -1,7 +1,8 @@
 """The demo zoos: small models trained on CPU with known clean test accuracy, cached, bit-for-bit reproducible.
 
-Two kinds (KINDS): "mlp", MLPs on scikit-learn's digits (pipelines/proof/zoo_mlp.py, the default), and
-"transformer", small transformer encoders on a synthetic sequence task (pipelines/proof/zoo_tfm.py). Each
+Three kinds (KINDS): "mlp", MLPs on scikit-learn's digits (pipelines/proof/zoo_mlp.py, the default),
+"transformer", small transformer encoders on a synthetic sequence task (pipelines/proof/zoo_tfm.py), and
+"conv", small conv nets on a synthetic image task (pipelines/proof/zoo_cnn.py). Each
 model is a Hugging Face model folder (model.safetensors, config.json, README.md with YAML front matter,
 zoo_meta.json); the zoo folder also holds truth.csv (one row per model: its sweep, factors, optimiser
 steps - 0 for a randomly initialised model - and clean test accuracy) and manifest.json (the kind, the
@@ -36,14 +37,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from . import zoo_mlp, zoo_tfm
+from . import zoo_cnn, zoo_mlp, zoo_tfm
 from .zoo_spec import ZooError
 
 __all__ = ["KINDS", "ZooError", "ZooResult", "build_zoo", "get_kind", "weights_digest", "zoo_fingerprint",
            "zoo_is_complete"]
 
 DEFAULT_KIND = "mlp"
-KINDS: dict[str, ModuleType] = {zoo_mlp.KIND: zoo_mlp, zoo_tfm.KIND: zoo_tfm}
+KINDS: dict[str, ModuleType] = {zoo_mlp.KIND: zoo_mlp, zoo_tfm.KIND: zoo_tfm, zoo_cnn.KIND: zoo_cnn}
 MODEL_FILES = ("model.safetensors", "config.json", "README.md", "zoo_meta.json")
 
 # The environment of every training process, set before it imports torch (see the module docstring).
@@ -98,8 +99,7 @@ def _train_and_write(job: tuple) -> dict:
 def _card(kind: ModuleType, meta: dict) -> str:
     """README.md: YAML front matter (hub-style model card metadata) plus a short description."""
     fields, description = kind.card_lines(meta)
-    task = "image-classification" if kind is zoo_mlp else "text-classification"
-    dataset = "sklearn-digits" if kind is zoo_mlp else "synthetic-distinct"
+    task, dataset = kind.TASK, kind.DATASET_TAG
     return "\n".join([
         "---", "library_name: pytorch", "tags:", "- ww-spectral-zoo", f"- {task}", "datasets:", f"- {dataset}",
         "model-index:", f"- name: {meta['repo_id']}", "  results:", "  - task:", f"      type: {task}",

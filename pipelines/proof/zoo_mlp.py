@@ -29,6 +29,8 @@ MODEL_TYPE = "ww-zoo-mlp"
 FACTORS = ("label_noise", "batch_size", "epochs")
 TRUTH_COLUMNS = ("repo_id", "sweep", "label_noise", "batch_size", "epochs", "seed", "steps", "test_accuracy")
 DATASET = "sklearn.datasets.load_digits (8x8 digits, 1797 images)"
+TASK = "image-classification"  # the model card's task and dataset tag
+DATASET_TAG = "sklearn-digits"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ SEQ_LEN = 12
 N_CLASSES = 5
 MIN_DISTINCT = 5  # class 0 = at most this many distinct symbols
 N_TEST = 2000
+TASK = "text-classification"  # the model card's task and dataset tag
+DATASET_TAG = "synthetic-distinct"
 DATASET = (f"synthetic 'distinct': {SEQ_LEN} tokens of {VOCAB} symbols, label = number of distinct symbols "
            f"({N_CLASSES} classes)")
 
