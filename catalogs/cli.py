@@ -91,6 +91,12 @@ def register(subparsers) -> None:
                          '(default: none)')
     lb.add_argument("--top", type=int, default=None, metavar="N",
                     help="keep ranks <= N within each group (default: all)")
+    lb.add_argument("--family", default=None, metavar="BASE",
+                    help="rank the fine-tunes and adapters of base model BASE (a repo_id; 'all': every family) "
+                         "by the metrics of their update against it (W - W_base, (alpha/r) B A), with the "
+                         "base, its quantised copies and linked re-uploads listed unranked; --metric then "
+                         "names a delta metric: delta_alpha (default), delta_alpha_weighted, delta_log_norm, "
+                         "delta_log_spectral_norm, delta_stable_rank (catalogs/family.py)")
     _option_set_flags(lb, "ranked", "the default analysis; a store holding one other set only: that set")
     lb.add_argument("--format", default="table", choices=_FORMATS, help=_FORMAT_HELP)
     lb.set_defaults(handler=_cmd_leaderboard)
@@ -183,6 +189,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from .catalog import choose_options_hash, connect, leaderboard
 
     options_hash = choose_options_hash(args.options, args.options_hash)
+    if args.family is not None:
+        return _family_leaderboard(args, options_hash)
     get_metric(args.metric or DEFAULT_METRIC)  # unknown names fail before any I/O, listing the allowed ones
     get_group(args.group_by)
     if args.tiered and args.metric is None:
@@ -191,6 +199,23 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     try:
         cols, rows = leaderboard(con, args.metric, args.group_by, args.where, args.top,
                                  tiered=True if args.tiered else None, options_hash=options_hash)
+    finally:
+        con.close()
+    emit(cols, rows, args.format)
+    return 0
+
+
+def _family_leaderboard(args: argparse.Namespace, options_hash: str | None) -> int:
+    from .catalog import connect
+    from .family import family_leaderboard, get_delta_metric
+
+    get_delta_metric(args.metric)  # unknown names fail before any I/O, listing the allowed ones
+    if args.group_by or args.where or args.tiered:
+        raise CatalogError("--family ranks within one base family: leave out --group-by, --where and --tiered")
+    con = connect(args.data)
+    try:
+        cols, rows = family_leaderboard(con, None if args.family == "all" else args.family, metric=args.metric,
+                                        top=args.top, options_hash=options_hash)
     finally:
         con.close()
     emit(cols, rows, args.format)

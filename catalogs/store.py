@@ -9,6 +9,9 @@ Layout (every path below is relative to ROOT):
     <table>/<part>=<value>/c-<UTC time>-<uuid>.parquet   compacted files (catalogs/compact.py)
     <table>/<part>=_seed/c-seed-v<N>.parquet         zero-row file of the current schema (catalog anchor)
     _markers/owner=<owner>/<name>.<key>.json         "model revision complete" marker (has_model)
+    links/owner=<owner>/m-<name>.<key>.parquet       a revision linked to a stored one (same weight bytes)
+    links/owner=_seed/c-seed-links.parquet           zero-row file of LINKS_SCHEMA (the links reader's anchor)
+    _content/<digest>.<options_hash>.json            which revision holds these weight bytes (links)
     _tmp/<host>-<pid>-<hex>.tmp                      files being written (local roots; see Atomicity)
     catalog.duckdb                                   views only (catalogs/catalog.py); rebuildable
 
@@ -20,6 +23,14 @@ group on (architecture, pipeline tag, size) are not known from (repo_id, revisio
 partitioning on them would cost has_model() its single stat.
 <key> = record_key(repo_id, revision, options_hash): the file name is known without listing, so
 has_model() is one stat (local) or one HEAD (object store) on the marker.
+
+Links (duplicates on the hub): a hub revision whose weight files have the same sha256s as a revision
+already stored (or being analysed) is not downloaded or analysed: `write_link` stores one row saying
+which revision holds its rows (LINKS_SCHEMA) and, once that revision is stored, its has_model() marker
+(so later scans skip it from the listing). The content index `_content/<digest>.<options_hash>.json`
+(digest = content_digest of the sorted weight sha256s) is claimed with `claim_content` before a revision
+is analysed (one exclusive create on a local root; on an object store a check-then-write, so two scans
+racing on one digest may both analyse it) and marked stored by `content_stored` after write_model.
 
 Atomicity: local files are written to a temp file under ROOT/_tmp/ (named after the writer's host and
 pid, never matching "*.parquet") and renamed into place; on an object store the final key is written in
@@ -34,6 +45,7 @@ or older than STALE_TEMP_S are removed by the next local write and by compaction
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -71,10 +83,29 @@ MARKERS_DIR = "_markers"
 TEMP_DIR = "_tmp"  # local writes land here first, then are renamed into place
 STALE_TEMP_S = 6 * 3600  # a temp file older than this is stale whoever wrote it (no write takes hours)
 _CHUNK_BYTES = 1 << 20  # local writes go out in chunks; on_chunk sees progress between them
+LINKS_DIR = "links"
+CONTENT_DIR = "_content"
+LINKS_SEED = f"{LINKS_DIR}/owner={SEED_VALUE}/c-seed-links.parquet"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _GLOB_CHARS = re.compile(r"([][*?{}])")
 _HOST = _UNSAFE.sub("_", socket.gethostname())[:64] or "host"
+
+# One row per linked revision (written by write_link, read by read_links and the catalog macro
+# model_links_in, catalogs/sql/60_model_links.sql).
+LINKS_SCHEMA = pa.schema([
+    pa.field("repo_id", pa.string(), nullable=False),    # the duplicate revision (not analysed)
+    pa.field("revision", pa.string(), nullable=False),
+    pa.field("options_hash", pa.string(), nullable=False),
+    pa.field("record_key", pa.string(), nullable=False),  # record_key(repo_id, revision, options_hash)
+    pa.field("linked_repo_id", pa.string(), nullable=False),  # the revision whose rows it shares
+    pa.field("linked_revision", pa.string(), nullable=False),
+    pa.field("linked_stored", pa.bool_()),  # False: that revision was still being analysed when linked
+    pa.field("content_digest", pa.string()),  # content_digest(sha256s)
+    pa.field("sha256s_json", pa.string()),  # JSON {file name: sha256} of the duplicate's weight files
+    pa.field("linked_at", pa.timestamp("us", tz="UTC")),
+    pa.field("schema_version", pa.int32()),
+])
 
 
 def owner_of(repo_id: str) -> str:
@@ -381,6 +412,110 @@ class ResultStore:
         self.write_table(rel, conform([row], "scans"))
         return rel
 
+    # ---------------------------------------------------------------- duplicates (links)
+    @staticmethod
+    def content_digest(sha256s) -> str:
+        """One digest for a revision's weight bytes: sha256 of its files' sha256s, sorted (file names do not
+        count: a re-upload under other names is the same weights)."""
+        return hashlib.sha256("\n".join(sorted(str(s).lower() for s in sha256s)).encode()).hexdigest()
+
+    def content_file(self, digest: str, options_hash: str) -> str:
+        return f"{CONTENT_DIR}/{_UNSAFE.sub('_', digest)[:64]}.{_UNSAFE.sub('_', options_hash)[:32]}.json"
+
+    def find_content(self, digest: str, options_hash: str) -> dict | None:
+        """The holder of these weight bytes under these options: {"repo_id", "revision", "state" ("claimed" |
+        "stored"), "at" (epoch s)}; None when no revision holds them."""
+        rel = self.content_file(digest, options_hash)
+        try:
+            return json.loads(self.read_bytes(rel))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def claim_content(self, digest: str, options_hash: str, repo_id: str, revision: str, *,
+                      stale_s: float = STALE_TEMP_S) -> dict | None:
+        """Claim these weight bytes for (repo_id, revision) before analysing it. Returns None when the claim is
+        ours (new, or ours from an earlier attempt, or taken over from a claim older than `stale_s` whose
+        revision was never stored); else the holder (find_content's dict): link to it instead."""
+        rel = self.content_file(digest, options_hash)
+        mine = {"repo_id": repo_id, "revision": revision, "state": "claimed", "at": time.time()}
+        for _ in range(3):
+            held = self.find_content(digest, options_hash)
+            if held is not None:
+                if (held.get("repo_id"), held.get("revision")) == (repo_id, revision):
+                    return None
+                stale = (held.get("state") != "stored" and time.time() - float(held.get("at") or 0) > stale_s
+                         and not self.has_model(held.get("repo_id", ""), held.get("revision", ""), options_hash))
+                if not stale:
+                    return held
+                self.write_bytes(rel, json.dumps(mine).encode())
+                return None
+            if self._create_exclusive(rel, json.dumps(mine).encode()):
+                return None
+        return self.find_content(digest, options_hash)
+
+    def _create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Write `rel` only if it does not exist; False when it does. Local: a complete temp file hard-linked
+        into place (link(2) fails on an existing name, so exactly one writer wins); object store: check, then
+        one PUT (racy: see the module doc)."""
+        if self.remote:
+            if self.exists(rel):
+                return False
+            self.write_bytes(rel, data)
+            return True
+        path = self._join(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(self._join(TEMP_DIR), exist_ok=True)
+        tmp = os.path.join(self._join(TEMP_DIR), temp_file_name())
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def content_stored(self, digest: str, options_hash: str, repo_id: str, revision: str) -> None:
+        """Mark these weight bytes as held by (repo_id, revision), now stored (after write_model)."""
+        data = {"repo_id": repo_id, "revision": revision, "state": "stored", "at": time.time()}
+        self.write_bytes(self.content_file(digest, options_hash), json.dumps(data).encode())
+
+    def link_file(self, repo_id: str, revision: str, options_hash: str) -> str:
+        key = self.model_key(repo_id, revision, options_hash)
+        return f"{LINKS_DIR}/owner={owner_of(repo_id)}/m-{safe_name(repo_id)}.{key}.parquet"
+
+    def write_link(self, *, repo_id: str, revision: str, options_hash: str, linked_repo_id: str,
+                   linked_revision: str, sha256s: dict[str, str], linked_stored: bool) -> str:
+        """Record that (repo_id, revision) has the weight bytes of (linked_repo_id, linked_revision) and was not
+        analysed; returns the link file's path. With linked_stored, also its has_model() marker (later scans
+        skip it); without (the other revision was still being analysed), the next scan checks again."""
+        key = self.model_key(repo_id, revision, options_hash)
+        now = _dt.datetime.now(_dt.UTC)
+        row = {"repo_id": repo_id, "revision": revision, "options_hash": options_hash, "record_key": key,
+               "linked_repo_id": linked_repo_id, "linked_revision": linked_revision,
+               "linked_stored": bool(linked_stored), "content_digest": self.content_digest(sha256s.values()),
+               "sha256s_json": json.dumps(dict(sorted(sha256s.items()))), "linked_at": now,
+               "schema_version": SCHEMA_VERSION}
+        rel = self.link_file(repo_id, revision, options_hash)
+        self.write_table(rel, pa.Table.from_pylist([row], schema=LINKS_SCHEMA))
+        if linked_stored:
+            marker = {"repo_id": repo_id, "revision": revision, "options_hash": options_hash, "record_key": key,
+                      "written_at": now.isoformat(), "schema_version": SCHEMA_VERSION,
+                      "linked_repo_id": linked_repo_id, "linked_revision": linked_revision}
+            self.write_bytes(self.marker_file(repo_id, revision, options_hash), json.dumps(marker).encode())
+        return rel
+
+    def link_files(self) -> list[str]:
+        """Relative paths of the link files (the seed excluded)."""
+        return [f for f in self.list(f"{LINKS_DIR}/*/*.parquet") if f != LINKS_SEED]
+
+    def read_links(self) -> pa.Table:
+        """Every link row (LINKS_SCHEMA); a revision linked twice (a later scan, once its target was stored)
+        keeps one row, the latest."""
+        parts = [self.read_table(rel).cast(LINKS_SCHEMA) for rel in self.link_files()]
+        return pa.concat_tables(parts) if parts else LINKS_SCHEMA.empty_table()
+
     # ---------------------------------------------------------------- listing helpers
     def files(self, table: str, *, kind: str = "*") -> list[str]:
         """Relative paths of a table's data files; kind 'm' (per model), 'c' (compacted) or '*'."""
@@ -416,6 +551,8 @@ class ResultStore:
             want = read_schema(table)
             if not self.exists(rel) or not self._parquet_schema(rel).equals(want):
                 self.write_table(rel, want.empty_table())
+        if not self.exists(LINKS_SEED) or not self._parquet_schema(LINKS_SEED).equals(LINKS_SCHEMA):
+            self.write_table(LINKS_SEED, LINKS_SCHEMA.empty_table())
 
     def _parquet_schema(self, rel: str) -> pa.Schema:
         source = io.BytesIO(self.read_bytes(rel)) if self.remote else self._join(rel)
