@@ -24,20 +24,29 @@ magnitude over the BASE weight's column norms, so its update is not B·A; it and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from .columns import PLACEMENT_COLUMNS
 from .errors import CheckpointError
-from .records import TensorInfo
+from .layers import plan_layer
+from .records import FLOAT_DTYPES, AnalysisOptions, LayerPlan, TensorInfo
 from .roles import natural_key
 
 PEFT_PREFIX = "base_model.model."
 MAX_PATTERNS = 1000
 MAX_PATTERN_CHARS = 200
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+# Where a CheckpointRef's config carries the parsed adapter_config.json of an adapter folder or repo
+# (ww_spectral/sources.py puts it there; config.json's own keys stay as they are).
+ADAPTER_CONFIG_KEY = "adapter_config"
+_LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B", ".lora_magnitude_vector")
 
 
 @dataclass(frozen=True)
@@ -202,10 +211,11 @@ def find_lora_layers(infos: Iterable[TensorInfo], config: AdapterConfig) -> tupl
     return tuple(layers)
 
 
-def delta_eigenvalues(A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarray:
-    """The r eigenvalues of ΔWᵀΔW that can be non-zero, ΔW = scaling · B · A; ascending float64, >= 0.
+def update_core(A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarray:
+    """scaling · R_B R_Aᵀ (float64, min(out, r) x min(in, r)): a small matrix whose singular values are the
+    non-zero singular values of ΔW = scaling · B · A (module docstring), from thin QR factors of B and Aᵀ.
 
-    A: (r, in), B: (out, r). Computed from thin QR factors (module docstring), never forming ΔW.
+    A: (r, in), B: (out, r). Costs O((out + in) r²); never forms ΔW.
     """
     a = np.asarray(A, dtype=np.float64)
     b = np.asarray(B, dtype=np.float64)
@@ -213,26 +223,191 @@ def delta_eigenvalues(A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarra
         raise ValueError(f"lora_A {a.shape} and lora_B {b.shape} are not (r, in) and (out, r)")
     r_b = np.linalg.qr(b, mode="r")          # (min(out, r), r)
     r_a = np.linalg.qr(a.T, mode="r")        # (min(in, r), r)
-    core = scaling * (r_b @ r_a.T)
-    sv = np.linalg.svd(core, compute_uv=False)
-    ev = np.sort(sv.astype(np.float64) ** 2)
-    return ev
+    return scaling * (r_b @ r_a.T)
 
 
-def delta_weight(A: np.ndarray, B: np.ndarray, scaling: float, *, embedding: bool = False) -> np.ndarray:
-    """Dense ΔW = scaling · B · A as float32 (out, in); (B A)ᵀ for embedding adapters."""
-    d = (np.asarray(B, dtype=np.float32) @ np.asarray(A, dtype=np.float32)) * np.float32(scaling)
+def delta_eigenvalues(A: np.ndarray, B: np.ndarray, scaling: float) -> np.ndarray:
+    """The min(r, out, in) eigenvalues of ΔWᵀΔW that can be non-zero, ΔW = scaling · B · A; ascending
+    float64, >= 0. A: (r, in), B: (out, r). From `update_core` (module docstring), never forming ΔW."""
+    sv = np.linalg.svd(update_core(A, B, scaling), compute_uv=False)
+    return np.sort(sv.astype(np.float64) ** 2)
+
+
+def delta_weight(A: np.ndarray, B: np.ndarray, scaling: float, *, embedding: bool = False,
+                 dtype: np.dtype = np.float32) -> np.ndarray:
+    """Dense ΔW = scaling · B · A in `dtype` (default float32), (out, in); (B A)ᵀ for embedding adapters."""
+    d = (np.asarray(B, dtype=dtype) @ np.asarray(A, dtype=dtype)) * np.asarray(scaling, dtype=dtype)
     return d.T.copy() if embedding else d
 
 
 def merged_weight(base: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: float, *,
-                  fan_in_fan_out: bool = False, embedding: bool = False) -> np.ndarray:
-    """W + ΔW in the base tensor's stored orientation, float32 (peft's merge: `base += delta`)."""
-    w = np.asarray(base, dtype=np.float32)
-    d = delta_weight(A, B, scaling, embedding=embedding)
+                  fan_in_fan_out: bool = False, embedding: bool = False,
+                  dtype: np.dtype = np.float32) -> np.ndarray:
+    """W + ΔW in the base tensor's stored orientation, in `dtype` (default float32; peft's merge:
+    `base += delta`)."""
+    w = np.asarray(base, dtype=dtype)
+    d = delta_weight(A, B, scaling, embedding=embedding, dtype=dtype)
     if fan_in_fan_out:
         d = d.T
     if d.shape != w.shape:
         raise CheckpointError(f"adapter update of shape {d.shape} does not fit the base weight {w.shape}; "
                               "the adapter was trained on a different base model")
     return w + d
+
+
+# ---------------------------------------------------------------- adapters in the analysis
+#
+# An adapter checkpoint's lora_A / lora_B tensors are never rows of their own: the plan step
+# `plan_adapter_layers` (ww_spectral/model.py PLAN_STEPS) replaces each pair by ONE plan of the update,
+# read_kind "lora_update": tensor_name is the base tensor the update adds to (module + ".weight"),
+# companions (lora_A key, lora_B key). Its shape is update_core's (what `read_lora_update` returns), its
+# N and M are ΔW's (out x in), num_evals = min(r, out, in): the ESD holds the update's non-zero eigenvalues
+# only (WeightWatcher's peft=True keeps r singular values too). With a base checkpoint,
+# ww_spectral/deltas.py adds a "lora_merged" plan per update (`merged_plan`, read by `read_lora_merged`).
+
+
+def adapter_config_of(config: Mapping | None) -> AdapterConfig | None:
+    """The validated adapter config a CheckpointRef's config carries under ADAPTER_CONFIG_KEY, else None.
+    Raises CheckpointError for an invalid one (parse_adapter_config)."""
+    if not isinstance(config, Mapping) or not isinstance(config.get(ADAPTER_CONFIG_KEY), Mapping):
+        return None
+    return parse_adapter_config(config[ADAPTER_CONFIG_KEY])
+
+
+def is_lora_tensor(name: str) -> bool:
+    """True for PEFT LoRA / DoRA factor tensors (lora_A, lora_B, lora_embedding_A/B, lora_magnitude_vector)."""
+    return any(m in name for m in _LORA_MARKERS)
+
+
+def _factor_marker(name: str) -> str:
+    return ".lora_embedding_A" if ".lora_embedding_A" in name else ".lora_A."
+
+
+def module_of(a_name: str) -> str:
+    """The base-model module path of a lora_A (or lora_embedding_A) key."""
+    return _module_of(a_name, _factor_marker(a_name))
+
+
+def _core_shape(a: TensorInfo, b: TensorInfo) -> tuple[int, int]:
+    r = int(a.shape[0])
+    return min(int(b.shape[0]), r), min(int(a.shape[1]), r)
+
+
+def _update_plan(layer: LoraLayer, first: LayerPlan, infos: Mapping[str, TensorInfo],
+                 options: AnalysisOptions, no_config: str) -> LayerPlan:
+    """The one plan of an adapted module (see the section comment)."""
+    a = infos[layer.a_name]
+    out_in = layer.shape if layer.shape != (0, 0) else tuple(int(s) for s in a.shape[-2:])
+    logical = TensorInfo(name=f"{layer.module}.weight", shape=out_in, dtype=a.dtype, file=a.file, nbytes=0)
+    p = plan_layer(logical, first.layer_id, options)  # selection by module name, size filters on ΔW
+    placement = {c: getattr(first, c) for c in PLACEMENT_COLUMNS}
+    placement.update(delta_kind="lora_update", base_ref="")
+    p = dataclasses.replace(p, **placement, read_kind="lora_update", companions=(layer.a_name, layer.b_name))
+    reason = layer.skip_reason or no_config
+    if reason:
+        return dataclasses.replace(p, skip_code="unsupported_adapter", skip_reason=reason)
+    if p.skip_code is not None:
+        return p
+    b = infos[layer.b_name]
+    core = _core_shape(a, b)
+    k = min(core)
+    est = 8 * (int(a.shape[0]) * (int(a.shape[1]) + int(b.shape[0])) + 2 * core[0] * core[1])
+    p = dataclasses.replace(p, shape=core, num_evals=k, est_bytes=est)
+    if k < options.min_evals:
+        return dataclasses.replace(p, skip_code="size_filter",
+                                   skip_reason=f"the update has rank r={k} < min_evals={options.min_evals}: too "
+                                               "few non-zero eigenvalues to fit")
+    return p
+
+
+def plan_adapter_layers(plans: list[LayerPlan], *, infos: list[TensorInfo], config: Mapping | None,
+                        options: AnalysisOptions) -> list[LayerPlan]:
+    """THE adapter plan step (ww_spectral/model.py PLAN_STEPS): every lora_A / lora_B pair of a PEFT
+    checkpoint becomes one "lora_update" plan at the place of its first tensor (section comment above);
+    DoRA, other PEFT types, conv adapters, unpaired factors, and factors without an adapter_config.json
+    (the scale lora_alpha / r is unknown) become one skipped plan with the reason. Checkpoints without
+    LoRA tensors are returned as they are. Headers and config only."""
+    lora = {i.name for i in infos if is_lora_tensor(i.name)}
+    if not lora:
+        return plans
+    cfg = adapter_config_of(config)
+    no_config = "" if cfg is not None else (f"LoRA factor without {ADAPTER_CONFIG_FILE}: the update's scale "
+                                            "lora_alpha / r is unknown; keep the adapter's config beside its weights")
+    cfg = cfg or AdapterConfig(peft_type="LORA", r=1, lora_alpha=1.0)
+    by_name = {i.name: i for i in infos}
+    layers = find_lora_layers((by_name[n] for n in lora), cfg)
+    owner = {}
+    for la in layers:
+        for name in (la.a_name, la.b_name):
+            owner[name] = la
+    out: list[LayerPlan] = []
+    done: set[str] = set()
+    for p in plans:
+        la = owner.get(p.tensor_name)
+        if la is None:
+            if ".lora_magnitude_vector" in p.tensor_name:  # DoRA magnitudes: part of the module's skipped plan
+                continue
+            out.append(p)
+            continue
+        if la.module not in done:
+            done.add(la.module)
+            out.append(_update_plan(la, p, by_name, options, no_config))
+    return out
+
+
+def _factors(checkpoint: Any, plan: LayerPlan, dtype) -> tuple[np.ndarray, np.ndarray, AdapterConfig]:
+    a_name, b_name = plan.companions
+    cfg = adapter_config_of(getattr(checkpoint.ref, "config", None))
+    if cfg is None:
+        raise CheckpointError(f"{plan.tensor_name}: the checkpoint carries no {ADAPTER_CONFIG_FILE}; the update's "
+                              "scale is unknown")
+    return checkpoint.read(a_name, dtype=dtype), checkpoint.read(b_name, dtype=dtype), cfg
+
+
+def read_lora_update(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32) -> np.ndarray:
+    """read_kind "lora_update": update_core of the module's factors in `dtype`, shaped plan.shape (its
+    singular values are ΔW's non-zero ones; computed in float64)."""
+    A, B, cfg = _factors(checkpoint, plan, np.float64)
+    core = update_core(A, B, cfg.scaling(module_of(plan.companions[0])))
+    if tuple(core.shape) != tuple(plan.shape):
+        raise CheckpointError(f"{plan.tensor_name}: LoRA factors give a {core.shape} core, the plan has {plan.shape}")
+    return core.astype(dtype)
+
+
+def read_lora_merged(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32) -> np.ndarray:
+    """read_kind "lora_merged": W_base + ΔW in the base tensor's orientation, in `dtype`. checkpoint: a
+    ww_spectral/deltas.py BaseDeltaCheckpoint (adapter + base: `.read_base(name, dtype=)`)."""
+    A, B, cfg = _factors(checkpoint, plan, dtype)
+    a_name = plan.companions[0]
+    base = checkpoint.read_base(plan.tensor_name, dtype=dtype)
+    return merged_weight(base, A, B, cfg.scaling(module_of(a_name)), fan_in_fan_out=cfg.fan_in_fan_out,
+                         embedding=".lora_embedding_A" in a_name, dtype=dtype)
+
+
+def merged_plan(update: LayerPlan, base_info: TensorInfo | None, *, infos: Mapping[str, TensorInfo],
+                config: Mapping | None, base_label: str, options: AnalysisOptions) -> LayerPlan:
+    """The "lora_merged" plan of one analysed "lora_update" plan against the base tensor `base_info`
+    (None: the base lacks it): analysed when the base tensor is a float matrix of the update's shape (its
+    transpose for fan_in_fan_out adapters), else skipped ("base_missing", "base_shape", "base_dtype")."""
+    a, b = infos[update.companions[0]], infos[update.companions[1]]
+    embedding = ".lora_embedding_A" in a.name
+    out_in = (int(a.shape[1]), int(b.shape[0])) if embedding else (int(b.shape[0]), int(a.shape[1]))
+    cfg = adapter_config_of(config)
+    if cfg is not None and cfg.fan_in_fan_out:
+        out_in = out_in[::-1]
+    info = base_info or TensorInfo(name=update.tensor_name, shape=out_in, dtype=a.dtype, file=None, nbytes=0)
+    p = plan_layer(info, update.layer_id, options)
+    placement = {c: getattr(update, c) for c in PLACEMENT_COLUMNS}
+    placement.update(delta_kind="lora_merged", base_ref=base_label)
+    p = dataclasses.replace(p, **placement, read_kind="lora_merged", companions=update.companions)
+    if base_info is None:
+        return dataclasses.replace(p, skip_code="base_missing",
+                                   skip_reason=f"the base {base_label} has no tensor {update.tensor_name!r}")
+    if tuple(base_info.shape) != out_in:
+        return dataclasses.replace(p, skip_code="base_shape",
+                                   skip_reason=f"the base tensor is {base_info.shape}, the update {out_in}: the "
+                                               "adapter was trained on a different base")
+    if base_info.dtype not in FLOAT_DTYPES:
+        return dataclasses.replace(p, skip_code="base_dtype",
+                                   skip_reason=f"the base tensor is stored as {base_info.dtype}, not a float")
+    return p

@@ -17,7 +17,9 @@ max_N, glorot_fix, pool, conv1d, backend, precision, device, ww_compat_conv_nm),
 settings that never change
 numbers: workers (layers analysed at once), threads (cores to use; default: all this process may use);
 and for hub/cache sources: revision, token, endpoint, cache_dir, allow_external_links (passed to
-checkpoint.open_checkpoint).
+checkpoint.open_checkpoint). analyze / analyze_model also take base_model=BASE (ww_spectral/deltas.py):
+delta rows W - W_base beside the model's own; a PEFT adapter folder or repo is analysed as its updates
+(ww_spectral/adapters.py).
 
 One bad layer never stops a model: NaN/Inf weights, all-zero matrices, unreadable tensors and
 unsupported dtypes become rows with status 'failed' / 'skipped', a fit_status code and a reason.
@@ -44,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import fit_variants
+from . import deltas, fit_variants
 from .checkpoint import open_checkpoint
 from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, PLACEMENT_COLUMNS, STR_COLUMNS
 from .errors import OptionError, UnsupportedDtypeError, WWSpectralError
@@ -517,19 +519,31 @@ def _analyse_in_processes(checkpoint: Any, plans: list[LayerPlan], opts: Analysi
 
 
 def analyze_model(source: Any, *, include_skipped: bool = True, progress: bool | ProgressReporter = False,
-                  **options: Any) -> ModelAnalysis:
+                  base_model: Any = None, **options: Any) -> ModelAnalysis:
     """Analyse every tensor of SOURCE: open -> plan_model -> analyze_layers -> assemble_model.
 
-    The rows include skipped tensors unless include_skipped=False (the summary counts them either way).
-    Raises NoAnalysableLayerError when no tensor is an analysable layer. Keyword options: see the
-    module docstring.
+    base_model: the model's base (any SOURCE form; its revision as "org/name@rev"): delta rows W - W_base
+    (and, for a PEFT adapter, the merged W_base + ΔW) follow the model's own rows (ww_spectral/deltas.py).
+    The summary is of the model's own weights only (deltas.own_rows); deltas.delta_summary(result.layers)
+    summarises the updates. The rows include skipped tensors unless include_skipped=False (the summary
+    counts them either way). Raises NoAnalysableLayerError when no tensor is an analysable layer,
+    deltas.BaseModelError when the base shares no layer with the model. Keyword options: see the module
+    docstring.
     """
     opts, run, opening = _split_options(dict(options))
     t0 = time.perf_counter()
-    with _opened(source, **opening) as ckpt:
-        plan = plan_model(ckpt, opts)
+    with contextlib.ExitStack() as stack:
+        ckpt = stack.enter_context(_opened(source, **opening))
+        if base_model is None:
+            plan = plan_model(ckpt, opts)
+        else:
+            base_opening = {k: v for k, v in opening.items() if k != "revision"}
+            ckpt = stack.enter_context(deltas.open_with_base(ckpt, base_model, base_options=base_opening))
+            plan = deltas.plan_with_base(ckpt, opts)
         rows = analyze_layers(ckpt, plan.layers, plan.options, progress=progress, **run)
     result = assemble_model(plan, rows, seconds=time.perf_counter() - t0)
+    if (result.layers["delta_kind"] != "").any():  # the summary is of the model's own weights only
+        result = dataclasses.replace(result, summary=summarize(deltas.own_rows(result.layers)))
     if not include_skipped:
         kept = result.layers[result.layers["status"] != "skipped"].reset_index(drop=True)
         result = dataclasses.replace(result, layers=kept)

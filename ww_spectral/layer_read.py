@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import adapters, deltas
 from .records import LayerPlan
 
 __all__ = ["READ_KINDS", "read_layer"]
@@ -29,4 +30,10 @@ def read_layer(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32
     kind = plan.read_kind
     if kind == "tensor":
         return checkpoint.read(plan.tensor_name, dtype=dtype)
+    if kind == "base_delta":
+        return deltas.read_base_delta(checkpoint, plan, dtype=dtype)
+    if kind == "lora_update":
+        return adapters.read_lora_update(checkpoint, plan, dtype=dtype)
+    if kind == "lora_merged":
+        return adapters.read_lora_merged(checkpoint, plan, dtype=dtype)
     raise ValueError(f"{plan.tensor_name}: read_kind {kind!r} is not one of {READ_KINDS} or has no reader yet")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import adapters
 from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
 from .errors import NoAnalysableLayerError
 from .layers import plan_layer
@@ -132,7 +133,7 @@ def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | 
 # e.g. a quantised layer's stored parts become one "dequant" plan, a 3-D expert stack one plan per expert.
 # Steps run in this order; layer_id is renumbered after the last one (position in the final list).
 PlanStep = Callable[..., list[LayerPlan]]
-PLAN_STEPS: tuple[PlanStep, ...] = ()
+PLAN_STEPS: tuple[PlanStep, ...] = (adapters.plan_adapter_layers,)
 
 
 def _plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions, *,

@@ -15,6 +15,9 @@ Nothing outside the model is read: every weight file, index and config.json must
 inside the folder named, or for an HF cache snapshot inside its models--org--name folder (snapshot files
 are links into ../../blobs). allow_external_links=True lifts that. Weight files must be regular files.
 
+A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) resolves like any folder; its
+adapter_config.json rides in the ref's config under adapters.ADAPTER_CONFIG_KEY (ww_spectral/adapters.py).
+
 Local revisions are content hashes (`content_revision`): editing weights makes a new revision.
 """
 
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_CONFIG_KEY
 from .errors import CheckpointError, NoWeightsError, SourceNotFoundError
 from .layout import (
     CONFIG,
@@ -240,11 +244,27 @@ def cached_repo_snapshot(repo_dir: Path, revision: str | None, *, allow_external
     return snap
 
 
+def _config(folder: Path, *, root: Path, allow: bool) -> dict:
+    """config.json of a model folder, with a PEFT adapter's adapter_config.json under
+    adapters.ADAPTER_CONFIG_KEY when there is one (both bounded and checked like any config)."""
+    config = read_config(folder / CONFIG, root=root, allow_external_links=allow)
+    adapter = read_config(folder / ADAPTER_CONFIG_FILE, root=root, allow_external_links=allow)
+    if adapter:
+        config = {**config, ADAPTER_CONFIG_KEY: adapter}
+    return config
+
+
+def _hashed(files: Sequence[str], folder: Path, config: dict) -> list[str]:
+    """The files a local revision hashes: the weights, and an adapter's config (its lora_alpha and r scale
+    every update, so editing it makes a new revision)."""
+    return [*files, str(folder / ADAPTER_CONFIG_FILE)] if ADAPTER_CONFIG_KEY in config else list(files)
+
+
 def _ref(folder: Path, *, root: Path, repo_id: str, revision: str | None, allow: bool) -> CheckpointRef:
     files, kind = weight_files(folder, root=root, allow_external_links=allow)
-    config = read_config(folder / CONFIG, root=root, allow_external_links=allow)
-    return CheckpointRef(repo_id=repo_id, revision=revision or content_revision(files), files=tuple(files),
-                         kind=kind, config=config)
+    config = _config(folder, root=root, allow=allow)
+    return CheckpointRef(repo_id=repo_id, revision=revision or content_revision(_hashed(files, folder, config)),
+                         files=tuple(files), kind=kind, config=config)
 
 
 def folder_ref(folder: str | os.PathLike, revision: str | None = None, *,
@@ -277,15 +297,15 @@ def _file_ref(path: Path, allow: bool) -> CheckpointRef:
     root = cached[0] if cached is not None else path.parent
     check_inside(path, root, allow_external_links=allow, what="weight file")
     check_regular_file(path, what="weight file")
-    config = read_config(path.parent / CONFIG, root=root, allow_external_links=allow)
+    config = _config(path.parent, root=root, allow=allow)
     if cached is not None:
         return CheckpointRef(repo_id=cached[1], revision=path.parent.name, files=(str(path),), kind=kind,
                              config=config)
     stem = path.name.split(".")[0]
     repo_id = path.parent.name if (stem in GENERIC_STEMS or stem.startswith("model-")) and path.parent.name else \
         path.stem
-    return CheckpointRef(repo_id=repo_id, revision=content_revision([path]), files=(str(path),), kind=kind,
-                         config=config)
+    return CheckpointRef(repo_id=repo_id, revision=content_revision(_hashed([str(path)], path.parent, config)),
+                         files=(str(path),), kind=kind, config=config)
 
 
 def resolve_source(source, *, revision: str | None = None, allow_external_links: bool = False) -> ResolvedSource:
