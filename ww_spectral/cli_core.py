@@ -186,6 +186,11 @@ def register(subparsers) -> None:
                     "dict, a Hugging Face cache snapshot or an org/name[@rev] hub id). Exit status 2 with a "
                     "one-line message when SOURCE cannot be read or holds no analysable layer.")
     _add_source_options(p)
+    p.add_argument("--base-model", metavar="BASE", default=None,
+                   help="the model's base (a file, folder, cache snapshot or org/name[@rev] hub id): also "
+                        "analyse the delta W - W_base of every tensor both hold with the same shape (rows with "
+                        "delta_kind base_delta and base_ref; others skipped with the reason); for a PEFT adapter "
+                        "also the merged W_base + update (lora_merged)")
     p.add_argument("--out", metavar="FILE",
                    help="write the per-layer table, skipped tensors included (status 'skipped' and their "
                         "reason), to FILE (.parquet, .csv or .json); default: print the table")
@@ -262,22 +267,48 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = analyze_model(
         args.source, include_skipped=True, progress=progress, revision=args.revision,
-        allow_external_links=args.allow_external_links, workers=args.workers, **dataclasses.asdict(options),
+        allow_external_links=args.allow_external_links, workers=args.workers, base_model=args.base_model,
+        **dataclasses.asdict(options),
     )
+    deltas = _delta_lines(result.layers)
     if out is not None:
         write_layers(result.layers, out)  # every tensor: skipped ones with their reason
-        s = result.summary
-        print(f"{out}: {len(result.layers)} rows ({s['n_layers_analysed']} analysed, "
-              f"{s['n_layers_failed']} failed, {s['n_layers_skipped']} skipped) in {result.seconds:.1f} s")
+        status = result.layers["status"]
+        print(f"{out}: {len(result.layers)} rows ({int((status == 'success').sum())} analysed, "
+              f"{int((status == 'failed').sum())} failed, {int((status == 'skipped').sum())} skipped) in "
+              f"{result.seconds:.1f} s")
+        for line in deltas:
+            print(line)
         return 0
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 48, "display.float_format", "{:.4f}".format):
         shown = result.layers if args.include_skipped else result.layers[result.layers["status"] != "skipped"]
-        print(_one_line_names(shown[_table_columns(options)]).to_string(index=False))
+        columns = _table_columns(options)
+        if deltas:  # which rows are deltas, and against what
+            at = columns.index("longname") + 1
+            columns[at:at] = ["delta_kind"]
+        print(_one_line_names(shown[columns]).to_string(index=False))
     print(f"\n{safe_text(result.ref.repo_id)} (revision {safe_text(result.ref.revision or '-')}), "
           f"{result.seconds:.1f} s; options: {options.label()} ({options.fingerprint()})")
     print(_fmt_summary(result.summary))
+    for line in deltas:
+        print(line)
     return 0
+
+
+def _delta_lines(layers) -> list[str]:
+    """Printed lines about delta / adapter rows (none for a model analysed on its own): how many of each
+    delta_kind, and the update metrics (ww_spectral/deltas.py delta_summary)."""
+    from .deltas import delta_summary
+
+    kinds = layers["delta_kind"][layers["delta_kind"] != ""]
+    if kinds.empty:
+        return []
+    counts = ", ".join(f"{k} x{n}" for k, n in kinds.value_counts().sort_index().items())
+    summary = delta_summary(layers)
+    base = f" against {safe_text(summary.pop('base_ref'))}" if summary["base_ref"] else ""
+    summary.pop("base_ref", None)
+    return [f"\ndelta rows: {counts}{base}", _fmt_summary(summary)]
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
