@@ -11,6 +11,10 @@ Which Ray runs the heavy work is configuration, never flow code:
   `RAY_AUTH_MODE=token` ourselves when a token is available and the variable is unset.
 - a Ray already initialised in this process (tests, notebooks) is reused and left running.
 
+Output: `quiet_output(verbose=False)` keeps Prefect's and Ray's log lines and notices (Ray's
+token-authentication warning, Prefect's temporary-server notice, flow-run INFO lines) off stderr; the
+commands that run a scan (pipelines/scan_cli.py, pipelines/proof/demo.py) call it with the global --verbose.
+
 Telemetry: `quiet_environment()` sets the switches Prefect, Ray and huggingface_hub read when they are
 imported or started (only where the user has not set them). It is called explicitly, first thing, by the
 entry points that import Prefect (pipelines/flows.py at its top, pipelines/scan_cli.py before it imports
@@ -23,6 +27,7 @@ workers of a remote cluster): Ray's and the hub's variables, and secrets, stay o
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +54,28 @@ def quiet_environment() -> None:
     """
     for key, value in {**QUIET_ENV, **EMBEDDED_DEFAULTS}.items():
         os.environ.setdefault(key, value)
+
+
+# Loggers of the libraries a scan runs on; below ERROR they speak only with --verbose.
+THIRD_PARTY_LOGGERS = ("prefect", "ray")
+
+
+def quiet_output(*, verbose: bool) -> None:
+    """Prefect's and Ray's log lines and notices on stderr only when `verbose` (ww-spectral's own progress
+    lines are not logging and always show).
+
+    Call before Prefect is imported: it reads PREFECT_LOGGING_LEVEL when it configures its loggers (set to
+    ERROR here unless the user set it). Ray is imported here, because its import sets the 'ray' logger to
+    INFO; the loggers of both are then turned down to ERROR (Ray's token-authentication warning comes
+    from a child of 'ray' when a local Ray starts). verbose=True changes nothing: their defaults speak.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+    import ray  # noqa: F401 - imported before its logger is set, which its import would reset
+
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 # Ray workers inherit these: one BLAS thread per Ray task, Ray parallelises.

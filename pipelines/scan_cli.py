@@ -12,7 +12,7 @@ on its own wins over --options. Results are stored under the options' fingerprin
 rescan with the same options skips and one with other options analyses again, beside the first.
 
 Progress goes to stderr (one line per model: done / failed / skipped counts and models per minute),
-then a closing summary. Exit 0 when the scan ran, even if some models failed (they are in `failures`).
+then a closing summary; Prefect's and Ray's log lines only with the global --verbose. Exit 0 when the scan ran, even if some models failed (they are in `failures`).
 No prefect/ray import at module top: `ww-spectral --help` stays fast.
 """
 
@@ -94,13 +94,16 @@ def run(args) -> int:
     import logging
     import os
 
-    # Our progress lines report each failure once; Prefect's own task-failure tracebacks would repeat them.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from .ray_runtime import quiet_output  # here, not at the top: it loads the analysis (pandas) and Ray
+
+    # Prefect's and Ray's chatter only with --verbose (before Prefect is imported).
+    quiet_output(verbose=bool(getattr(args, "verbose", False)))
     # Progress lines on: the flows read it with their other settings (pipelines/settings.py); it is not a
     # flow parameter, because the deployments' parameters are the flows' contract (infra/prefect/prefect.yaml).
     os.environ["WW_SCAN_PROGRESS"] = "1"
     from . import flows  # sets the quiet telemetry defaults before it imports prefect
 
+    # Our progress lines report each failure once; Prefect's own task-failure tracebacks would repeat them.
     logging.getLogger("prefect.task_runs").setLevel(logging.CRITICAL)
     options = options_from_args(args, base=resolve_options(args.options))
     # A JSON-able flow parameter (deployments pass parameters as JSON): the identity the hash is made of.

@@ -7,12 +7,12 @@ then alpha_weighted, catalogs/metrics.py) or by one metric, and correlated with 
 accuracy (pipelines/proof/validation.py). It ends with the commands to run next.
 
 Output: only ww-spectral's own progress lines on stderr; Prefect's and Ray's log lines and notices are
-turned down to errors unless `verbose` (the global --verbose flag of pipelines/cli.py).
+turned down to errors unless `verbose` (the global --verbose flag of pipelines/cli.py;
+pipelines/ray_runtime.py quiet_output).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import time
@@ -25,43 +25,21 @@ from catalogs.catalog import connect, leaderboard
 from catalogs.cli import DEFAULT_DATA
 from catalogs.metrics import DEFAULT_METRIC, TIERS, get_metric
 
+from ..ray_runtime import quiet_output
 from . import DEFAULT_ZOOS
 from .stored import latest_models
 from .truth import merge_truth, read_truth
 from .validation import format_table, validate_frames
 from .zoo import build_zoo, get_kind, zoo_fingerprint, zoo_is_complete
 
-# Loggers of the libraries the scan runs on; below WARNING they speak only with --verbose.
-THIRD_PARTY_LOGGERS = ("prefect", "ray")
-
-
-def _quiet(verbose: bool) -> None:
-    """Before Prefect is imported: its log level (it reads PREFECT_LOGGING_LEVEL when it configures
-    logging; a value the user set is kept)."""
-    if verbose:
-        return
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
-
-
-def _quiet_loggers(verbose: bool) -> None:
-    """After Ray is imported (its import resets the 'ray' logger to INFO): the loggers that print Ray's
-    start-up notices (e.g. its token-authentication warning) and Prefect's."""
-    if verbose:
-        return
-    for name in THIRD_PARTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
 
 def _scan(zoo_dir: str, data_root: str, *, workers: int | None, ray_address: str | None, verbose: bool) -> dict:
     """The real folder scan, with one progress line per model on stderr (as `ww-spectral scan`)."""
     # The flows read their progress switch with their other settings (pipelines/settings.py).
     os.environ["WW_SCAN_PROGRESS"] = "1"
-    _quiet(verbose)
-    import ray  # noqa: F401 - imported here so that its logger can be set before it starts
-
+    quiet_output(verbose=verbose)  # before Prefect is imported
     from .. import flows  # Prefect and Ray: loaded only when a demo runs
 
-    _quiet_loggers(verbose)
     return flows.scan_folder(folder=str(zoo_dir), data_root=str(data_root), ray_address=ray_address,
                              workers=workers)
 
