@@ -79,7 +79,8 @@ class Shard:
 
 def _no_weights(repo_id: str, sha: str, names: tuple[str, ...]) -> NoWeightsError:
     shown = ", ".join(sorted(names)[:20]) or "no files"
-    return NoWeightsError(f"{repo_id}@{sha}: no supported weight files (.safetensors, pytorch_model*.bin, .pt, .pth) "
+    return NoWeightsError(f"{repo_id}@{sha}: no supported weight files (.safetensors, pytorch_model*.bin, .pt, .pth, "
+                          ".gguf) "
                           f"on the hub; found {safe_text(shown, limit=400)}")
 
 
@@ -93,11 +94,14 @@ def _checked_shards(model: hub.HubModel, index_name: str, shards: tuple[str, ...
 
 def plan_repo_files(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
                     token: str | None = None, settings: HubSettings | None = None,
-                    read_index_file: Callable[[str, str], tuple[str, ...]] | None = None) -> RepoFiles:
+                    read_index_file: Callable[[str, str], tuple[str, ...]] | None = None,
+                    weight_file: str | None = None) -> RepoFiles:
     """Resolve the revision and choose its weight files (one model-info call; the index read by
-    `read_index_file(index_name, sha)` when there is one). NoWeightsError when there are none."""
+    `read_index_file(index_name, sha)` when there is one). NoWeightsError when there are none.
+    weight_file: one file of the repo chosen by name (e.g. one quantisation of a GGUF repo); OptionError
+    when the repo has no such weight file."""
     model = hub.model_info(repo_id, revision=revision, endpoint=endpoint, token=token, settings=settings)
-    chosen = select_weight_files(model.siblings)
+    chosen = select_weight_files(model.siblings, weight_file=weight_file)
     if chosen.kind == "none":
         raise _no_weights(repo_id, model.sha, model.siblings)
     files = chosen.files
@@ -125,10 +129,12 @@ def repo_cache_dir(repo_id: str, cache_dir: str | os.PathLike | None) -> Path:
 
 def download_weights(repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
                      token: str | None = None, cache_dir: str | None = None,
-                     settings: HubSettings | None = None) -> CheckpointRef:
+                     settings: HubSettings | None = None, weight_file: str | None = None) -> CheckpointRef:
     """Download a repo's weight files (+ config.json) into the HF cache and return their CheckpointRef.
 
     revision: branch, tag or commit (default main; validated); the ref carries the resolved commit sha.
+    weight_file: download only this weight file (e.g. "model.Q8_0.gguf" of a GGUF repo; default: the
+    layout rule's choice, ww_spectral/layout.py).
     Files already cached are not fetched again. When the hub cannot be reached (TransientHubError) or
     HF_HUB_OFFLINE is set, a cached snapshot of the revision in `cache_dir` is used.
     """
@@ -146,7 +152,7 @@ def download_weights(repo_id: str, *, revision: str | None = None, endpoint: str
     io = dict(endpoint=endpoint, token=token, settings=settings, cache_dir=cache_dir)
     try:
         plan = plan_repo_files(repo_id, revision, endpoint=endpoint, token=token, settings=settings,
-                               read_index_file=_downloaded_index(repo_id, **io))
+                               read_index_file=_downloaded_index(repo_id, **io), weight_file=weight_file)
     except TransientHubError:
         cached = cached_snapshot(repo_id, revision, cache_dir)
         if cached is None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import adapters, deltas
+from .quant import plan as quant_plan
 from .records import LayerPlan
 
 __all__ = ["READ_KINDS", "read_layer"]
@@ -30,6 +31,8 @@ def read_layer(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32
     kind = plan.read_kind
     if kind == "tensor":
         return checkpoint.read(plan.tensor_name, dtype=dtype)
+    if kind == "dequant":
+        return quant_plan.read_dequant(checkpoint, plan, dtype=dtype)
     if kind == "base_delta":
         return deltas.read_base_delta(checkpoint, plan, dtype=dtype)
     if kind == "lora_update":

@@ -6,6 +6,9 @@ ww_spectral/hub_source.py) alike:
     select_weight_files(names) -> WeightFiles(files, kind, index)
         model.safetensors.index.json  > model.safetensors > every *.safetensors
         > pytorch_model.bin.index.json > every *.bin/*.pt/*.pth/*.ckpt (Trainer files such as optimizer.pt ignored)
+        > ONE *.gguf model (see choose_gguf: the highest precision its name states, then the first by name;
+          a llama.cpp split model "-00001-of-00003.gguf" is all its parts; mmproj*/imatrix* files are not
+          models); select_weight_files(names, weight_file="x.Q8_0.gguf") picks one file by name instead
     parse_index(data, index_name=...) -> the shard names an index lists (validated, sorted)
 
 Names and revisions come from untrusted places (a downloaded index, a hub listing, a cache's refs/ file,
@@ -44,7 +47,8 @@ log = logging.getLogger("ww_spectral")
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
+GGUF_SUFFIXES = (".gguf",)
+WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES + GGUF_SUFFIXES
 ST_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG = "config.json"
@@ -66,7 +70,7 @@ class WeightFiles:
     files: names in load order. With an index, its shards are the exact list: read the index
         (`parse_index`) and use those; until then `files` holds the root safetensors files other than
         consolidated* (the hub's model_info shows them without downloading the index).
-    kind: "safetensors" | "torch" | "none" (no weight file at all).
+    kind: "safetensors" | "torch" | "gguf" | "none" (no weight file at all).
     index: the index file's name when the chosen files come from one, else None.
     """
 
@@ -75,9 +79,86 @@ class WeightFiles:
     index: str | None = None
 
 
-def select_weight_files(names: Iterable[str]) -> WeightFiles:
-    """THE rule: which of a model's root file names (no '/' in them) are its weights; see the module doc."""
+# GGUF files that are not a language model's weights: vision projectors, importance matrices.
+GGUF_NOT_MODELS = re.compile(r"^(mmproj|imatrix)", re.IGNORECASE)
+_GGUF_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+# Precision a GGUF file name states (llama.cpp's naming: model-Q4_K_M.gguf, model.f16.gguf): bits per weight.
+_GGUF_PRECISION = re.compile(r"(?:^|[-._])(f32|bf16|f16|i?q\d|tq\d)(?=[-._]|$)", re.IGNORECASE)
+
+
+def gguf_bits(name: str) -> float:
+    """Bits per weight a GGUF file's name states (f32 32, bf16/f16 16, Q8_0 8, IQ4_XS 3.5, ...); 0 when
+    it states none. Only an ordering: the file itself says what each tensor holds."""
+    found = _GGUF_PRECISION.findall(name)
+    if not found:
+        return 0.0
+    token = found[-1].lower()
+    if token in ("f32", "bf16", "f16"):
+        return 32.0 if token == "f32" else 16.0
+    bits = float(token[-1])
+    return bits - 0.5 if token.startswith(("iq", "tq")) else bits
+
+
+def _gguf_models(root: set[str]) -> dict[str, tuple[str, ...]]:
+    """GGUF models among root names: key (a file, or a split model's first part) -> its files in order.
+    A split model missing a part is left out (it cannot be read)."""
+    models: dict[str, tuple[str, ...]] = {}
+    splits: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    for n in sorted(root):
+        if not n.lower().endswith(GGUF_SUFFIXES) or GGUF_NOT_MODELS.match(n):
+            continue
+        m = _GGUF_SPLIT.match(n)
+        if m is None:
+            models[n] = (n,)
+        else:
+            splits.setdefault((m["stem"], int(m["count"])), []).append((int(m["part"]), n))
+    for (_, count), parts in splits.items():
+        if sorted(p for p, _ in parts) == list(range(1, count + 1)):
+            ordered = tuple(n for _, n in sorted(parts))
+            models[ordered[0]] = ordered
+    return models
+
+
+def choose_gguf(names: Iterable[str]) -> tuple[str, ...]:
+    """The files of THE GGUF model among root `names` (empty when none): highest stated precision, then the
+    first by name - deterministic, and the closest to the original weights."""
+    models = _gguf_models({n for n in names if "/" not in n})
+    if not models:
+        return ()
+    key = min(models, key=lambda k: (-gguf_bits(k), k))
+    return models[key]
+
+
+def _kind_of(name: str) -> str:
+    low = name.lower()
+    if low.endswith(SAFETENSORS_SUFFIXES):
+        return "safetensors"
+    if low.endswith(GGUF_SUFFIXES):
+        return "gguf"
+    return "torch" if low.endswith(TORCH_SUFFIXES) else "none"
+
+
+def _chosen_file(root: set[str], weight_file: str) -> WeightFiles:
+    """The user's choice of one weight file (a GGUF split model: all its parts)."""
+    check_member_name(weight_file, where="weight_file", what="weight file name")
+    if weight_file not in root or _kind_of(weight_file) == "none":
+        have = sorted(n for n in root if _kind_of(n) != "none")
+        raise OptionError(f"weight file {_shown(weight_file)} is not among the model's weight files "
+                          f"({safe_text(', '.join(have[:20]) or 'none', limit=600)}); pass one of those names")
+    for files in _gguf_models(root).values():
+        if weight_file in files:
+            return WeightFiles(files, "gguf")
+    return WeightFiles((weight_file,), _kind_of(weight_file))
+
+
+def select_weight_files(names: Iterable[str], *, weight_file: str | None = None) -> WeightFiles:
+    """THE rule: which of a model's root file names (no '/' in them) are its weights; see the module doc.
+
+    weight_file: one root file name the user chose (e.g. one quantisation of a GGUF repo); OptionError
+    when it is not one of the weight files."""
     root = {n for n in names if "/" not in n}
+    if weight_file is not None:
+        return _chosen_file(root, weight_file)
     st = sorted(n for n in root if n.endswith(SAFETENSORS_SUFFIXES))
     if ST_INDEX in root:
         return WeightFiles(tuple(n for n in st if not n.startswith("consolidated")), "safetensors", ST_INDEX)
@@ -88,7 +169,10 @@ def select_weight_files(names: Iterable[str]) -> WeightFiles:
     pt = tuple(sorted(n for n in root if n.endswith(TORCH_SUFFIXES) and not NOT_WEIGHTS.match(n)))
     if BIN_INDEX in root:
         return WeightFiles(pt, "torch", BIN_INDEX)
-    return WeightFiles(pt, "torch" if pt else "none")
+    if pt:
+        return WeightFiles(pt, "torch")
+    gguf = choose_gguf(root)
+    return WeightFiles(gguf, "gguf") if gguf else WeightFiles((), "none")
 
 
 def name_problem(name: object, *, allow_external_links: bool = False) -> str | None:

@@ -27,6 +27,7 @@ from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
 from .errors import NoAnalysableLayerError
 from .layers import plan_layer
 from .progress import safe_text
+from .quant import plan as quant_plan
 from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make_options
 from .summary import summarize
 
@@ -133,7 +134,7 @@ def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | 
 # e.g. a quantised layer's stored parts become one "dequant" plan, a 3-D expert stack one plan per expert.
 # Steps run in this order; layer_id is renumbered after the last one (position in the final list).
 PlanStep = Callable[..., list[LayerPlan]]
-PLAN_STEPS: tuple[PlanStep, ...] = (adapters.plan_adapter_layers,)
+PLAN_STEPS: tuple[PlanStep, ...] = (quant_plan.plan_quantized, adapters.plan_adapter_layers)
 
 
 def _plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions, *,

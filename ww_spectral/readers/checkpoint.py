@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ..errors import CheckpointError
-from ..layout import SAFETENSORS_SUFFIXES
+from ..errors import CheckpointError, UnsupportedDtypeError
+from ..layout import GGUF_SUFFIXES, SAFETENSORS_SUFFIXES
 from ..records import CheckpointRef, TensorInfo
+from .gguf import GGUFReader
 from .safetensors import SafetensorsReader
 from .torch_state import TorchReader
 
@@ -34,11 +35,13 @@ class Checkpoint:
         self._readers = readers
         self._infos: list[TensorInfo] = []
         self._owner: dict[str, object] = {}
+        self._by_name: dict[str, TensorInfo] = {}
         self._closed = False
         for reader in readers:
             for info in reader.tensors():
                 if info.name not in self._owner:
                     self._owner[info.name] = reader
+                    self._by_name[info.name] = info
                     self._infos.append(info)
 
     def tensors(self) -> list[TensorInfo]:
@@ -48,15 +51,38 @@ class Checkpoint:
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` in its stored shape, converted exactly to float32 (default) or float64.
 
-        Reads only this tensor. Raises KeyError for an unknown name, UnsupportedDtypeError for float8 /
-        integer / unknown codes, CheckpointError when the bytes are damaged.
+        Reads only this tensor (a GGUF tensor dequantised with the gguf package). Raises KeyError for an
+        unknown name, UnsupportedDtypeError for float8 / integer / unknown codes, CheckpointError when the
+        bytes are damaged.
         """
+        return self._reader(name).read(name, dtype=dtype)
+
+    def raw(self, name: str) -> np.ndarray:
+        """Tensor `name` as STORED (packed int32, uint8, float8, GGUF block bytes, ...): what the dequantisers
+        of ww_spectral/quant/ take. One tensor read; UnsupportedDtypeError where the format has no raw view
+        (torch state dicts, in-memory mappings, sub-byte codes)."""
+        reader = self._reader(name)
+        raw = getattr(reader, "raw", None)
+        if raw is None:
+            raise UnsupportedDtypeError(f"tensor {name!r}: its stored values cannot be read raw from a "
+                                        f"{type(reader).__name__} (quantised layers are read from .safetensors and "
+                                        ".gguf files); skip it")
+        return raw(name)
+
+    def info(self, name: str) -> TensorInfo:
+        """The header entry of tensor `name` (KeyError when there is none)."""
+        info = self._by_name.get(name)
+        if info is None:
+            raise KeyError(f"no tensor named {name!r} in {self.ref.repo_id}")
+        return info
+
+    def _reader(self, name: str):
         if self._closed:
             raise CheckpointError(f"{self.ref.repo_id}: the checkpoint is closed; open it again to read {name!r}")
         reader = self._owner.get(name)
         if reader is None:
             raise KeyError(f"no tensor named {name!r} in {self.ref.repo_id}")
-        return reader.read(name, dtype=dtype)
+        return reader
 
     def close(self) -> None:
         """Release memory maps and in-memory references; the Checkpoint cannot be read afterwards."""
@@ -90,7 +116,15 @@ def open_all(openers: Iterable[Callable[[], object]]) -> list:
     return readers
 
 
+def reader_for_file(path: str):
+    """The reader of one local weight file, by suffix: safetensors, GGUF, else a torch state dict."""
+    if path.endswith(SAFETENSORS_SUFFIXES):
+        return SafetensorsReader(path)
+    if path.endswith(GGUF_SUFFIXES):
+        return GGUFReader(path)
+    return TorchReader(path)
+
+
 def readers_for(ref: CheckpointRef) -> list:
-    """Open a reader per local weight file of `ref` (safetensors or torch, by suffix); all or none."""
-    return open_all((lambda f=f: SafetensorsReader(f) if f.endswith(SAFETENSORS_SUFFIXES) else TorchReader(f))
-                    for f in ref.files)
+    """Open a reader per local weight file of `ref` (safetensors, GGUF or torch, by suffix); all or none."""
+    return open_all((lambda f=f: reader_for_file(f)) for f in ref.files)

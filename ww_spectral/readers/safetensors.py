@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import dtypes
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UnsupportedDtypeError
 from ..records import TensorInfo
 from ..untrusted import (
     INT64_MAX,
@@ -185,6 +185,18 @@ def read_header_bytes(path: str) -> tuple[bytes, int]:
         return header, n
 
 
+def _raw_spec(by_name: dict[str, TensorInfo], name: str) -> tuple[np.dtype, TensorInfo]:
+    """(numpy dtype viewing the stored bytes, header entry) for `raw()`; KeyError / UnsupportedDtypeError."""
+    info = by_name.get(name)
+    if info is None:
+        raise KeyError(name)
+    spec = dtypes.spec(info.dtype)
+    if spec is None or spec.numpy is None:
+        raise UnsupportedDtypeError(f"tensor {name!r}: dtype {info.dtype} has no numpy view (sub-byte or unknown "
+                                    "code); skip it")
+    return spec.numpy, info
+
+
 def _checked(by_name: dict[str, TensorInfo], name: str, dtype) -> tuple[np.dtype, TensorInfo]:
     """(target dtype, header entry) of a tensor about to be read; KeyError / UnsupportedDtypeError first."""
     target = dtypes.check_target(dtype)
@@ -247,6 +259,19 @@ class SafetensorsReader:
         # astype copies: the result owns its memory and the map can be closed afterwards.
         return raw.reshape(info.shape).astype(target, copy=True)
 
+    def raw(self, name: str) -> np.ndarray:
+        """Tensor `name` in its STORED dtype and shape (int32, uint8, float8 via ml_dtypes, ...), a copy:
+        the packed integers and codes the dequantisers (ww_spectral/quant/) take."""
+        np_dtype, info = _raw_spec(self._by_name, name)
+        begin, end = self._spans[name]
+        if os.path.getsize(self.path) < self._data_start + end:
+            raise _fail(self.path, f"truncated file: tensor {name!r} ends past the file", "re-download it")
+        count = (end - begin) // np_dtype.itemsize
+        if count == 0:
+            return np.zeros(info.shape, dtype=np_dtype)
+        data = np.frombuffer(self._buffer(), dtype=np_dtype, count=count, offset=self._data_start + begin)
+        return data.reshape(info.shape).copy()
+
     def close(self) -> None:
         if self._mmap is not None:
             # BufferError: a caller still holds a view; the OS frees the map with the last reference.
@@ -302,6 +327,18 @@ class SafetensorsRangeReader:
                         "the remote file changed or the server ignores Range; retry")
         raw = np.frombuffer(data, dtype=dtypes.spec(info.dtype).numpy)
         return raw.reshape(info.shape).astype(target, copy=True)
+
+    def raw(self, name: str) -> np.ndarray:
+        """Tensor `name` in its STORED dtype and shape (one Range request), like SafetensorsReader.raw."""
+        np_dtype, info = _raw_spec(self._by_name, name)
+        begin, end = self._spans[name]
+        if end == begin:
+            return np.zeros(info.shape, dtype=np_dtype)
+        data, _ = self._fetch(self._data_start + begin, self._data_start + end)
+        if len(data) != end - begin:
+            raise _fail(self.path, f"tensor {name!r}: asked for {end - begin} bytes, got {len(data)}",
+                        "the remote file changed or the server ignores Range; retry")
+        return np.frombuffer(data, dtype=np_dtype).reshape(info.shape).copy()
 
     def close(self) -> None:
         self._fetch = None  # type: ignore[assignment]

@@ -1,0 +1,292 @@
+"""Quantised checkpoints and GGUF files through the whole analysis (plan step, "dequant" read, rows).
+
+Every quantised copy is written with the format's own library where it runs on CPU (gguf's writer and
+quantisers, compressed-tensors' compressors, bitsandbytes' CPU quantisers, transformers-style fp8) or the
+libraries' packing loops (GPTQ/AWQ: tests/ww_spectral/test_quant_gptq_awq.py). The tests check that:
+- each quantised layer is ONE analysed row (quant_format, logical shape), its parts skipped "quant_part";
+- the matrix the analysis reads equals the library's own dequantisation (float32 round-off: exactly);
+- the quantised copy's alphas stay close to the original's: median |delta alpha| per format (printed with
+  `pytest -s`, bounded here; the README figures come from this test);
+- `ww-spectral analyze model.gguf` works, and a hub repo holding GGUF files is read through the loopback hub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+gguf = pytest.importorskip("gguf")
+F = pytest.importorskip("bitsandbytes.functional")
+fp8_hf = pytest.importorskip("transformers.integrations.finegrained_fp8")
+pytest.importorskip("compressed_tensors")
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from support.hub_server import HubServer  # noqa: E402
+from support.planted_models import heavy_tailed  # noqa: E402
+from test_gguf_reader import write_gguf  # noqa: E402
+from test_quant_bnb import state_dict_4bit  # noqa: E402
+from test_quant_compressed import QArgs, compress  # noqa: E402
+from test_quant_fp8 import quantise as fp8_quantise  # noqa: E402
+from test_quant_gptq_awq import AWQ_ORDER, gptq_tensors, pack_cols, ref_awq, ref_gptq, rtn  # noqa: E402
+
+from ww_spectral.analysis import analyze_model  # noqa: E402
+from ww_spectral.checkpoint import open_checkpoint  # noqa: E402
+from ww_spectral.errors import OptionError  # noqa: E402
+from ww_spectral.layer_read import read_layer  # noqa: E402
+from ww_spectral.layout import select_weight_files  # noqa: E402
+from ww_spectral.model import plan_model  # noqa: E402
+
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+
+HIDDEN, INTER, BLOCKS = 256, 512, 4
+MODULES = {"self_attn.q_proj": (HIDDEN, HIDDEN), "mlp.up_proj": (INTER, HIDDEN), "mlp.down_proj": (HIDDEN, INTER)}
+GGUF_NAMES = {"self_attn.q_proj": "attn_q", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN,
+          "intermediate_size": INTER}
+ALPHAS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
+
+
+def original_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """prefix -> float32 (out, in): 4 blocks of q/up/down with planted tail exponents 2.5 .. 5."""
+    rng = np.random.default_rng(seed)
+    out, k = {}, 0
+    for b in range(BLOCKS):
+        for mod, (o, i) in MODULES.items():
+            out[f"model.layers.{b}.{mod}"] = heavy_tailed(rng, o, i, alpha=ALPHAS[k % len(ALPHAS)]) * 0.05
+            k += 1
+    return out
+
+
+WEIGHTS = original_weights()
+
+
+# --- one writer per format: (stored tensors, library dequantisation per stored primary, quantization_config)
+def _fp8(dtype, block):
+    def write(prefix, w):
+        q, scale = fp8_quantise(torch.from_numpy(w), dtype, block, per_channel=block is None)
+        key = "weight_scale_inv" if block else "weight_scale"
+        ref = fp8_hf._dequantize_fp8_weight(q, scale, list(block) if block else None, torch.float32)
+        return {f"{prefix}.weight": q, f"{prefix}.{key}": scale.float()}, f"{prefix}.weight", ref.numpy()
+    return write
+
+
+def _gptq(prefix, w):
+    qweight, qzeros, scales, g_idx = gptq_tensors(w, 4, 64, act_order=True)
+    ref = ref_gptq(qweight, qzeros, scales, g_idx, 4, True).float().numpy().T
+    parts = {"qweight": qweight, "qzeros": qzeros, "scales": scales, "g_idx": g_idx}
+    return {f"{prefix}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in parts.items()}, \
+        f"{prefix}.qweight", ref
+
+
+def _awq(prefix, w):
+    q, zeros, scales, _ = rtn(w, 4, 64)
+    qweight, qzeros = pack_cols(q, 4, AWQ_ORDER), pack_cols(zeros, 4, AWQ_ORDER)
+    ref = ref_awq(qweight, qzeros, scales, 64).float().numpy().T
+    parts = {"qweight": qweight, "qzeros": qzeros, "scales": scales}
+    return {f"{prefix}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in parts.items()}, \
+        f"{prefix}.qweight", ref
+
+
+def _bnb_int8(prefix, w):
+    cb, scb, _ = F.int8_vectorwise_quant(torch.from_numpy(w).half())
+    return {f"{prefix}.weight": cb, f"{prefix}.SCB": scb, f"{prefix}.weight_format": torch.tensor(0, dtype=torch.uint8)}, \
+        f"{prefix}.weight", F.int8_vectorwise_dequant(cb, scb).numpy()
+
+
+def _bnb4(kind):
+    def write(prefix, w):
+        sd, ref = state_dict_4bit(prefix, torch.from_numpy(w), quant_type=kind, nested=True)
+        return sd, f"{prefix}.weight", ref.float().numpy()
+    return write
+
+
+def _ct(fmt, args):
+    def write(prefix, w):
+        packed, ref = compress(fmt, QArgs(**args), torch.from_numpy(w).bfloat16())
+        primary = "weight_packed" if "weight_packed" in packed else "weight"
+        return {f"{prefix}.{k}": v for k, v in packed.items()}, f"{prefix}.{primary}", ref.float().numpy()
+    return write
+
+
+def _ct_config(fmt, args):
+    return {"quant_method": "compressed-tensors", "format": fmt,
+            "config_groups": {"group_0": {"targets": ["Linear"], "format": fmt, "weights": args}}}
+
+
+CT_PACK = dict(num_bits=4, type="int", strategy="group", group_size=32, symmetric=False)
+CT_FP8 = dict(num_bits=8, type="float", strategy="channel", symmetric=True)
+
+# format -> (writer, quantization_config, bound on the median |delta alpha| over the 12 layers)
+SAFETENSORS_FORMATS = {
+    "fp8_e4m3": (_fp8(torch.float8_e4m3fn, (128, 128)), {"quant_method": "fp8", "weight_block_size": [128, 128]}, 0.1),
+    "fp8_e5m2": (_fp8(torch.float8_e5m2, None), {}, 0.2),
+    "gptq_int4": (_gptq, {"quant_method": "gptq", "bits": 4, "group_size": 64, "desc_act": True}, 0.3),
+    "awq_int4": (_awq, {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemm"}, 0.25),
+    "bnb_int8": (_bnb_int8, {"quant_method": "bitsandbytes", "load_in_8bit": True}, 0.03),
+    "bnb_nf4": (_bnb4("nf4"), {"quant_method": "bitsandbytes", "load_in_4bit": True}, 0.25),
+    "bnb_fp4": (_bnb4("fp4"), {"quant_method": "bitsandbytes", "load_in_4bit": True}, 0.25),
+    "ct_pack_quantized": (_ct("pack-quantized", CT_PACK), _ct_config("pack-quantized", CT_PACK), 0.2),
+    "ct_float_quantized": (_ct("float-quantized", CT_FP8), _ct_config("float-quantized", CT_FP8), 0.1),
+}
+GGUF_FORMATS = {"gguf_q8_0": (Q.Q8_0, 0.02), "gguf_q5_1": (Q.Q5_1, 0.15), "gguf_q4_0": (Q.Q4_0, 0.25)}
+
+
+def write_original(folder) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{p}.weight": torch.from_numpy(w) for p, w in WEIGHTS.items()}
+    tensors["model.norm.weight"] = torch.ones(HIDDEN)
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+
+
+def write_quantised(folder, fmt: str) -> dict[str, np.ndarray]:
+    """A quantised copy of the original in `folder`; returns primary tensor name -> library dequantisation."""
+    writer, qc, _ = SAFETENSORS_FORMATS[fmt]
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, refs = {"model.norm.weight": torch.ones(HIDDEN)}, {}
+    for prefix, w in WEIGHTS.items():
+        sd, primary, ref = writer(prefix, w)
+        tensors.update(sd)
+        refs[primary] = ref
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(dict(CONFIG, quantization_config=qc) if qc else CONFIG))
+    return refs
+
+
+def gguf_name(prefix: str) -> str:
+    parts = prefix.split(".")  # model.layers.B.<mod>
+    return f"blk.{parts[2]}.{GGUF_NAMES['.'.join(parts[3:])]}.weight"
+
+
+def write_gguf_copy(path, qtype) -> None:
+    tensors = {gguf_name(p): (w, qtype) for p, w in WEIGHTS.items()}
+    tensors["output_norm.weight"] = (np.ones(HIDDEN, np.float32), Q.F32)
+    write_gguf(path, tensors)
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("original")
+    write_original(folder)
+    rows = analyze_model(str(folder), workers=1).layers
+    return folder, rows[rows.status == "success"].set_index("longname")
+
+
+def _median_delta(rows: pd.DataFrame, base: pd.DataFrame) -> float:
+    ok = rows[rows.status == "success"].set_index("longname")
+    assert sorted(ok.index) == sorted(base.index)  # every layer of the original, once
+    return float(np.median(np.abs(ok.loc[base.index, "alpha"].to_numpy() - base["alpha"].to_numpy())))
+
+
+@pytest.mark.parametrize("fmt", list(SAFETENSORS_FORMATS))
+def test_quantised_safetensors_analysed_like_the_library_dequantises(tmp_path, original, fmt):
+    refs = write_quantised(tmp_path / fmt, fmt)
+    with open_checkpoint(str(tmp_path / fmt)) as ckpt:
+        plan = plan_model(ckpt)
+        deq = [p for p in plan.layers if p.read_kind == "dequant"]
+        assert sorted(p.tensor_name for p in deq) == sorted(refs)
+        for p in deq:
+            assert p.analysed and p.quant_format == fmt and p.layer_type == "dense"
+            assert p.shape == WEIGHTS[p.longname].shape and p.companions
+            got = read_layer(ckpt, p, dtype=np.float32)
+            np.testing.assert_array_equal(got, refs[p.tensor_name])  # the library's own numbers, bit for bit
+        parts = [p for p in plan.layers if p.skip_code == "quant_part"]
+        assert {c for p in deq for c in p.companions} == {p.tensor_name for p in parts}
+        assert all(p.quant_format == fmt and "part of quantised layer" in p.skip_reason for p in parts)
+    rows = analyze_model(str(tmp_path / fmt), workers=1).layers
+    assert set(rows.loc[rows.status == "success", "quant_format"]) == {fmt}
+    assert (rows.loc[rows.fit_status == "quant_part", "status"] == "skipped").all()
+    delta = _median_delta(rows, original[1])
+    print(f"\n{fmt}: median |delta alpha| = {delta:.4f} over {len(original[1])} layers")
+    assert delta < SAFETENSORS_FORMATS[fmt][2]
+
+
+@pytest.mark.parametrize("fmt", list(GGUF_FORMATS))
+def test_gguf_copy_analysed_with_hf_names_and_close_alphas(tmp_path, original, fmt):
+    qtype, bound = GGUF_FORMATS[fmt]
+    path = tmp_path / "model.gguf"
+    write_gguf_copy(path, qtype)
+    reader = gguf.GGUFReader(str(path))
+    with open_checkpoint(str(path)) as ckpt:
+        assert ckpt.ref.kind == "gguf"
+        plans = {p.tensor_name: p for p in plan_model(ckpt).layers}
+        for t in reader.tensors:
+            p = plans[t.name]
+            if len(t.shape) == 1:
+                assert not p.analysed
+                continue
+            assert p.read_kind == "dequant" and p.quant_format == fmt and p.longname in WEIGHTS
+            expected = gguf.quants.dequantize(t.data, t.tensor_type).reshape(p.shape)
+            np.testing.assert_array_equal(read_layer(ckpt, p), expected.astype(np.float32))
+    rows = analyze_model(str(path), workers=1).layers
+    ok = rows[rows.status == "success"]
+    assert set(ok.quant_format) == {fmt} and ok.tensor_name.str.startswith("blk.").all()
+    delta = _median_delta(rows, original[1])
+    print(f"\n{fmt}: median |delta alpha| = {delta:.4f} over {len(original[1])} layers")
+    assert delta < bound
+
+
+def test_unsupported_and_inconsistent_quantised_layers_are_rows_with_reasons(tmp_path):
+    w = WEIGHTS["model.layers.0.mlp.up_proj"]
+    sd, _, _ = _awq("model.layers.0.mlp.up_proj", w)
+    bad, _, _ = _gptq("model.layers.1.mlp.up_proj", w)
+    bad["model.layers.1.mlp.up_proj.qzeros"] = bad["model.layers.1.mlp.up_proj.qzeros"][:, :3].contiguous()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({**sd, **bad, "model.layers.2.mlp.up_proj.weight": torch.from_numpy(w)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "awq", "version": "gemv"}}))
+    rows = analyze_model(str(folder), workers=1).layers.set_index("tensor_name")
+    gemv = rows.loc["model.layers.0.mlp.up_proj.qweight"]
+    assert gemv.status == "skipped" and gemv.fit_status == "unsupported_quant" and "awq" in gemv.skip_reason
+    assert "gemv" in gemv.skip_reason and "\n" not in gemv.skip_reason
+    broken = rows.loc["model.layers.1.mlp.up_proj.qweight"]  # quant_method awq + g_idx: told apart by shape
+    assert broken.status in ("failed", "skipped") and broken.skip_reason and "\n" not in broken.skip_reason
+    assert rows.loc["model.layers.2.mlp.up_proj.weight", "status"] == "success"
+
+
+def test_gguf_repo_picks_one_file_and_the_user_can_pick_another():
+    names = ["m-Q4_K_M.gguf", "m-Q8_0.gguf", "mmproj-f16.gguf", "README.md", "x-00002-of-00002.gguf",
+             "x-00001-of-00002.gguf"]
+    assert select_weight_files(names).files == ("m-Q8_0.gguf",)
+    assert select_weight_files(names, weight_file="m-Q4_K_M.gguf").files == ("m-Q4_K_M.gguf",)
+    assert select_weight_files(names, weight_file="x-00002-of-00002.gguf").files == \
+        ("x-00001-of-00002.gguf", "x-00002-of-00002.gguf")
+    assert select_weight_files(["m.safetensors", "m-Q8_0.gguf"]).kind == "safetensors"
+    with pytest.raises(OptionError, match="m-Q2_K.gguf"):
+        select_weight_files(names, weight_file="m-Q2_K.gguf")
+
+
+def test_cli_analyze_gguf(tmp_path):
+    from pipelines.cli import main
+
+    path = tmp_path / "tiny-Q8_0.gguf"
+    write_gguf_copy(path, Q.Q8_0)
+    out = tmp_path / "rows.csv"
+    assert main(["analyze", str(path), "--out", str(out), "--no-progress"]) == 0
+    rows = pd.read_csv(out, keep_default_na=False)
+    ok = rows[rows.status == "success"]
+    assert len(ok) == len(WEIGHTS) and set(ok.quant_format) == {"gguf_q8_0"}
+
+
+def test_hub_repo_holding_gguf_files(tmp_path):
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    write_gguf_copy(folder / "tiny-Q4_0.gguf", Q.Q4_0)
+    write_gguf_copy(folder / "tiny-Q8_0.gguf", Q.Q8_0)
+    server = HubServer().start()
+    try:
+        server.add_repo("org/tiny-GGUF", folder)
+        cache = str(tmp_path / "cache")
+        rows = analyze_model("org/tiny-GGUF", endpoint=server.endpoint, cache_dir=cache, workers=1).layers
+        assert set(rows.loc[rows.status == "success", "quant_format"]) == {"gguf_q8_0"}  # the higher precision
+        with open_checkpoint("org/tiny-GGUF", endpoint=server.endpoint, cache_dir=cache,
+                             weight_file="tiny-Q4_0.gguf") as ckpt:
+            assert [os.path.basename(f) for f in ckpt.ref.files] == ["tiny-Q4_0.gguf"]
+            assert {p.quant_format for p in plan_model(ckpt).analysed} == {"gguf_q4_0"}
+    finally:
+        server.stop()
