@@ -190,7 +190,7 @@ def register(subparsers) -> None:
                    help="the model's base (a file, folder, cache snapshot or org/name[@rev] hub id): also "
                         "analyse the delta W - W_base of every tensor both hold with the same shape (rows with "
                         "delta_kind base_delta and base_ref; others skipped with the reason); for a PEFT adapter "
-                        "also the merged W_base + update (lora_merged)")
+                        "also the merged W_base + update (lora_merged); default: no base, the model's own rows only")
     p.add_argument("--out", metavar="FILE",
                    help="write the per-layer table, skipped tensors included (status 'skipped' and their "
                         "reason), to FILE (.parquet, .csv or .json); default: print the table")
