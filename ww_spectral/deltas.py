@@ -26,7 +26,7 @@ data): `open_source(source)` opens either a BaseSource or any other SOURCE.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -84,6 +84,16 @@ class BaseDeltaCheckpoint:
     @property
     def base_ref(self) -> CheckpointRef:
         return self._base.ref
+
+    @property
+    def model(self) -> Any:
+        """The model's own checkpoint."""
+        return self._model
+
+    @property
+    def base(self) -> Any:
+        """The base's checkpoint."""
+        return self._base
 
     def tensors(self) -> list[TensorInfo]:
         return self._model.tensors()
@@ -182,16 +192,27 @@ def _skip(plan: LayerPlan, code: str, reason: str) -> LayerPlan:
     return replace(plan, skip_code=code, skip_reason=reason)
 
 
-def _delta_plan(own: LayerPlan, base: TensorInfo | None, label: str) -> LayerPlan:
-    """The base_delta plan of one analysed plain-tensor plan (module docstring)."""
+# The read kinds a base delta is taken of: the same matrix read from the model and from the base.
+DELTA_OF_KINDS = ("tensor", "expert")
+
+
+def _inner_kind(plan: LayerPlan) -> str:
+    """The read_kind of the matrix a base_delta plan subtracts (its expert column says which)."""
+    return "expert" if plan.expert is not None else "tensor"
+
+
+def _delta_plan(own: LayerPlan, stored: TensorInfo | None, base: TensorInfo | None, label: str) -> LayerPlan:
+    """The base_delta plan of one analysed plan of DELTA_OF_KINDS (module docstring); stored: the model's
+    tensor own.tensor_name (for an expert: its whole stack), base: the base's tensor of that name."""
     size = 8 * math.prod(own.shape)
-    p = replace(own, read_kind="base_delta", delta_kind="base_delta", base_ref=label, companions=(),
+    p = replace(own, read_kind="base_delta", delta_kind="base_delta", base_ref=label,
                 est_bytes=own.est_bytes + 2 * size)
     if base is None:
         return _skip(p, "base_missing", f"the base {label} has no tensor of this name")
-    if tuple(base.shape) != tuple(own.shape):
+    shape = tuple(stored.shape) if stored is not None else tuple(own.shape)
+    if tuple(base.shape) != shape:
         return _skip(p, "base_shape", f"the base tensor is {'x'.join(map(str, base.shape))}, the model's "
-                                      f"{'x'.join(map(str, own.shape))}: no delta")
+                                      f"{'x'.join(map(str, shape))}: no delta")
     if base.dtype not in FLOAT_DTYPES:
         return _skip(p, "base_dtype", f"the base tensor is stored as {base.dtype}, not a float: no delta")
     return p
@@ -200,9 +221,10 @@ def _delta_plan(own: LayerPlan, base: TensorInfo | None, label: str) -> LayerPla
 def add_base_deltas(plan: ModelPlan, *, infos: Iterable[TensorInfo], base_infos: Iterable[TensorInfo],
                     base_ref: CheckpointRef) -> ModelPlan:
     """`plan` (the model's own, from model.plan_model) with its delta plans appended (module docstring):
-    one per analysed plain-tensor plan ("base_delta") and per analysed adapter update ("lora_merged");
+    one per analysed plan of a stored tensor or of one expert of a stack ("base_delta": the base must hold
+    a float tensor of the same name and stored shape) and per analysed adapter update ("lora_merged");
     layer ids continue after the model's. Headers only: infos are the model's tensors, base_infos the
-    base's. Other analysed plans (experts, dequantised layers) get a skipped delta row saying so.
+    base's. Other analysed plans (dequantised layers) get a skipped delta row saying so.
 
     Raises BaseModelError when no delta can be analysed: the base shares no float tensor of the same name
     and shape with the model.
@@ -217,8 +239,8 @@ def add_base_deltas(plan: ModelPlan, *, infos: Iterable[TensorInfo], base_infos:
         if own.read_kind == "lora_update":
             extra.append(adapters.merged_plan(own, base.get(own.tensor_name), infos=by_name, config=plan.ref.config,
                                               base_label=label, options=plan.options))
-        elif own.read_kind == "tensor":
-            extra.append(_delta_plan(own, base.get(own.tensor_name), label))
+        elif own.read_kind in DELTA_OF_KINDS:
+            extra.append(_delta_plan(own, by_name.get(own.tensor_name), base.get(own.tensor_name), label))
         else:
             extra.append(_skip(replace(own, read_kind="base_delta", delta_kind="base_delta", base_ref=label),
                                "base_delta_unsupported",
@@ -245,19 +267,31 @@ def plan_with_base(checkpoint: BaseDeltaCheckpoint, options: AnalysisOptions | M
 # ---------------------------------------------------------------- reading
 
 
-def read_base_delta(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32) -> np.ndarray:
-    """read_kind "base_delta": W - W_base of tensor plan.tensor_name, in `dtype`, shaped plan.shape.
+def read_base_delta(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32,
+                    read: Callable[..., np.ndarray] | None = None) -> np.ndarray:
+    """read_kind "base_delta": W - W_base of the matrix plan names, in `dtype`, shaped plan.shape.
 
-    checkpoint: a BaseDeltaCheckpoint. Float32 analyses of F32/F16/BF16 tensors subtract in float32 (IEEE
-    subtraction rounds the exact difference once: the same as rounding a float64 difference); otherwise
-    the difference is taken in float64 (two float64 tensors that differ in their low bits keep it).
+    checkpoint: a BaseDeltaCheckpoint. The matrix is the stored tensor plan.tensor_name, or for an expert
+    plan (plan.expert set) that expert of the stack read by `read` (layer_read.read_layer, passed in by
+    it: this module cannot import it) from the model and from the base alike. Float32 analyses of
+    F32/F16/BF16 tensors subtract in float32 (IEEE subtraction rounds the exact difference once: the same
+    as rounding a float64 difference); otherwise the difference is taken in float64 (two float64 tensors
+    that differ in their low bits keep it).
     """
     exact32 = np.dtype(dtype) == np.float32 and plan.dtype in ("F32", "F16", "BF16")
     work = np.float32 if exact32 else np.float64
-    w = checkpoint.read(plan.tensor_name, dtype=work)
-    b = checkpoint.read_base(plan.tensor_name, dtype=work)
+    inner = replace(plan, read_kind=_inner_kind(plan), delta_kind="", base_ref="")
+    if inner.read_kind == "tensor":
+        w = checkpoint.read(plan.tensor_name, dtype=work)
+        b = checkpoint.read_base(plan.tensor_name, dtype=work)
+    else:
+        if read is None:
+            raise ValueError(f"{plan.tensor_name}: a {inner.read_kind} delta needs the layer reader (read=)")
+        w = read(checkpoint.model, inner, dtype=work)
+        b = read(checkpoint.base, inner, dtype=work)
     if w.shape != b.shape:
         raise CheckpointError(f"{plan.tensor_name}: model {w.shape} and base {b.shape} tensors differ in shape")
+    w = np.array(w, dtype=work, copy=True) if not w.flags.writeable else w
     np.subtract(w, b, out=w)
     return w if w.dtype == np.dtype(dtype) else w.astype(dtype)
 

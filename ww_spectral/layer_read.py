@@ -34,7 +34,7 @@ def read_layer(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32
     if kind == "dequant":
         return quant_plan.read_dequant(checkpoint, plan, dtype=dtype)
     if kind == "base_delta":
-        return deltas.read_base_delta(checkpoint, plan, dtype=dtype)
+        return deltas.read_base_delta(checkpoint, plan, dtype=dtype, read=read_layer)
     if kind == "lora_update":
         return adapters.read_lora_update(checkpoint, plan, dtype=dtype)
     if kind == "lora_merged":

@@ -180,3 +180,30 @@ def test_delta_rows_match_weightwatcher_base_model(ww_base_model, precision):
             worst[c] = max(worst.get(c, 0.0), rel)
             assert rel <= tol, (name, c, o[c], w[c])
     print(f"base_model parity ({precision}, {len(ww)} layers): worst relative differences {worst}")
+
+
+def test_expert_stacks_give_one_delta_per_expert(tmp_path):
+    """A mixture-of-experts fine-tune: each expert of a 3-D stack gets its own delta row (expert column set),
+    W_e - W_base,e read from both stacks the same way (ww_spectral/experts.py)."""
+    import json
+
+    rng = np.random.default_rng(3)
+    name = "model.layers.0.mlp.experts.down_proj"
+    base = {name: rng.standard_normal((4, 32, 48)).astype(np.float32),
+            "model.layers.0.self_attn.q_proj.weight": rng.standard_normal((32, 32)).astype(np.float32)}
+    ft = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in base.items()}
+    for folder, sd in (("base", base), ("ft", ft)):
+        (tmp_path / folder).mkdir()
+        save_file(sd, str(tmp_path / folder / "model.safetensors"))
+        (tmp_path / folder / "config.json").write_text(json.dumps({"hidden_size": 32, "model_type": "mixtral"}))
+    layers = analyze_model(str(tmp_path / "ft"), base_model=str(tmp_path / "base")).layers
+    dl = layers[(layers["delta_kind"] == "base_delta") & (layers["tensor_name"] == name)]
+    assert sorted(dl["expert"]) == [0, 1, 2, 3] and (dl["status"] == "success").all()
+    for _, row in dl.iterrows():
+        d = ft[name][int(row["expert"])].astype(np.float64) - base[name][int(row["expert"])]
+        assert row["lambda_max"] == pytest.approx(np.linalg.norm(d, 2) ** 2, rel=1e-5)
+    # a base whose stack holds another number of experts: a skipped row per expert, with the shapes
+    save_file({**base, name: base[name][:3]}, str(tmp_path / "base" / "model.safetensors"))
+    layers = analyze_model(str(tmp_path / "ft"), base_model=str(tmp_path / "base")).layers
+    dl = layers[(layers["delta_kind"] == "base_delta") & (layers["tensor_name"] == name)]
+    assert (dl["fit_status"] == "base_shape").all() and dl["skip_reason"].str.contains("3x32x48").all()
