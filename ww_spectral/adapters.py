@@ -266,6 +266,16 @@ def merged_weight(base: np.ndarray, A: np.ndarray, B: np.ndarray, scaling: float
 # ww_spectral/deltas.py adds a "lora_merged" plan per update (`merged_plan`, read by `read_lora_merged`).
 
 
+def with_adapter_config(config: Mapping | None, adapter: Mapping | None) -> dict:
+    """A ref's config (parsed config.json, {} without one) carrying a parsed adapter_config.json under
+    ADAPTER_CONFIG_KEY: THE rule every source of refs (local folders: ww_spectral/sources.py; hub
+    downloads) applies. An empty or missing adapter config leaves the config as it is."""
+    out = dict(config or {})
+    if adapter:
+        out[ADAPTER_CONFIG_KEY] = dict(adapter)
+    return out
+
+
 def adapter_config_of(config: Mapping | None) -> AdapterConfig | None:
     """The validated adapter config a CheckpointRef's config carries under ADAPTER_CONFIG_KEY, else None.
     Raises CheckpointError for an invalid one (parse_adapter_config)."""

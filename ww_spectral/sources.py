@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_CONFIG_KEY
+from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_CONFIG_KEY, with_adapter_config
 from .errors import CheckpointError, NoWeightsError, SourceNotFoundError
 from .layout import (
     CONFIG,
@@ -247,11 +247,8 @@ def cached_repo_snapshot(repo_dir: Path, revision: str | None, *, allow_external
 def _config(folder: Path, *, root: Path, allow: bool) -> dict:
     """config.json of a model folder, with a PEFT adapter's adapter_config.json under
     adapters.ADAPTER_CONFIG_KEY when there is one (both bounded and checked like any config)."""
-    config = read_config(folder / CONFIG, root=root, allow_external_links=allow)
-    adapter = read_config(folder / ADAPTER_CONFIG_FILE, root=root, allow_external_links=allow)
-    if adapter:
-        config = {**config, ADAPTER_CONFIG_KEY: adapter}
-    return config
+    return with_adapter_config(read_config(folder / CONFIG, root=root, allow_external_links=allow),
+                               read_config(folder / ADAPTER_CONFIG_FILE, root=root, allow_external_links=allow))
 
 
 def _hashed(files: Sequence[str], folder: Path, config: dict) -> list[str]:
