@@ -207,3 +207,19 @@ def test_expert_stacks_give_one_delta_per_expert(tmp_path):
     layers = analyze_model(str(tmp_path / "ft"), base_model=str(tmp_path / "base")).layers
     dl = layers[(layers["delta_kind"] == "base_delta") & (layers["tensor_name"] == name)]
     assert (dl["fit_status"] == "base_shape").all() and dl["skip_reason"].str.contains("3x32x48").all()
+
+
+def test_forked_workers_read_the_pair(tmp_path, monkeypatch):
+    """Layers analysed by forked worker processes (analysis._analyse_in_processes) read deltas as in process."""
+    from ww_spectral import analysis
+
+    mp, bp, _, _ = _pair(tmp_path)
+    serial = analyze_model(str(mp), base_model=str(bp), workers=1).layers
+    monkeypatch.setattr(analysis, "_MIN_FORK_FLOPS", 0.0)
+    calls = []
+    real = analysis._analyse_in_processes
+    monkeypatch.setattr(analysis, "_analyse_in_processes", lambda *a, **k: calls.append(1) or real(*a, **k))
+    forked = analyze_model(str(mp), base_model=str(bp), workers=2, threads=2).layers
+    if not calls:
+        pytest.skip("this process cannot fork workers here (another thread is running)")
+    pd.testing.assert_frame_equal(forked, serial)
