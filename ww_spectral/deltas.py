@@ -9,7 +9,8 @@
 
 A delta plan (read_kind "base_delta", delta_kind "base_delta", base_ref "repo_id@revision" of the base) is
 added for every analysed plain-tensor plan of the model; it is analysed when the base has a float tensor
-of the same name and shape, else it is a skipped row saying why ("base_missing", "base_shape",
+of the same name (`base_name`: up to a "model." or PEFT wrapper prefix) and shape, else it is a skipped
+row saying why ("base_missing", "base_shape",
 "base_dtype"). For a PEFT adapter (ww_spectral/adapters.py) the base gives each analysed update a
 "lora_merged" plan (W_base + ΔW) instead. Delta plans follow the model's own plans (layer_id continues);
 `read_base_delta` reads one (ww_spectral/layer_read.py routes to it).
@@ -41,7 +42,7 @@ from .progress import safe_text
 from .records import FLOAT_DTYPES, AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make_options
 
 __all__ = ["BASE_KINDS", "DELTA_KINDS", "DELTA_SUMMARY_KEYS", "BaseDeltaCheckpoint", "BaseModelError",
-           "BaseSource", "add_base_deltas", "base_label", "delta_rows", "delta_summary", "open_source",
+           "BaseSource", "add_base_deltas", "base_label", "base_name", "delta_rows", "delta_summary", "open_source",
            "open_with_base", "own_rows", "plan_with_base", "read_base_delta"]
 
 DELTA_KINDS = ("base_delta", "lora_update")  # rows whose matrix is an update ΔW
@@ -201,11 +202,23 @@ def _inner_kind(plan: LayerPlan) -> str:
     return "expert" if plan.expert is not None else "tensor"
 
 
+def base_name(name: str, base: Mapping[str, TensorInfo]) -> str | None:
+    """The base's tensor for the model's tensor `name`: the same name, else the name without a PEFT
+    wrapper prefix ("base_model.model.": an adapter's modules_to_save), without or with a leading "model."
+    (a ...ForCausalLM checkpoint against its bare ...Model base, or the other way round); None: none."""
+    for candidate in (name, name.removeprefix(adapters.PEFT_PREFIX), name.removeprefix("model."), f"model.{name}"):
+        if candidate in base:
+            return candidate
+    return None
+
+
 def _delta_plan(own: LayerPlan, stored: TensorInfo | None, base: TensorInfo | None, label: str) -> LayerPlan:
     """The base_delta plan of one analysed plan of DELTA_OF_KINDS (module docstring); stored: the model's
-    tensor own.tensor_name (for an expert: its whole stack), base: the base's tensor of that name."""
+    tensor own.tensor_name (for an expert: its whole stack), base: the base's tensor (base_name). When
+    the base's name differs, it is the plan's one companion."""
     size = 8 * math.prod(own.shape)
     p = replace(own, read_kind="base_delta", delta_kind="base_delta", base_ref=label,
+                companions=(base.name,) if base is not None and base.name != own.tensor_name else (),
                 est_bytes=own.est_bytes + 2 * size)
     if base is None:
         return _skip(p, "base_missing", f"the base {label} has no tensor of this name")
@@ -240,7 +253,8 @@ def add_base_deltas(plan: ModelPlan, *, infos: Iterable[TensorInfo], base_infos:
             extra.append(adapters.merged_plan(own, base.get(own.tensor_name), infos=by_name, config=plan.ref.config,
                                               base_label=label, options=plan.options))
         elif own.read_kind in DELTA_OF_KINDS:
-            extra.append(_delta_plan(own, by_name.get(own.tensor_name), base.get(own.tensor_name), label))
+            match = base_name(own.tensor_name, base)
+            extra.append(_delta_plan(own, by_name.get(own.tensor_name), base.get(match or ""), label))
         else:
             extra.append(_skip(replace(own, read_kind="base_delta", delta_kind="base_delta", base_ref=label),
                                "base_delta_unsupported",
@@ -271,7 +285,8 @@ def read_base_delta(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.fl
                     read: Callable[..., np.ndarray] | None = None) -> np.ndarray:
     """read_kind "base_delta": W - W_base of the matrix plan names, in `dtype`, shaped plan.shape.
 
-    checkpoint: a BaseDeltaCheckpoint. The matrix is the stored tensor plan.tensor_name, or for an expert
+    checkpoint: a BaseDeltaCheckpoint. The matrix is the stored tensor plan.tensor_name (in the base: the
+    plan's companion when it has one, base_name), or for an expert
     plan (plan.expert set) that expert of the stack read by `read` (layer_read.read_layer, passed in by
     it: this module cannot import it) from the model and from the base alike. Float32 analyses of
     F32/F16/BF16 tensors subtract in float32 (IEEE subtraction rounds the exact difference once: the same
@@ -280,15 +295,16 @@ def read_base_delta(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.fl
     """
     exact32 = np.dtype(dtype) == np.float32 and plan.dtype in ("F32", "F16", "BF16")
     work = np.float32 if exact32 else np.float64
-    inner = replace(plan, read_kind=_inner_kind(plan), delta_kind="", base_ref="")
+    inner = replace(plan, read_kind=_inner_kind(plan), delta_kind="", base_ref="", companions=())
+    in_base = plan.companions[0] if plan.companions else plan.tensor_name
     if inner.read_kind == "tensor":
         w = checkpoint.read(plan.tensor_name, dtype=work)
-        b = checkpoint.read_base(plan.tensor_name, dtype=work)
+        b = checkpoint.read_base(in_base, dtype=work)
     else:
         if read is None:
             raise ValueError(f"{plan.tensor_name}: a {inner.read_kind} delta needs the layer reader (read=)")
         w = read(checkpoint.model, inner, dtype=work)
-        b = read(checkpoint.base, inner, dtype=work)
+        b = read(checkpoint.base, replace(inner, tensor_name=in_base), dtype=work)
     if w.shape != b.shape:
         raise CheckpointError(f"{plan.tensor_name}: model {w.shape} and base {b.shape} tensors differ in shape")
     w = np.array(w, dtype=work, copy=True) if not w.flags.writeable else w

@@ -223,3 +223,17 @@ def test_forked_workers_read_the_pair(tmp_path, monkeypatch):
     if not calls:
         pytest.skip("this process cannot fork workers here (another thread is running)")
     pd.testing.assert_frame_equal(forked, serial)
+
+
+def test_base_with_a_model_prefix_is_matched(tmp_path):
+    """A ...ForCausalLM fine-tune against its bare base (names differ by a leading "model."): same deltas."""
+    mp, bp, model, base = _pair(tmp_path)
+    prefixed = tmp_path / "prefixed.safetensors"
+    save_file({f"model.{k}": v for k, v in base.items()}, str(prefixed))
+    plain = analyze_model(str(mp), base_model=str(bp)).layers
+    other = analyze_model(str(mp), base_model=str(prefixed)).layers
+    cols = ["tensor_name", "status", "fit_status", "alpha", "lambda_max", "norm"]
+    pd.testing.assert_frame_equal(other[cols], plain[cols])
+    assert deltas.base_name("blocks.0.fc.weight", {"model.blocks.0.fc.weight": None}) == "model.blocks.0.fc.weight"
+    assert deltas.base_name("base_model.model.score.weight", {"score.weight": None}) == "score.weight"
+    assert deltas.base_name("x.weight", {"y.weight": None}) is None
