@@ -34,9 +34,11 @@ from test_quant_compressed import QArgs, compress  # noqa: E402
 from test_quant_fp8 import quantise as fp8_quantise  # noqa: E402
 from test_quant_gptq_awq import AWQ_ORDER, gptq_tensors, pack_cols, ref_awq, ref_gptq, rtn  # noqa: E402
 
+from pipelines.cli import main  # noqa: E402
+from ww_spectral import hub_source  # noqa: E402
 from ww_spectral.analysis import analyze_model  # noqa: E402
 from ww_spectral.checkpoint import open_checkpoint  # noqa: E402
-from ww_spectral.errors import OptionError  # noqa: E402
+from ww_spectral.errors import CheckpointError, OptionError  # noqa: E402
 from ww_spectral.layer_read import read_layer  # noqa: E402
 from ww_spectral.layout import select_weight_files  # noqa: E402
 from ww_spectral.model import plan_model  # noqa: E402
@@ -262,8 +264,6 @@ def test_gguf_repo_picks_one_file_and_the_user_can_pick_another():
 
 
 def test_cli_analyze_gguf(tmp_path):
-    from pipelines.cli import main
-
     path = tmp_path / "tiny-Q8_0.gguf"
     write_gguf_copy(path, Q.Q8_0)
     out = tmp_path / "rows.csv"
@@ -290,3 +290,56 @@ def test_hub_repo_holding_gguf_files(tmp_path):
             assert {p.quant_format for p in plan_model(ckpt).analysed} == {"gguf_q4_0"}
     finally:
         server.stop()
+
+
+def test_quantised_repo_read_by_http_range_equals_the_local_read(tmp_path):
+    refs = write_quantised(tmp_path / "gptq", "gptq_int4")
+    server = HubServer().start()
+    try:
+        server.add_repo("org/tiny-GPTQ", tmp_path / "gptq")
+        with hub_source.open_remote_checkpoint("org/tiny-GPTQ", endpoint=server.endpoint) as remote:
+            deq = [p for p in plan_model(remote).layers if p.read_kind == "dequant"]
+            assert len(deq) == len(refs) and all(p.quant_format == "gptq_int4" for p in deq)
+            before = len(server.requests)
+            np.testing.assert_array_equal(read_layer(remote, deq[0]), refs[deq[0].tensor_name])
+            assert len(server.requests) - before == 1 + len(deq[0].companions)  # one Range read per stored part
+    finally:
+        server.stop()
+
+
+def test_expert_slabs_are_read_alone(tmp_path):
+    rng = np.random.default_rng(5)
+    stack = rng.standard_normal((4, 64, 128)).astype(np.float32)
+    write_gguf(tmp_path / "moe.gguf", {"blk.0.ffn_up_exps.weight": (stack, Q.Q8_0)})
+    save_file({"model.layers.0.mlp.experts.up_proj": torch.from_numpy(stack).bfloat16()},
+              str(tmp_path / "moe.safetensors"))
+    for path, name in ((tmp_path / "moe.gguf", "blk.0.ffn_up_exps.weight"),
+                       (tmp_path / "moe.safetensors", "model.layers.0.mlp.experts.up_proj")):
+        with open_checkpoint(str(path)) as ckpt:
+            whole = ckpt.read(name)
+            np.testing.assert_array_equal(ckpt.read_rows(name, 1, 3), whole[1:3])
+            assert ckpt.read_rows(name, 2, 3, dtype=np.float64).shape == (1, 64, 128)
+            with pytest.raises(IndexError):
+                ckpt.read_rows(name, 3, 5)
+
+
+def test_quantised_expert_stack_not_dequantised_is_one_row_naming_the_format(tmp_path):
+    q = torch.zeros(4, 64, 128, dtype=torch.float8_e4m3fn)
+    save_file({"model.layers.0.mlp.experts.up_proj.weight": q,
+               "model.layers.0.mlp.experts.up_proj.weight_scale": torch.ones(4, 64, 1),
+               "model.layers.0.self_attn.q_proj.weight": torch.from_numpy(WEIGHTS["model.layers.0.self_attn.q_proj"])},
+              str(tmp_path / "model.safetensors"))
+    rows = analyze_model(str(tmp_path / "model.safetensors"), workers=1).layers
+    stack = rows[rows.tensor_name == "model.layers.0.mlp.experts.up_proj.weight"]
+    assert len(stack) == 1 and stack.iloc[0].fit_status == "unsupported_quant"
+    assert "fp8" in stack.iloc[0].skip_reason and stack.iloc[0].quant_format == "fp8_e4m3"
+
+
+def test_damaged_gguf_is_one_typed_line(tmp_path, capsys):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2 ** 40).to_bytes(8, "little") + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="broken.gguf"):
+        analyze_model(str(path))
+    assert main(["analyze", str(path), "--no-progress"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "broken.gguf" in err and len(err.splitlines()) == 1

@@ -110,8 +110,9 @@ def _layer_plans(plans: list[LayerPlan], index: Mapping[str, int], infos: Mappin
     if layer.skip_reason or shape is None:
         why = layer.skip_reason or (f"bitsandbytes 4-bit layer ({fmt}): its matrix shape is only in the "
                                     "quant_state tensor and config.json has no hidden_size it factors by")
+        # read_kind "dequant" although never read: later steps (experts) leave this one row alone.
         plans[i] = dataclasses.replace(old, skip_code=SKIP_UNSUPPORTED, row_count=1, quant_format=fmt,
-                                       companions=companions, longname=layer.prefix,
+                                       read_kind="dequant", companions=companions, longname=layer.prefix,
                                        skip_reason=f"quantised layer not dequantised: {why}")
     else:
         dense = _as_dense(primary, layer.prefix + ".weight", shape, old.layer_id, options)

@@ -57,6 +57,16 @@ class Checkpoint:
         """
         return self._reader(name).read(name, dtype=dtype)
 
+    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
+        """Entries start..stop-1 along the first axis of tensor `name` (e.g. experts of a [E, out, in] stack,
+        a GGUF stack dequantised), as float32/float64; only their bytes are read where the format allows
+        (safetensors, GGUF), else the tensor is read and sliced."""
+        reader = self._reader(name)
+        read_rows = getattr(reader, "read_rows", None)
+        if read_rows is not None:
+            return read_rows(name, start, stop, dtype=dtype)
+        return np.ascontiguousarray(reader.read(name, dtype=dtype)[start:stop])
+
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` as STORED (packed int32, uint8, float8, GGUF block bytes, ...): what the dequantisers
         of ww_spectral/quant/ take. One tensor read; UnsupportedDtypeError where the format has no raw view

@@ -279,14 +279,35 @@ class GGUFReader:
 
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` dequantised to `dtype` (float32 or float64), numpy order shape."""
-        target = dtypes.check_target(dtype)
         t = self._by_name.get(name)
         if t is None:
             raise KeyError(name)
+        return self._decode(t, self.raw(name), t.shape, dtype)
+
+    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
+        """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
+        dequantised: only their bytes are read (each entry is a whole number of quantisation rows)."""
+        t = self._by_name.get(name)
+        if t is None:
+            raise KeyError(name)
+        if len(t.shape) < 2 or not 0 <= start <= stop <= t.shape[0]:
+            raise IndexError(f"tensor {name!r} of shape {t.shape} has no entries {start}..{stop - 1}")
+        per = t.nbytes // t.shape[0]
+        with self._lock:
+            if self._mmap is None:
+                raise CheckpointError(f"{self.path}: reader is closed")
+            data = np.frombuffer(self._mmap, dtype=np.uint8, count=per * (stop - start),
+                                 offset=t.offset + per * start).copy()
+        shape = (stop - start, *t.shape[1:])
+        return self._decode(t, data.reshape(*shape[:-1], -1), shape, dtype)
+
+    def _decode(self, t: GGUFTensor, data: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """Stored bytes of (part of) tensor `t` as `dtype` values of `shape`."""
+        target = dtypes.check_target(dtype)
+        name = t.name
         if t.ggml_type in _INTEGER:
             raise UnsupportedDtypeError(f"tensor {name!r} has GGUF type {t.type_name}: an integer tensor, not "
                                         "weights; skip it")
-        data = self.raw(name)
         if t.ggml_type in _PLAIN:
             values = data.reshape(-1).view(dtypes.spec(_PLAIN[t.ggml_type]).numpy)
         else:
@@ -298,7 +319,7 @@ class GGUFReader:
             except NotImplementedError:
                 raise UnsupportedDtypeError(f"tensor {name!r} has GGUF type {t.type_name}, which the gguf package "
                                             "cannot dequantise; skip it") from None
-        return np.asarray(values).reshape(t.shape).astype(target, copy=False)
+        return np.asarray(values).reshape(shape).astype(target, copy=False)
 
     def close(self) -> None:
         with self._lock:

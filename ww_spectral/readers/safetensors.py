@@ -197,6 +197,15 @@ def _raw_spec(by_name: dict[str, TensorInfo], name: str) -> tuple[np.dtype, Tens
     return spec.numpy, info
 
 
+def _row_span(info: TensorInfo, span: tuple[int, int], start: int, stop: int) -> tuple[int, int, tuple[int, ...]]:
+    """(data begin, bytes per first-axis entry, result shape) of entries start..stop-1 of a tensor."""
+    if len(info.shape) < 2 or not 0 <= start <= stop <= info.shape[0]:
+        raise IndexError(f"tensor {info.name!r} of shape {tuple(info.shape)} has no entries {start}..{stop - 1}")
+    begin, end = span
+    per = (end - begin) // info.shape[0] if info.shape[0] else 0
+    return begin, per, (stop - start, *info.shape[1:])
+
+
 def _checked(by_name: dict[str, TensorInfo], name: str, dtype) -> tuple[np.dtype, TensorInfo]:
     """(target dtype, header entry) of a tensor about to be read; KeyError / UnsupportedDtypeError first."""
     target = dtypes.check_target(dtype)
@@ -258,6 +267,18 @@ class SafetensorsReader:
         raw = np.frombuffer(self._buffer(), dtype=spec.numpy, count=count, offset=self._data_start + begin)
         # astype copies: the result owns its memory and the map can be closed afterwards.
         return raw.reshape(info.shape).astype(target, copy=True)
+
+    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
+        """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
+        converted exactly to `dtype`: only their bytes are read."""
+        target, info = _checked(self._by_name, name, dtype)
+        begin, per, shape = _row_span(info, self._spans[name], start, stop)
+        count = per * (stop - start) // dtypes.spec(info.dtype).numpy.itemsize
+        if count == 0:
+            return np.zeros(shape, dtype=target)
+        raw = np.frombuffer(self._buffer(), dtype=dtypes.spec(info.dtype).numpy, count=count,
+                            offset=self._data_start + begin + per * start)
+        return raw.reshape(shape).astype(target, copy=True)
 
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` in its STORED dtype and shape (int32, uint8, float8 via ml_dtypes, ...), a copy:
@@ -327,6 +348,19 @@ class SafetensorsRangeReader:
                         "the remote file changed or the server ignores Range; retry")
         raw = np.frombuffer(data, dtype=dtypes.spec(info.dtype).numpy)
         return raw.reshape(info.shape).astype(target, copy=True)
+
+    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
+        """Entries start..stop-1 along the first axis of tensor `name`: one Range request for their bytes."""
+        target, info = _checked(self._by_name, name, dtype)
+        begin, per, shape = _row_span(info, self._spans[name], start, stop)
+        if per * (stop - start) == 0:
+            return np.zeros(shape, dtype=target)
+        lo = self._data_start + begin + per * start
+        data, _ = self._fetch(lo, lo + per * (stop - start))
+        if len(data) != per * (stop - start):
+            raise _fail(self.path, f"tensor {name!r}: asked for {per * (stop - start)} bytes, got {len(data)}",
+                        "the remote file changed or the server ignores Range; retry")
+        return np.frombuffer(data, dtype=dtypes.spec(info.dtype).numpy).reshape(shape).astype(target, copy=True)
 
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` in its STORED dtype and shape (one Range request), like SafetensorsReader.raw."""
