@@ -21,6 +21,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -33,6 +34,7 @@ from ww_spectral.randomize import (
     RAND_COLUMNS,
     SMALL_LAYER_REPLICAS,
     jensen_shannon_distance,
+    permute,
     randomize_layer,
     shuffle_rng,
 )
@@ -205,13 +207,25 @@ def test_seed_derivation_does_not_use_python_hash(tmp_path):
     assert outs == {str(ref.integers(0, 2**62, 4).tolist()) + "\n"}
 
 
-def test_shuffle_is_a_permutation_the_traps_can_replay():
-    W = np.arange(24 * 10, dtype=np.float32).reshape(24, 10)
-    flat = W.ravel().copy()
-    shuffle_rng(1, "x", 0, 0).shuffle(flat)
-    perm = shuffle_rng(1, "x", 0, 0).permutation(W.size)
-    assert np.array_equal(flat, W.ravel()[perm])
-    assert not np.array_equal(flat, W.ravel()) and np.array_equal(np.sort(flat), W.ravel())
+def test_permute_is_a_uniform_permutation_the_traps_can_replay():
+    # the two-level path on tiny arrays (bucket=1: 4 buckets for 4 entries): all 24 orders equally likely
+    rng = np.random.default_rng(0)
+    seen = Counter(tuple(permute(np.arange(4), rng, bucket=1).tolist()) for _ in range(6000))
+    assert len(seen) == 24 and scipy.stats.chisquare(list(seen.values())).pvalue > 1e-4
+    # with recursion (2100 entries in 256 buckets of 8 on average: larger ones are split again): an entry
+    # from any block of 100 positions lands in any block alike, and the order of entries is lost
+    moves = np.zeros((21, 21))
+    for _ in range(200):
+        out = permute(np.arange(2100), rng, bucket=1)
+        np.add.at(moves, (out // 100, np.arange(2100) // 100), 1)
+        assert abs(scipy.stats.spearmanr(out, np.arange(2100)).statistic) < 5 / math.sqrt(2100)
+    assert np.array_equal(np.sort(out), np.arange(2100))
+    assert scipy.stats.chisquare(moves.ravel()).pvalue > 1e-4
+    # the draws depend on the size only: permuting positions with the same generator state replays it
+    W = np.random.default_rng(1).standard_normal((300, 250)).astype(np.float32)
+    flat = permute(W.ravel(), shuffle_rng(1, "x", 0, 0), bucket=1000)
+    positions = permute(np.arange(W.size), shuffle_rng(1, "x", 0, 0), bucket=1000)
+    assert np.array_equal(flat, W.ravel()[positions]) and not np.array_equal(flat, W.ravel())
     with pytest.raises(OptionError):
         shuffle_rng(-1, "x", 0, 0)
 
@@ -219,9 +233,9 @@ def test_shuffle_is_a_permutation_the_traps_can_replay():
 def test_float32_and_float64_runs_draw_the_same_permutation():
     sd, planted = _trap_model()
     W = sd["traps.weight"]
-    a = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=9, tensor_name="t")  # packed 64-bit words
+    a = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=9, tensor_name="t")  # traps: packed 64-bit words
     b = randomize_layer([W], eigenvalues(W, precision="float64"), N=400, M=200, seed=9, tensor_name="t",
-                        precision="float64")  # values alone, positions replayed for the traps
+                        precision="float64")  # traps: positions permuted, values gathered
     np.testing.assert_allclose(a.rand_evals, b.rand_evals, rtol=1e-5, atol=1e-6 * b.rand_evals[-1])
     assert [(t.row, t.col) for t in a.traps] == [(t.row, t.col) for t in b.traps]
     assert {(t.row, t.col, t.slice) for t in b.traps} == planted["traps.weight"]
