@@ -15,9 +15,11 @@ its layer list; get_ESD() an ascending numpy array; distances() the tuple (avg_d
 Layer ids and names are WeightWatcher's: an nn.Module's layers are numbered by `named_modules()` position
 (0 = the model itself) and named by their last path component; a state dict's (and a file's) weights are
 numbered from 1 over the keys ending in '.weight' and named by the key without '.weight'. `layers=`,
-get_ESD(layer=...) and the layer_id column use those numbers (ww_spectral.analyze's own layer_id is the
-tensor's position in the checkpoint). Tensors WeightWatcher would not see (2-D tensors whose key does not
-end in '.weight', parameters outside Linear/Conv/Embedding modules) are analysed too, with layer_id NA.
+get_ESD(layer=...) and the layer_id column use those numbers, and analyze()'s rows come in that order
+(ww_spectral.analyze's own layer_id is the depth order of ww_spectral/model.py, the same for a module and
+its saved file). Tensors WeightWatcher would not see (2-D tensors whose key does not end in '.weight',
+parameters outside Linear/Conv/Embedding modules, experts of a 3-D stack) are analysed too, with layer_id
+NA, after the others.
 
 Options: WeightWatcher's analyze() keywords (records.AnalysisOptions for what they mean here) plus ours
 (precision, backend, device, seed, include, exclude, conv1d, workers, threads). A keyword WeightWatcher
@@ -43,9 +45,11 @@ from . import analysis
 from .checkpoint import open_checkpoint
 from .columns import MP_COLUMNS, RANDOMIZE_COLUMNS
 from .errors import NoAnalysableLayerError, OptionError
+from .layer_read import read_layer
 from .layers import layer_matrices
-from .model import plan_layers, plan_model
+from .model import plan_key, plan_layers, plan_model
 from .progress import safe_text
+from .readers.mapping import is_torch_module
 from .records import OPTION_FIELDS, AnalysisOptions, LayerPlan, make_options, nearest
 from .selection import LAYER_TYPES
 
@@ -110,7 +114,7 @@ def _torch_layer_type(module: Any) -> str | None:
 
 
 def _is_module(model: Any) -> bool:
-    return type(model).__module__.startswith("torch") and callable(getattr(model, "named_modules", None))
+    return is_torch_module(model) and callable(getattr(model, "named_modules", None))
 
 
 def ww_names(model: Any, tensor_names: list[str]) -> dict[str, WWName]:
@@ -287,7 +291,8 @@ class WeightWatcher:
             self.details = pd.DataFrame(columns=["layer_id", "name"])
             return self.details
         self.results = result
-        names = self._names(source, list(dict.fromkeys(result.layers["tensor_name"])))  # every tensor, in order
+        # WW numbers tensors in the checkpoint's own order (ours are in depth order)
+        names = names_for() if self.base_model is None else self._names(source, list(source))
         analysed = result.layers[result.layers["status"] != "skipped"]
         self.details = self._details(analysed, options, names)
         return self.details
@@ -317,7 +322,7 @@ class WeightWatcher:
             extra.append("xmin_max")
         if options.randomize:
             extra.append("trap_positions")
-        return df[["layer_id", "name", *sorted(cols), *extra]].reset_index(drop=True)
+        return _in_ww_order(df[["layer_id", "name", *sorted(cols), *extra]])
 
     def get_details(self) -> pd.DataFrame | None:
         """The details of the last analyze()."""
@@ -350,7 +355,7 @@ class WeightWatcher:
                          "num_evals": p.M * p.rf if options.pool else p.M, "rf": p.rf})
         df = pd.DataFrame(rows, columns=list(_DESCRIBE_COLUMNS))
         df["layer_id"] = _ids(df["layer_id"].tolist())
-        return df
+        return _in_ww_order(df)
 
     def _find(self, names: dict[str, WWName], plans: list[LayerPlan], layer: Any) -> LayerPlan:
         """The plan of WW's `layer` (id or name; our tensor names and longnames work too)."""
@@ -382,7 +387,7 @@ class WeightWatcher:
             plan = plan_model(ckpt, opts)
             names = self._names(source, [p.tensor_name for p in plan.layers])
             p = self._find(names, list(plan.analysed), layer)
-            array = ckpt.read(p.tensor_name, dtype=np.float64 if opts.precision == "float64" else np.float32)
+            array = read_layer(ckpt, p, dtype=np.float64 if opts.precision == "float64" else np.float32)
         esd = analysis.layer_esd(p, array, opts, slice_id=0 if p.row_count > 1 else None)
         if not random:
             return esd.evals
@@ -410,12 +415,14 @@ class WeightWatcher:
             kw = {"layers": layers} if layers else {}
             opts, _ = self._options(kw, lambda: names)
             other = {t.name: t for t in c2.tensors()}
+            plans2 = {plan_key(q): q for q in plan_layers(c2, opts)}
             for p in (q for q in plan_layers(c1, opts) if q.analysed):
-                if p.tensor_name not in other or tuple(other[p.tensor_name].shape) != tuple(p.shape):
+                q = plans2.get(plan_key(p))
+                if q is None or tuple(q.shape) != tuple(p.shape):
                     raise OptionError(f"distances: model_2 has no tensor {safe_text(p.tensor_name)!r} of shape "
                                       f"{p.shape}; the models must have the same architecture")
-                W1 = c1.read(p.tensor_name, dtype=np.float64)
-                W2 = c2.read(p.tensor_name, dtype=np.float64)
+                W1 = read_layer(c1, p, dtype=np.float64)
+                W2 = read_layer(c2, q, dtype=np.float64)
                 n = names.get(p.tensor_name)
                 row = {"method": method, "layer_id": n.layer_id if n else None, "name": n.name if n else p.longname,
                        "delta_W": 0.0, "delta_b": 0.0, "b_shape": "unknown",
@@ -436,7 +443,7 @@ class WeightWatcher:
         df = pd.DataFrame(rows, columns=["method", "layer_id", "name", "delta_W", "delta_b", "M", "N", "b_shape",
                                          "longname"])
         df["layer_id"] = _ids(df["layer_id"].tolist())
-        df = df.set_index("layer_id")
+        df = _in_ww_order(df).set_index("layer_id")
         avg_dw = float(np.mean(df["delta_W"].to_numpy())) if len(df) else math.nan
         avg_db = float(np.mean(df["delta_b"].to_numpy())) if len(df) else math.nan
         return avg_dw, avg_db, df
@@ -447,6 +454,11 @@ def _ids(values: list) -> Any:
     if any(v is None for v in values):
         return pd.array(values, dtype="Int64")
     return np.asarray(values, dtype=np.int64)
+
+
+def _in_ww_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in WeightWatcher's order (its layer ids; rows WW has no id for last, in our depth order)."""
+    return df.sort_values("layer_id", kind="stable", na_position="last").reset_index(drop=True)
 
 
 def _ww_matrices(plan: LayerPlan, W: np.ndarray) -> list[np.ndarray]:

@@ -10,22 +10,38 @@ Fused gate/up stacks (``gate_up_proj``, ``ffn_gate_up_exps``) hold both projecti
 matrix, so fused and unfused checkpoints of one model give the same rows.
 
 Rows keep `tensor_name` = the stacked tensor and add `expert` (and `part` for a split fused stack).
+In the analysis: `split_expert_stacks` (a plan step of ww_spectral/model.py) turns a stack's plan into one
+plan per expert (and part), read_kind "expert", plan.shape = that matrix's (out, in); `read_expert` (the
+"expert" branch of ww_spectral/layer_read.py) gives that matrix.
 Memory: an expert is a contiguous slab of the stack ([E, a, b] C-order), so `expert_byte_range` lets a reader
-map one expert at a time (peak memory = one expert's matrix, not the stack).
+map one expert at a time (peak memory = one expert's matrix, not the stack). `read_expert` uses a
+checkpoint's `read_rows(name, start, stop, dtype=)` (stack[start:stop]) where it has one; otherwise it reads
+the whole stack once and keeps it for the stack's next expert (the plans of one stack are consecutive).
+A plan whose tensor is one expert's own 2-D matrix (``experts.5.w1``: its expert column comes from the name)
+reads as that tensor.
 Summaries: `expert_balanced_mean` averages each (block, role) group of expert rows first, so 128 experts
 count as one layer of their block rather than drowning the attention and dense layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .records import TensorInfo
-from .roles import tensor_role
+from .layers import plan_layer
+from .records import AnalysisOptions, LayerPlan, TensorInfo
+from .roles import TensorRole, is_expert_stack, tensor_role
+
+__all__ = ["ExpertLayout", "ExpertMatrix", "expert_balanced_mean", "expert_byte_range", "expert_layout",
+           "expert_matrix", "is_expert_stack", "iter_expert_matrices", "plan_experts", "read_expert",
+           "split_expert_stacks"]
 
 ORIENTATIONS = ("out_in", "in_out")
 FUSED = ("", "halves", "interleaved")
@@ -55,12 +71,6 @@ class ExpertMatrix:
     part: str
     role: str
     shape: tuple[int, int]
-
-
-def is_expert_stack(info: TensorInfo) -> bool:
-    """True for a 3-D tensor whose name marks it as experts (``experts.`` or GGUF ``_exps``)."""
-    name = info.name.lower()
-    return len(info.shape) == 3 and (".experts." in name or "_exps" in name or name.endswith(".experts"))
 
 
 def _is_fused(name: str) -> bool:
@@ -135,6 +145,141 @@ def iter_expert_matrices(stack: np.ndarray, info: TensorInfo, layout: ExpertLayo
     arr = np.asarray(stack)
     for plan in plan_experts(info, layout, split_fused=split_fused):
         yield plan, expert_matrix(arr[plan.expert], layout, plan.part)
+
+
+# ---------------------------------------------------------------- the plan step and the read
+
+
+def _expert_plan(stack: LayerPlan, info: TensorInfo, m: ExpertMatrix, options: AnalysisOptions) -> LayerPlan:
+    """The plan of one expert matrix: plan_layer's rules (selection, dtype, size filter) on its 2-D shape."""
+    flat = TensorInfo(name=info.name, shape=m.shape, dtype=info.dtype, file=info.file,
+                      nbytes=info.nbytes // max(1, int(info.shape[0])))
+    plan = plan_layer(flat, stack.layer_id, options)
+    where = TensorRole(stack.block, m.role, m.expert, stack.stack)
+    suffix = f".{m.expert}" + (f".{m.part}" if m.part else "")
+    return dataclasses.replace(plan, longname=stack.longname + suffix, read_kind="expert", expert=m.expert,
+                               part=m.part, role=where.role, role_group=where.group, block=stack.block,
+                               stack=stack.stack)
+
+
+def split_expert_stacks(plans: list[LayerPlan], *, infos: list[TensorInfo], config: Mapping | None,
+                        options: AnalysisOptions) -> list[LayerPlan]:
+    """Plan step (ww_spectral/model.py PLAN_STEPS): each 3-D expert stack's plan becomes one plan per expert
+    (gate and up apart for a fused stack), in expert order, where the stack was. Other plans pass unchanged.
+
+    A fused stack with an odd output size cannot be halved: it stays one skipped plan saying so.
+    """
+    by_name = {i.name: i for i in infos}
+    out: list[LayerPlan] = []
+    for p in plans:
+        info = by_name.get(p.tensor_name)
+        if p.read_kind != "tensor" or info is None or not is_expert_stack(info):
+            out.append(p)
+            continue
+        layout = expert_layout(info, config)
+        out_size = info.shape[1] if layout.orientation == "out_in" else info.shape[2]
+        if layout.fused and int(out_size) % 2:
+            out.append(dataclasses.replace(p, skip_code="not_matrix", skip_reason=(
+                f"fused gate/up expert stack with an odd output size {out_size}: cannot be split into gate "
+                "and up; store the projections apart")))
+            continue
+        out.extend(_expert_plan(p, info, m, options) for m in plan_experts(info, layout))
+    return out
+
+
+class _LastStacks:
+    """The last whole stacks read from checkpoints without `read_rows`: a stack's next experts reuse it (the
+    plans of one stack are consecutive), so a stack is read once, not once per expert. Two entries per
+    process: a base delta reads expert e of the model's stack, then of the base's, in turn."""
+
+    SIZE = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # key (id(checkpoint), name, dtype) -> (weakref to the checkpoint, array); most recent last
+        self._entries: dict[tuple, tuple[Any, np.ndarray]] = {}
+
+    def get(self, checkpoint: Any, name: str, dtype: np.dtype) -> np.ndarray:
+        key = (id(checkpoint), name, np.dtype(dtype).str)
+        with self._lock:
+            hit = self._entries.pop(key, None)
+            if hit is not None and hit[0]() is checkpoint:  # a new checkpoint never hits an old entry
+                self._entries[key] = hit
+                return hit[1]
+        array = checkpoint.read(name, dtype=dtype)
+        try:
+            owner = weakref.ref(checkpoint)
+            weakref.finalize(checkpoint, self.clear, key)  # the stack goes with its checkpoint
+        except TypeError:  # not weak-referenceable: never cached
+            return array
+        with self._lock:
+            self._entries[key] = (owner, array)
+            while len(self._entries) > self.SIZE:
+                self._entries.pop(next(iter(self._entries)))
+        return array
+
+    def clear(self, key: tuple | None = None) -> None:
+        """Forget every stack (or only `key`'s)."""
+        with self._lock:
+            if key is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(key, None)
+
+
+_LAST_STACK = _LastStacks()
+
+
+def _stack_info(checkpoint: Any, name: str) -> TensorInfo:
+    info_of = getattr(checkpoint, "info", None)
+    if callable(info_of):
+        return info_of(name)
+    for info in checkpoint.tensors():
+        if info.name == name:
+            return info
+    raise KeyError(f"no tensor named {name!r}")
+
+
+def _read_layout(info: TensorInfo, plan: LayerPlan, config: Mapping | None) -> ExpertLayout:
+    """The stack's layout as planned: the orientation the planned (out, in) shape implies where the stack's
+    sides differ (config otherwise), the fused split from the config (GPT-OSS interleaves gate and up)."""
+    layout = expert_layout(info, config)
+    fused = layout.fused if plan.part else ""
+    _, a, b = (int(s) for s in info.shape)
+    out_f, in_f = plan.shape
+    k = 2 if plan.part else 1
+    if (a, b) == (k * out_f, in_f) and (a, b) != (in_f, k * out_f):
+        return ExpertLayout("out_in", fused)
+    if (a, b) == (in_f, k * out_f) and (a, b) != (k * out_f, in_f):
+        return ExpertLayout("in_out", fused)
+    return ExpertLayout(layout.orientation, fused)
+
+
+def read_expert(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32) -> np.ndarray:
+    """The (out, in) matrix of expert `plan.expert` (half `plan.part` of a fused stack) of the 3-D stack
+    `plan.tensor_name`, as `dtype`, shape plan.shape.
+
+    checkpoint: an opened checkpoint (`.tensors()`, `.read()`, `.ref.config`; with `read_rows(name, start,
+    stop, dtype=)` only that expert's slab is read). Raises ValueError when the stored stack does not give
+    the planned shape (the checkpoint changed since it was planned).
+    """
+    info = _stack_info(checkpoint, plan.tensor_name)
+    if len(info.shape) == 2 and tuple(info.shape) == tuple(plan.shape):
+        # one expert stored on its own (Mixtral's experts.E.w1): the tensor is the matrix
+        return checkpoint.read(plan.tensor_name, dtype=dtype)
+    if len(info.shape) != 3 or plan.expert is None or not 0 <= plan.expert < int(info.shape[0]):
+        raise ValueError(f"{plan.tensor_name}: stored shape {tuple(info.shape)} has no expert {plan.expert}")
+    layout = _read_layout(info, plan, getattr(getattr(checkpoint, "ref", None), "config", None))
+    read_rows = getattr(checkpoint, "read_rows", None)
+    if callable(read_rows):
+        slab = read_rows(plan.tensor_name, plan.expert, plan.expert + 1, dtype=dtype)
+    else:
+        slab = _LAST_STACK.get(checkpoint, plan.tensor_name, dtype)[plan.expert]
+    matrix = expert_matrix(slab, layout, plan.part)
+    if tuple(matrix.shape) != tuple(plan.shape):
+        raise ValueError(f"{plan.tensor_name}: expert {plan.expert} is {tuple(matrix.shape)}, the plan has "
+                         f"{tuple(plan.shape)}; the checkpoint changed since it was planned: analyse it again")
+    return np.array(matrix, dtype=dtype, copy=True)  # own memory: never a view keeping the stack alive
 
 
 def expert_balanced_mean(rows: Iterable[Mapping], metric: str) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import adapters, deltas
+from . import adapters, deltas, experts
 from .quant import plan as quant_plan
 from .records import LayerPlan
 
@@ -33,6 +33,8 @@ def read_layer(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float32
         return checkpoint.read(plan.tensor_name, dtype=dtype)
     if kind == "dequant":
         return quant_plan.read_dequant(checkpoint, plan, dtype=dtype)
+    if kind == "expert":
+        return experts.read_expert(checkpoint, plan, dtype=dtype)
     if kind == "base_delta":
         return deltas.read_base_delta(checkpoint, plan, dtype=dtype, read=read_layer)
     if kind == "lora_update":

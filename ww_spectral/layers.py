@@ -5,8 +5,8 @@
   (rf = kh*kw slices), pooled into one ESD; WW scales every conv2d eigenvalue by 0.5.
 - 3-D tensors (out, in, k) are Conv1d kernels only with options.conv1d (WW analyses nn.Conv1d modules
   but skips 3-D tensors of state dicts and files, whose default this keeps); MoE expert stacks
-  (experts.is_expert_stack) never are. WW's nn.Conv1d rule, reproduced: N = max and M = min of the
-  three sides, rf = 1; the matrices are W[o] (in x k) for every output channel o, and the ESD is the
+  (roles.is_expert_stack) never are: experts.split_expert_stacks plans them per expert. WW's nn.Conv1d
+  rule, reproduced: N = max and M = min of the three sides, rf = 1; the matrices are W[o] (in x k) for every output channel o, and the ESD is the
   M largest of all their eigenvalues (WW's batched SVD of the 3-D array, truncated to M values).
 - Anything else (biases, norms, other 3-D tensors, scalars) is skipped with a reason.
 - Selection (options.layers / include / exclude, selection.py): a tensor left out is skipped.
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .experts import is_expert_stack
 from .records import FLOAT_DTYPES, AnalysisOptions, LayerPlan, TensorInfo
+from .roles import is_expert_stack, tensor_role
 from .selection import not_selected_reason
 
 CONV2D_EVAL_SCALE = 0.5  # WW's conv2d_norm multiplies W by sqrt(1/2)
@@ -46,10 +46,14 @@ def plan_layer(info: TensorInfo, layer_id: int, options: AnalysisOptions) -> Lay
     buffers); row_count: rows it gives (rf for a pool=False conv2d kernel, else 1).
     skip_code: None (analysed) or 'not_matrix', 'not_selected', 'empty', 'unsupported_dtype',
     'size_filter'; skip_reason: the same in prose, naming what would make it a layer.
+    block, role, role_group, stack, expert: roles.tensor_role of the name (expert: a per-expert 2-D tensor
+    such as ``experts.5.w1``; 3-D stacks are split by experts.split_expert_stacks).
     """
     shape = tuple(int(s) for s in info.shape)
+    where = tensor_role(info.name, shape=shape)
     base = {"tensor_name": info.name, "longname": _longname(info.name), "layer_id": layer_id,
-            "shape": shape, "dtype": info.dtype}
+            "shape": shape, "dtype": info.dtype, "block": where.block, "role": where.role,
+            "role_group": where.group, "stack": where.stack, "expert": where.expert}
     conv1d = len(shape) == 3 and options.conv1d and not is_expert_stack(info)
     if len(shape) not in (2, 4) and not conv1d:
         hint = " (3-D Conv1d kernels with conv1d=True)" if len(shape) == 3 else ""

@@ -22,17 +22,19 @@ from typing import Any
 
 import pandas as pd
 
-from . import adapters
+from . import adapters, experts
 from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
 from .errors import NoAnalysableLayerError
 from .layers import plan_layer
 from .progress import safe_text
 from .quant import plan as quant_plan
 from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make_options
+from .roles import depth_key
 from .summary import summarize
 
-__all__ = ["ModelAnalysis", "ModelFacts", "ModelPlan", "TensorListing", "assemble_model", "plan_model",
-           "plan_layers", "require_analysable", "rows_to_frame", "slice_ids"]
+__all__ = ["ModelAnalysis", "ModelFacts", "ModelPlan", "TensorListing", "assemble_model", "depth_order",
+           "plan_infos", "plan_key", "plan_model", "plan_layers", "require_analysable", "rows_to_frame",
+           "slice_ids"]
 
 _INT64_MAX = 2**63 - 1  # the catalog stores parameter_count as int64
 
@@ -78,8 +80,8 @@ class ModelFacts:
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """One model, planned from headers: where it is, the options, every tensor's LayerPlan (checkpoint
-    order, layer_id = position) and its facts."""
+    """One model, planned from headers: where it is, the options, every tensor's LayerPlan (depth order,
+    layer_id = position: see plan_infos) and its facts."""
 
     ref: CheckpointRef
     options: AnalysisOptions
@@ -123,10 +125,10 @@ def require_analysable(label: str, plans: Sequence[LayerPlan]) -> None:
 
 
 def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> list[LayerPlan]:
-    """A LayerPlan for every tensor of `checkpoint` (anything with `.tensors()`), in checkpoint order
-    (layer_id = position), from headers only. No rule about "anything to analyse": see plan_model."""
+    """A LayerPlan for every tensor of `checkpoint` (anything with `.tensors()`), in depth order
+    (plan_infos), from headers only. No rule about "anything to analyse": see plan_model."""
     ref = getattr(checkpoint, "ref", None)
-    return _plan_infos(checkpoint.tensors(), make_options(options), config=getattr(ref, "config", None))
+    return plan_infos(checkpoint.tensors(), make_options(options), config=getattr(ref, "config", None))
 
 
 # A plan step refines the per-tensor plans of one model, from headers and config alone:
@@ -134,15 +136,26 @@ def plan_layers(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | 
 # e.g. a quantised layer's stored parts become one "dequant" plan, a 3-D expert stack one plan per expert.
 # Steps run in this order; layer_id is renumbered after the last one (position in the final list).
 PlanStep = Callable[..., list[LayerPlan]]
-PLAN_STEPS: tuple[PlanStep, ...] = (quant_plan.plan_quantized, adapters.plan_adapter_layers)
+PLAN_STEPS: tuple[PlanStep, ...] = (quant_plan.plan_quantized, experts.split_expert_stacks,
+                                    adapters.plan_adapter_layers)
 
 
-def _plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions, *,
-                config: Mapping[str, Any] | None = None) -> list[LayerPlan]:
-    infos = list(infos)
-    plans = [plan_layer(info, i, options) for i, info in enumerate(infos)]
+def depth_order(infos: Iterable[TensorInfo]) -> list[TensorInfo]:
+    """`infos` in depth order (roles.depth_key of each name: block 2 before block 10, embeddings first, the
+    head last, an encoder before its decoder), whatever order the checkpoint stores them in: a model's
+    tensors get the same layer_ids from a safetensors file (alphabetical headers), a state dict or an
+    nn.Module. Names the key ties on keep their checkpoint order."""
+    return sorted(infos, key=lambda info: depth_key(info.name, tuple(info.shape)))
+
+
+def plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions, *,
+               config: Mapping[str, Any] | None = None) -> list[LayerPlan]:
+    """THE planning rule: depth_order, layers.plan_layer per tensor, then every PLAN_STEPS step; layer_id is
+    the position in the result. config: the model's parsed config.json (None when unknown)."""
+    ordered = depth_order(infos)
+    plans = [plan_layer(info, i, options) for i, info in enumerate(ordered)]
     for step in PLAN_STEPS:
-        plans = step(plans, infos=infos, config=config if isinstance(config, Mapping) else None, options=options)
+        plans = step(plans, infos=ordered, config=config if isinstance(config, Mapping) else None, options=options)
     return [p if p.layer_id == i else dataclasses.replace(p, layer_id=i) for i, p in enumerate(plans)]
 
 
@@ -155,7 +168,7 @@ def plan_model(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | N
     opts = make_options(options)
     infos = list(checkpoint.tensors())
     ref: CheckpointRef = checkpoint.ref
-    layers = tuple(_plan_infos(infos, opts, config=ref.config))
+    layers = tuple(plan_infos(infos, opts, config=ref.config))
     require_analysable(ref.repo_id, layers)
     return ModelPlan(ref=ref, options=opts, layers=layers, facts=ModelFacts.from_tensors(infos, ref.config))
 
@@ -187,7 +200,7 @@ def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
 class ModelAnalysis:
     """One model's analysis: where it came from, with which options, every tensor's row, the summary.
 
-    layers: DataFrame with columns LAYER_COLUMN_NAMES, one row per tensor in checkpoint order (skipped
+    layers: DataFrame with columns LAYER_COLUMN_NAMES, one row per planned matrix in depth order (skipped
     tensors included; analysis.analyze_model(include_skipped=False) drops them from this table only);
     summary: summarize() of all rows (keys summary.SUMMARY_KEYS); facts: the plan's ModelFacts;
     seconds: wall time of the analysis.
@@ -213,37 +226,63 @@ class ModelAnalysis:
         return record
 
 
+def plan_key(plan_or_row: LayerPlan | Mapping[str, Any]) -> tuple:
+    """What one plan analyses, independent of its layer_id: (tensor_name, expert, part, delta_kind).
+
+    Works on a LayerPlan and on a row (analysis copies these columns from the plan into every row), so rows
+    planned elsewhere (a scan planning shard by shard, whose layer_ids are not the model's) still find their
+    plan. NaN/NA expert counts as None.
+    """
+    get = (lambda k: getattr(plan_or_row, k)) if isinstance(plan_or_row, LayerPlan) else plan_or_row.get
+    expert = get("expert")
+    expert = None if expert is None or pd.isna(expert) else int(expert)
+    return (str(get("tensor_name")), expert, get("part") or "", get("delta_kind") or "")
+
+
+def _slice(row: Mapping[str, Any]) -> int | None:
+    sid = row.get("slice_id")
+    return None if sid is None or pd.isna(sid) else int(sid)
+
+
 def assemble_model(plan: ModelPlan, rows: Iterable[dict], *, seconds: float) -> ModelAnalysis:
     """One ModelAnalysis from a plan and the rows of its layers (in any order, e.g. from chunks).
 
     Every plan must have exactly its rows (slice_ids: one, or one per kernel position with pool=False),
-    matched by layer_id, tensor_name and slice_id; a missing, extra, duplicated or mismatched row raises
-    ValueError (rows lost on the way are a bug, never a result). Rows are ordered by (layer_id, slice_id).
+    matched by plan_key (tensor, expert, part, delta kind) and slice_id - and by layer_id as well where two
+    plans share a plan_key. A row takes its plan's layer_id (a scan that planned shard by shard numbered its
+    rows before it knew the whole model). A missing, extra or duplicated row raises ValueError (rows lost on
+    the way are a bug, never a result). Rows are ordered by (layer_id, slice_id).
     """
     label = safe_text(plan.ref.repo_id)
-    by_key: dict[tuple[int, int | None], dict] = {}
+    keys = Counter(plan_key(p) for p in plan.layers)
+
+    def key_of(identity: tuple, layer_id: int, sid: int | None) -> tuple:
+        return (identity, layer_id if keys[identity] > 1 else None, sid)
+
+    by_key: dict[tuple, dict] = {}
     for row in rows:
-        sid = row.get("slice_id")
-        key = (int(row["layer_id"]), None if sid is None or pd.isna(sid) else int(sid))
+        identity = plan_key(row)
+        key = key_of(identity, int(row["layer_id"]), _slice(row))
         if key in by_key:
-            raise ValueError(f"{label}: two rows for layer_id {key[0]}" + (f" slice {key[1]}" if key[1] is not None
-                                                                            else ""))
+            where = f"{safe_text(identity[0])}" + (f" expert {identity[1]}" if identity[1] is not None else "") + \
+                (f" slice {key[2]}" if key[2] is not None else "")
+            raise ValueError(f"{label}: two rows for {where} (layer_id {row['layer_id']})")
         by_key[key] = row
     ordered = []
-    missing = []
+    missing: list[LayerPlan] = []
     for p in plan.layers:
         for sid in slice_ids(p, plan.options):
-            row = by_key.pop((p.layer_id, sid), None)
+            row = by_key.pop(key_of(plan_key(p), p.layer_id, sid), None)
             if row is None:
-                missing.append(p.layer_id)
+                missing.append(p)
                 continue
-            if row["tensor_name"] != p.tensor_name:
-                raise ValueError(f"{label}: row of layer_id {p.layer_id} is "
-                                 f"{safe_text(row['tensor_name'])!r}, the plan has {safe_text(p.tensor_name)!r}")
-            ordered.append(row)
+            ordered.append(row if row["layer_id"] == p.layer_id else dict(row, layer_id=p.layer_id))
     if missing or by_key:
-        raise ValueError(f"{label}: rows do not match the plan (missing layer_ids "
-                         f"{missing[:10]}, unplanned layer_ids {sorted(k[0] for k in by_key)[:10]})")
+        lost = sorted({p.layer_id for p in missing})[:10]
+        lost_names = list(dict.fromkeys(safe_text(p.tensor_name, limit=80) for p in missing))[:10]
+        extra = [safe_text(k[0][0], limit=80) + (f"#{k[0][1]}" if k[0][1] is not None else "") for k in by_key][:10]
+        raise ValueError(f"{label}: rows do not match the plan (missing layer_ids {lost} {lost_names}, "
+                         f"unplanned rows {extra})")
     layers = rows_to_frame(ordered)
     return ModelAnalysis(ref=plan.ref, options=plan.options, layers=layers, summary=summarize(layers),
                          facts=plan.facts, seconds=float(seconds))

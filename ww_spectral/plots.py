@@ -166,14 +166,16 @@ def plot_d_vs_xmin(evals: np.ndarray, fit: PowerLawFit | None = None, *, path: s
     return _save(fig, path)
 
 
-def _analysed(layers):
-    """Rows with a finite alpha (status success when the column exists), in layer order."""
+def depth_table(layers) -> pd.DataFrame:
+    """The points of the alpha-by-depth plot: rows with a finite alpha (status success when the column
+    exists), in depth order - by layer_id (ww_spectral/model.py numbers tensors in depth order: block 2
+    before block 10), then slice_id; the table's own order where it has no layer_id."""
     df = layers
     if "status" in df.columns:
         df = df[df["status"] == "success"]
-    df = df[np.isfinite(df["alpha"].astype(float))]
-    order = "layer_id" if "layer_id" in df.columns else None
-    return df.sort_values(order) if order else df
+    df = df[np.isfinite(pd.to_numeric(df["alpha"], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
+    order = [c for c in ("layer_id", "slice_id") if c in df.columns]
+    return df.sort_values(order, kind="stable", na_position="first") if order else df
 
 
 def plot_alpha_by_depth(layers, *, path: str | os.PathLike, title: str = "alpha by depth") -> Path:
@@ -181,7 +183,7 @@ def plot_alpha_by_depth(layers, *, path: str | os.PathLike, title: str = "alpha 
 
     layers: DataFrame with columns alpha and (optionally) layer_id, longname, status.
     """
-    df = _analysed(layers)
+    df = depth_table(layers)
     fig, ax = _figure(bottom=0.2)
     ax.axhspan(*GOOD_BAND, color="tab:green", alpha=0.12, label="2 ≤ alpha ≤ 6 (well trained)")
     pos = np.arange(len(df))
@@ -200,7 +202,7 @@ def plot_alpha_by_depth(layers, *, path: str | os.PathLike, title: str = "alpha 
 
 def plot_alpha_histogram(layers, *, path: str | os.PathLike, title: str = "layer alphas") -> Path:
     """Histogram of layer alphas with the bands <2 (over-trained), 2-6, >6 (under-trained); 640x480 PNG."""
-    df = _analysed(layers)
+    df = depth_table(layers)
     a = df["alpha"].to_numpy(float)
     fig, ax = _figure()
     hi = max([8.0, *a.tolist()]) * 1.05

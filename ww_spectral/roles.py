@@ -9,6 +9,8 @@ of the decoder stack, the attention query projection. `tensor_role` turns a key 
 
 `natural_key` sorts names the way a person counts: ``layers.2`` before ``layers.10`` (an alphabetical
 header order puts 10 first, which scrambles every depth profile of a model with more than 10 blocks).
+`depth_key` is the order every model's tensors are numbered in (ww_spectral/model.py): natural order, with
+the input embeddings first, the output head last and an encoder before its decoder.
 
 Roles (`ROLES`): attn_q, attn_k, attn_v, attn_o, attn_qkv, mlp_up, mlp_gate, mlp_down, mlp_gate_up,
 router, embedding, position_embedding, lm_head, conv, norm, other. `TensorRole.group` folds them into
@@ -63,8 +65,10 @@ _EXACT = {
     "embed_tokens": "embedding", "wte": "embedding", "word_embeddings": "embedding", "token_embd": "embedding",
     "tok_embeddings": "embedding", "embed_in": "embedding", "shared": "embedding", "patch_embed": "embedding",
     "wpe": "position_embedding", "position_embeddings": "position_embedding", "embed_positions": "position_embedding",
-    "lm_head": "lm_head", "embed_out": "lm_head", "output": "lm_head", "classifier": "lm_head", "head": "lm_head",
+    "lm_head": "lm_head", "embed_out": "lm_head", "output": "lm_head", "classifier": "lm_head", "head": "lm_head", "fc": "lm_head",
 }
+# Head names that are the head only at the top level (torchvision's ``fc``, GGUF's ``output``).
+_TOP_LEVEL_HEADS = ("output", "head", "classifier", "fc")
 _NORM = re.compile(r"(^|_)(norm|ln|layernorm|layer_norm|rmsnorm|ln_f|ln_\d+|ln_1|ln_2|norm\d*)($|_)|norm$|^ln")
 
 
@@ -174,13 +178,23 @@ def tensor_role(name: str, *, shape: tuple[int, ...] | None = None) -> TensorRol
     role = _context_role(mod, shape)
     if not role:
         role = _EXACT.get(last, "")
-        if role == "lm_head" and last in ("output", "head", "classifier") and len(mod) > 1:
+        if role == "lm_head" and last in _TOP_LEVEL_HEADS and len(mod) > 1:
             role = ""
     if not role and last.isdigit() and len(mod) > 1:
         role = _EXACT.get(mod[-2], "")  # diffusers to_out.0
     if not role and _NORM.search(last):
         role = "norm"
     return TensorRole(block, role or "other", expert, stack)
+
+
+def is_expert_stack(info) -> bool:
+    """True for a 3-D tensor whose name marks it as experts (``experts.`` or GGUF ``_exps``).
+
+    info: anything with `.name` and `.shape` (records.TensorInfo). Here, not in experts.py, because
+    layers.py needs it and experts.py plans through layers.py.
+    """
+    name = info.name.lower()
+    return len(info.shape) == 3 and (".experts." in name or "_exps" in name or name.endswith(".experts"))
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -193,6 +207,30 @@ def natural_key(name: str) -> tuple:
     of any two names compare position by position without mixing str and int.
     """
     return tuple(int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(name)))
+
+
+_STACK_RANK = {"encoder": 0, "": 1, "decoder": 2}
+
+
+def depth_key(name: str, shape: tuple[int, ...] | None = None) -> tuple:
+    """Sort key putting a model's tensors in depth order (input -> output), from the name alone.
+
+    (phase, stack, natural_key(name)): phase 0 = embeddings outside any block (``embed_tokens``, ``wte``,
+    ``shared``), 2 = the output head outside any block (``lm_head``, ``embed_out``, a top-level ``fc`` or
+    ``classifier.N``), 1 = everything else;
+    stack: encoder before un-stacked before decoder (T5/BART/Whisper name the decoder first alphabetically).
+    Within a phase and stack the natural order decides (``layers.2`` < ``layers.10``, ``layer1.1`` <
+    ``layer2.0``): a name's digits are compared as numbers, never as text.
+    """
+    role = tensor_role(name, shape=shape)
+    # outside any block container: the block a bare integer gives (VGG's classifier.0) is no depth
+    outside = role.block is None or not any(p in _CONTAINERS for p in _parts(name))
+    phase = 1
+    if outside and role.role in ("embedding", "position_embedding"):
+        phase = 0
+    elif outside and role.role == "lm_head":
+        phase = 2
+    return phase, _STACK_RANK.get(role.stack, 1), natural_key(name)
 
 
 def natural_order(names: Iterable[str]) -> list[str]:

@@ -1,7 +1,11 @@
 """The model-level row: WeightWatcher's get_summary() means plus robust aggregates.
 
 Means and medians are over layers with status 'success' (WW also averages failed layers' alpha = -1
-into its mean - a bug we do not copy). Empty -> NaN. The keys are SUMMARY_FLOAT_KEYS then
+into its mean - a bug we do not copy). Empty -> NaN. Mixture-of-experts models (one row per expert, a
+column `expert`): alpha_expert_mean is the mean alpha of the expert rows alone, alpha_block_mean the mean
+where each block's experts of one role first collapse to their own mean (ww_spectral/experts.py
+expert_balanced_mean), so 128 experts weigh as one layer of their block. Dense models: alpha_block_mean =
+alpha, alpha_expert_mean NaN. The keys are SUMMARY_FLOAT_KEYS then
 SUMMARY_INT_KEYS: the one list the catalog's `models` schema (catalogs/schema.py) is built from.
 """
 
@@ -12,13 +16,14 @@ import math
 import numpy as np
 import pandas as pd
 
+from .experts import expert_balanced_mean
 from .metrics import WW_BAND, looks_random
 
 WW_SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                       "stable_rank")
 SUMMARY_FLOAT_KEYS: tuple[str, ...] = (*WW_SUMMARY_METRICS, "alpha_median", "alpha_weighted_median",
                                        "hill_alpha", "hill_alpha_median", "share_alpha_2_6", "mp_softrank",
-                                       "share_random_like")
+                                       "share_random_like", "alpha_expert_mean", "alpha_block_mean")
 SUMMARY_INT_KEYS: tuple[str, ...] = ("n_tensors", "n_layers_analysed", "n_layers_skipped", "n_layers_failed",
                                      "n_layers_random_like")
 # The columns random_like() reads (ww_spectral.metrics.looks_random's arguments, in order).
@@ -60,6 +65,16 @@ def random_like(layers) -> dict:
     return {"n_layers_random_like": n, "share_random_like": n / n_ok if n_ok else math.nan}
 
 
+def _expert_means(ok: pd.DataFrame) -> dict[str, float]:
+    """expert_balanced_mean of alpha over the successful rows (no expert column: every row is dense)."""
+    if "alpha" not in ok:
+        return {"expert_mean": math.nan, "block_mean": math.nan}
+    cols = [c for c in ("alpha", "block", "role", "expert") if c in ok]
+    frame = ok[cols].astype(object).where(ok[cols].notna(), None)
+    frame["alpha"] = pd.to_numeric(ok["alpha"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return expert_balanced_mean(frame.to_dict("records"), "alpha")
+
+
 def summarize(layers: pd.DataFrame) -> dict:
     """Summary dict of a per-layer table (columns LAYER_COLUMN_NAMES; skipped rows optional).
 
@@ -69,7 +84,8 @@ def summarize(layers: pd.DataFrame) -> dict:
     when no layer succeeded or the column is off); n_tensors (distinct layer_ids), n_layers_analysed
     (rows with status success: kernel positions count one each with pool=False), n_layers_skipped,
     n_layers_failed (ints); share_random_like (float) and n_layers_random_like (int): random_like(),
-    stored so the default ranking's tier reads the models table alone (catalogs/metrics.py).
+    stored so the default ranking's tier reads the models table alone (catalogs/metrics.py);
+    alpha_expert_mean, alpha_block_mean (floats): the module docstring.
     """
     status = layers["status"] if "status" in layers else pd.Series([], dtype=str)
     ok = layers[status == "success"]
@@ -87,6 +103,9 @@ def summarize(layers: pd.DataFrame) -> dict:
     out["mp_softrank"] = _mean(_finite(ok["mp_softrank"])) if "mp_softrank" in ok else math.nan
     rand = random_like(layers)
     out["share_random_like"] = rand["share_random_like"]
+    balanced = _expert_means(ok)
+    out["alpha_expert_mean"] = balanced["expert_mean"]
+    out["alpha_block_mean"] = balanced["block_mean"]
     out["n_tensors"] = int(layers["layer_id"].nunique()) if "layer_id" in layers else int(len(layers))
     out["n_layers_analysed"] = int((status == "success").sum())
     out["n_layers_skipped"] = int((status == "skipped").sum())

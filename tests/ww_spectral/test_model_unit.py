@@ -18,7 +18,7 @@ from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import CheckpointError, NoAnalysableLayerError
 from ww_spectral.fit import fit_power_law
 from ww_spectral.layers import eigenvalue_scale, layer_matrices
-from ww_spectral.model import ModelFacts, TensorListing, assemble_model, plan_model
+from ww_spectral.model import ModelFacts, TensorListing, assemble_model, depth_order, plan_model
 from ww_spectral.records import AnalysisOptions, CheckpointRef, TensorInfo, make_options
 from ww_spectral.spectrum import layer_spectrum
 
@@ -44,7 +44,7 @@ def test_plan_model_facts_and_plans_from_headers(tmp_path):
                                     architecture="LlamaForCausalLM", model_type="llama")
     assert plan.facts.dtype == "F32"  # 64*32 + 32 float32 elements outweigh 16*8 float64 ones
     assert [p.layer_id for p in plan.layers] == list(range(len(infos)))
-    assert [p.tensor_name for p in plan.layers] == [i.name for i in infos]
+    assert [p.tensor_name for p in plan.layers] == [i.name for i in depth_order(infos)]
     assert {p.tensor_name for p in plan.analysed} == {"a.weight", "b.weight"}
     skipped = {p.tensor_name: (p.skip_code, p.skip_reason) for p in plan.layers if not p.analysed}
     assert skipped["n.weight"][0] == "not_matrix" and skipped["idx.weight"][0] == "unsupported_dtype"
@@ -120,15 +120,17 @@ def test_assemble_model_orders_rows_and_refuses_a_mismatch(tmp_path):
     assert result.summary["n_tensors"] == len(plan.layers) and result.summary["n_layers_skipped"] == 2
     direct = analysis.analyze_model(plan.ref.files[0], threads=1)
     pd.testing.assert_frame_equal(direct.layers, result.layers)
-    with pytest.raises(ValueError, match="missing layer_ids \\[1\\]"):
+    name1 = plan.layers[1].tensor_name
+    with pytest.raises(ValueError, match=f"missing layer_ids \\[1\\] \\['{name1}'\\]"):
         assemble_model(plan, [r for r in rows if r["layer_id"] != 1], seconds=0)
     with pytest.raises(ValueError, match="two rows"):
         assemble_model(plan, rows + rows[:1], seconds=0)
     wrong = dict(rows[0], tensor_name="other.weight")
-    with pytest.raises(ValueError, match="other.weight"):
+    with pytest.raises(ValueError, match="unplanned rows \\['other.weight'\\]"):
         assemble_model(plan, [wrong, *rows[1:]], seconds=0)
-    with pytest.raises(ValueError, match="unplanned layer_ids \\[99\\]"):
-        assemble_model(plan, rows + [dict(rows[0], layer_id=99)], seconds=0)
+    # rows numbered elsewhere (a scan planning shard by shard) take their plan's layer_id
+    renumbered = assemble_model(plan, [dict(r, layer_id=r["layer_id"] + 100) for r in rows], seconds=0)
+    assert renumbered.layers["layer_id"].tolist() == [p.layer_id for p in plan.layers]
 
 
 def test_model_record_keeps_ours_where_the_listing_does_not_know(tmp_path):

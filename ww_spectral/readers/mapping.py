@@ -1,4 +1,9 @@
-"""In-memory reader: a Mapping of name -> numpy array / torch tensor (or an nn.Module's state_dict())."""
+"""In-memory reader: a Mapping of name -> numpy array / torch tensor (or an nn.Module's state_dict()).
+
+`is_torch_module` is THE test for "an nn.Module" (any subclass: the user's own class, a transformers
+model, a torch.nn layer), and `module_state` its tensors, read from the live object (state_dict(): no
+pickle, nothing saved or loaded).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,22 @@ from .. import dtypes
 from ..errors import CheckpointError
 from ..records import TensorInfo
 from .torch_state import tensor_info, torch_to_numpy
+
+
+def is_torch_module(obj) -> bool:
+    """True when `obj` is an instance of torch.nn.Module, whatever module its own class is defined in.
+
+    Decided from the class hierarchy (a base class named Module defined in torch.nn.modules.module), so
+    torch is never imported for a source that is not one.
+    """
+    return any(cls.__name__ == "Module" and cls.__module__ == "torch.nn.modules.module"
+               for cls in type(obj).__mro__)
+
+
+def module_state(module) -> dict:
+    """{name: tensor} of an nn.Module's state_dict(), in its registration order (parameters and buffers);
+    entries that are not tensors (a module's get_extra_state()) are left out."""
+    return {str(name): value for name, value in module.state_dict().items() if _is_torch(value)}
 
 
 def _is_torch(value) -> bool:
