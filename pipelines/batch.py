@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from catalogs.store import ResultStore, is_remote
 
+from .bases import Resolver, base_of
 from .deadline import Deadline
 from .faults import is_transient, root_cause, stage_of
 from .listing import WorkItem
@@ -72,22 +73,44 @@ def is_batchable(item: WorkItem, settings: ScanSettings) -> bool:
     return params <= settings.batch_max_params and params * WORK_BYTES_PER_PARAM <= settings.chunk_bytes
 
 
+def families(items: list[WorkItem]) -> list[list[WorkItem]]:
+    """`items` grouped by base family (pipelines/bases.py base_of: a fine-tune's family is its base, a model
+    without a base heads its own), the base first, then its members in their given order; families in the
+    order their first model comes."""
+    groups: dict[str, list[WorkItem]] = {}
+    for item in items:
+        groups.setdefault(base_of(item) or item.repo_id, []).append(item)
+    return [sorted(members, key=lambda it, name=name: it.repo_id != name) for name, members in groups.items()]
+
+
 def make_batches(items: list[WorkItem], settings: ScanSettings, *, slots: int) -> list[list[WorkItem]]:
     """Consecutive groups of at most `batch_models` models and `batch_params` parameters each (one model
     at least), and at least ~4 batches per slot when there are enough models, so the last batches to
-    finish leave no slot idle for long."""
+    finish leave no slot idle for long.
+
+    Fine-tunes are scheduled with their base (pipelines/bases.py): models are taken by `families`, a family of
+    several models starts a batch of its own (when the current one could not take it whole) and is not split
+    for the ~4-per-slot spread, only by batch_models / batch_params; so the worker that runs the batch reads
+    the base once and analyses the base and its fine-tunes from there; a larger family goes on in the next
+    batch (consecutive batches, which find the base in the cache of whichever node they land on)."""
     if not items:
         return []
     per = max(1, min(settings.batch_models, math.ceil(len(items) / (4 * max(1, slots)))))
     batches: list[list[WorkItem]] = [[]]
     params = 0
-    for item in items:
-        p = estimated_params(item) or 0
-        if batches[-1] and (len(batches[-1]) >= per or params + p > settings.batch_params):
-            batches.append([])
+    for members in families(items):
+        if batches[-1] and len(members) > 1 and len(batches[-1]) + len(members) > per:
+            batches.append([])  # a family starts a batch rather than straddle two
             params = 0
-        batches[-1].append(item)
-        params += p
+        for j, item in enumerate(members):
+            p = estimated_params(item) or 0
+            # Within a family the ~4-per-slot spread gives way: only the batch limits split it.
+            full = len(batches[-1]) >= (settings.batch_models if j else per)
+            if batches[-1] and (full or params + p > settings.batch_params):
+                batches.append([])
+                params = 0
+            batches[-1].append(item)
+            params += p
     return batches
 
 
@@ -130,11 +153,17 @@ def run_batch(items: list[WorkItem], spec: BatchSpec, *, node_id: str | None = N
     pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="ww-prefetch")
     ahead: deque = deque()
     pending = iter(items)
+    # Bases of this batch's fine-tunes: their own files are read through the node's base cache (kept for the
+    # fine-tunes), and their listed revisions are the ones the fine-tunes' deltas are taken against.
+    wanted = {base_of(it) for it in items} - {None}
+    resolver = Resolver(settings.endpoint, settings.hub,
+                        {it.repo_id: it.revision for it in items if it.repo_id in wanted and it.revision})
 
     def fetch_next() -> None:
         item = next(pending, None)
         if item is not None:
-            ahead.append((item, pool.submit(fetch_hub, item, settings) if item.kind == "hub" else None))
+            ahead.append((item, pool.submit(fetch_hub, item, settings, store=store if write else None,
+                                            from_cache=item.repo_id in wanted) if item.kind == "hub" else None))
 
     try:
         for _ in range(PREFETCH + 1):
@@ -142,7 +171,7 @@ def run_batch(items: list[WorkItem], spec: BatchSpec, *, node_id: str | None = N
         while ahead:
             item, future = ahead.popleft()
             fetch_next()
-            yield _one(item, future, settings, store, layers, write, pid)
+            yield _one(item, future, settings, store, layers, write, pid, resolver)
     finally:  # closed early (the task cancelled): whatever was fetched ahead is deleted once it arrives
         for _, future in ahead:
             if future is not None:
@@ -150,13 +179,15 @@ def run_batch(items: list[WorkItem], spec: BatchSpec, *, node_id: str | None = N
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _one(item: WorkItem, future, settings: ScanSettings, store: ResultStore, layers, write: bool, pid: int) -> dict:
+def _one(item: WorkItem, future, settings: ScanSettings, store: ResultStore, layers, write: bool, pid: int,
+         resolver: Resolver) -> dict:
     """One model's outcome; its download (when prefetched) is awaited here, the wait counted as "download"."""
     t0 = time.perf_counter()
     fetched = future.result() if future is not None else None
     waited = time.perf_counter() - t0
     try:
-        result = process_model(item, settings, store, layers, headers_first=False, write=write, fetched=fetched)
+        result = process_model(item, settings, store, layers, headers_first=False, write=write, fetched=fetched,
+                               resolver=resolver)
     except Exception as exc:  # noqa: BLE001 - any fault of one model is that model's outcome
         cause = root_cause(exc)
         return {"repo_id": item.repo_id, "revision": item.revision, "status": "failed", "pid": pid,

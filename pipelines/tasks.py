@@ -150,10 +150,11 @@ def _outcomes(batch: Batch, state: ScanState, spec: BatchSpec) -> Iterator[tuple
 def run_batch(batch: Batch, state: ScanState) -> dict:
     """The batch task's body: stream the batch's outcomes, count them, queue failed models in `batch.after`.
 
-    Returns the batch's counts {"models", "done", "skipped", "failed", "retried"} (its Prefect result).
+    Returns the batch's counts {"models", "done", "skipped", "linked", "failed", "retried"} (its Prefect result;
+    "linked": duplicates of a stored revision, pipelines/duplicates.py).
     """
     spec = BatchSpec(settings=state.settings, driver_node=state.chunks.driver_node)
-    counts = dict.fromkeys(("models", "done", "skipped", "failed", "retried"), 0)
+    counts = dict.fromkeys(("models", "done", "skipped", "linked", "failed", "retried"), 0)
     counts["models"] = len(batch.items)
     with state.lock:
         state.batches += 1

@@ -19,6 +19,8 @@ as a whole once all shards are seen.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -27,15 +29,19 @@ from collections.abc import Callable, Iterator
 
 from catalogs.schema import Provenance
 from catalogs.store import ResultStore
-from ww_spectral import hub, hub_source
+from ww_spectral import adapters, deltas, hub, hub_source
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import NoWeightsError
 from ww_spectral.layers import plan_layer
+from ww_spectral.layout import CONFIG
 from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_model
 from ww_spectral.records import AnalysisOptions, CheckpointRef, LayerPlan
+from ww_spectral.summary import summarize
 
+from . import bases, duplicates
+from .bases import BaseRef
 from .deadline import Deadline
-from .faults import stage
+from .faults import is_transient, root_cause, stage
 from .listing import WorkItem
 from .settings import ScanSettings
 from .work import RemoteFile
@@ -122,12 +128,12 @@ def _analyse_local(item: WorkItem, settings: ScanSettings, layers: Layers, deadl
 class _HeaderPlan:
     """A safetensors repo, planned from its remote headers (HTTP Range reads) before any download."""
 
-    def __init__(self, plan: ModelPlan, files: list[str]) -> None:
+    def __init__(self, plan: ModelPlan, files: dict[str, str]) -> None:
         self.plan = plan
-        self._files = files  # the file holding each planned tensor (plan.layers order)
+        self._files = files  # tensor name -> the file holding it (plans are in depth order, not file order)
 
     def shard_plans(self, shard, deadline: Deadline) -> list[LayerPlan]:
-        return [p for p, f in zip(self.plan.layers, self._files) if f == shard.filename]
+        return [p for p in self.plan.layers if self._files.get(p.tensor_name) == shard.filename]
 
     def model_plan(self) -> ModelPlan:
         return self.plan
@@ -174,7 +180,7 @@ def _plan_from_headers(item: WorkItem, revision: str, settings: ScanSettings) ->
     except NoWeightsError:
         return None  # .bin repo, or no weights at all (iter_weight_shards says which)
     with ckpt:
-        return _HeaderPlan(plan_model(ckpt, settings.options), [info.file for info in ckpt.tensors()])
+        return _HeaderPlan(plan_model(ckpt, settings.options), {info.name: info.file for info in ckpt.tensors()})
 
 
 def _shards(item: WorkItem, revision: str, settings: ScanSettings, dest: str, deadline: Deadline,
@@ -197,8 +203,10 @@ def _shards(item: WorkItem, revision: str, settings: ScanSettings, dest: str, de
 class Fetched:
     """A hub model's weight files downloaded ahead of its analysis (pipelines/batch.py prefetches them).
 
-    revision: the commit; shards: hub_source.Shard's with `path` in `folder` (kept until `close`);
-    seconds, bytes: the download's; error: the download's fault (raised when the model is analysed).
+    revision: the commit; shards: hub_source.Shard's with `path` in `folder` (kept until `close`), or in the
+    node's base cache for a base model (pipelines/bases.py; kept there); seconds, bytes: the download's;
+    error: the download's fault (raised when the model is analysed); duplicate: the weight bytes' Claim, or
+    the Link to the revision that has them (then nothing was downloaded), or None (pipelines/duplicates.py).
     """
 
     def __init__(self, folder: str) -> None:
@@ -208,32 +216,75 @@ class Fetched:
         self.seconds = 0.0
         self.bytes = 0
         self.error: BaseException | None = None
+        self.duplicate: duplicates.Claim | duplicates.Link | None = None
+        self.model_dir: str | None = None  # the files under their repo names (+ config.json, adapter_config.json)
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def fetch_hub(item: WorkItem, settings: ScanSettings) -> Fetched:
+def fetch_hub(item: WorkItem, settings: ScanSettings, *, store: ResultStore | None = None,
+              from_cache: bool = False) -> Fetched:
     """Download every weight file of a (small) hub model now, under its own deadline; never raises (the fault
-    is kept in `error`). Each shard is hard-linked aside before iter_weight_shards deletes it."""
-    import dataclasses
+    is kept in `error`). Each shard is hard-linked aside before iter_weight_shards deletes it.
 
+    store: where the scan writes, when this process reaches it: the revision's weight bytes are checked for a
+    duplicate first (pipelines/duplicates.py), and a duplicate is not downloaded. from_cache: the model is the
+    base of fine-tunes analysed after it here: its files come from (and stay in) the node's base cache."""
     fetched = Fetched(tempfile.mkdtemp(prefix="ww-fetch-"))
     clock = Clock()
     deadline = Deadline(settings.model_timeout_s)
     t0 = time.perf_counter()
     try:
         fetched.revision = item.revision or _revision(item, settings, deadline)
+        if store is not None:
+            fetched.duplicate = deadline.call(lambda: duplicates.check(item, fetched.revision, settings, store),
+                                              what=f"model info of {item.label}")
+            if isinstance(fetched.duplicate, duplicates.Link):
+                return fetched
+        if from_cache:
+            with stage("download"):
+                fetched.shards = deadline.call(lambda: bases.base_shards(item, fetched.revision, settings.endpoint,
+                                                                         settings.hub),
+                                               what=f"downloading {item.label}")
+            fetched.model_dir = os.path.dirname(fetched.shards[0].path) if fetched.shards else None
+            return fetched
         dest = os.path.join(fetched.folder, "dl")
+        model_dir = os.path.join(fetched.folder, "model")
+        config: dict = {}
         for shard in _shards(item, fetched.revision, settings, dest, deadline, clock):
-            kept = os.path.join(fetched.folder, f"{len(fetched.shards)}-{os.path.basename(shard.path)}")
+            kept = os.path.join(model_dir, shard.filename)  # the repo's own names: the folder opens as the repo
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
             os.link(shard.path, kept)
             fetched.shards.append(dataclasses.replace(shard, path=kept))
+            config = shard.config or config
+        with stage("download"):
+            _configs(item, fetched.revision, settings, model_dir, config, fetched.shards, deadline, clock)
+        fetched.model_dir = model_dir
     except Exception as exc:  # noqa: BLE001 - handed over with the model, raised where it is analysed
         fetched.error = exc
-    fetched.seconds = time.perf_counter() - t0
-    fetched.bytes = clock.bytes
+    finally:
+        fetched.seconds = time.perf_counter() - t0
+        fetched.bytes = clock.bytes
     return fetched
+
+
+def _configs(item: WorkItem, revision: str, settings: ScanSettings, model_dir: str, config: dict, shards: list,
+             deadline: Deadline, clock: Clock) -> None:
+    """The configs beside a downloaded model's weights: config.json as read, and a PEFT adapter's
+    adapter_config.json (fetched only when the weights hold LoRA factors: it sets the update's scale)."""
+    if config:
+        with open(os.path.join(model_dir, CONFIG), "w") as fh:
+            json.dump(config, fh)
+    if not any(adapters.is_lora_tensor(info.name) for sh in shards if sh.path.endswith(".safetensors")
+               for info in _tensors_of(sh.path)):
+        return
+    path = deadline.call(lambda: hub.download_file(item.repo_id, adapters.ADAPTER_CONFIG_FILE, revision=revision,
+                                                   endpoint=settings.endpoint, local_dir=model_dir,
+                                                   settings=settings.hub),
+                         what=f"downloading {item.label}")
+    clock.bytes += _size(path)
+    shutil.rmtree(os.path.join(model_dir, ".cache"), ignore_errors=True)  # the client's download metadata
 
 
 def _revision(item: WorkItem, settings: ScanSettings, deadline: Deadline) -> str:
@@ -249,16 +300,13 @@ def _size(path: str) -> int:
         return 0
 
 
-def _analyse_hub(item: WorkItem, settings: ScanSettings, layers: Layers, deadline: Deadline, clock: Clock, *,
-                 headers_first: bool, fetched: Fetched | None = None) -> tuple[ModelPlan, Analysed]:
+def _analyse_hub(item: WorkItem, revision: str, settings: ScanSettings, layers: Layers, deadline: Deadline,
+                 clock: Clock, *, headers_first: bool, fetched: Fetched | None = None,
+                 base: _Base | None = None) -> tuple[ModelPlan, Analysed]:
+    if fetched is not None and fetched.model_dir is not None:
+        return _analyse_folder(item, revision, fetched.model_dir, settings, layers, deadline, clock, base=base)
     endpoint = settings.endpoint
-    if fetched is not None:
-        clock.seconds["prefetch"] += fetched.seconds
-        clock.bytes += fetched.bytes
-        if fetched.error is not None:
-            raise fetched.error
     t0 = time.perf_counter()
-    revision = fetched.revision if fetched is not None else (item.revision or _revision(item, settings, deadline))
     planner = None
     if headers_first:
         with stage("read"):
@@ -277,24 +325,145 @@ def _analyse_hub(item: WorkItem, settings: ScanSettings, layers: Layers, deadlin
                 kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
                 fetch = RemoteFile(item.repo_id, revision, shard.filename, endpoint, settings.hub)
                 _run_layers(layers, done, clock, shard.path, plans, kind=kind, fetch=fetch, deadline=deadline)
+                if base is not None and base.ref is not None:
+                    t0 = time.perf_counter()
+                    extra = base.shard_deltas(item, revision, shard, plans, settings.options)
+                    clock.add("plan", t0)
+                    if extra:
+                        fetch = dataclasses.replace(fetch, base=base.ref)
+                        _run_layers(layers, done, clock, shard.path, extra, kind=kind, fetch=fetch, deadline=deadline)
         t0 = time.perf_counter()
         plan = planner.model_plan()
+        if base is not None:
+            plan = base.with_deltas(plan)
         clock.add("plan", t0)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return plan, done
 
 
+def _analyse_folder(item: WorkItem, revision: str, folder: str, settings: ScanSettings, layers: Layers,
+                    deadline: Deadline, clock: Clock, *, base: _Base | None) -> tuple[ModelPlan, Analysed]:
+    """A hub model downloaded whole (`fetch_hub`), analysed as the folder of its files: the library's own
+    planning (ww_spectral/model.py plan_model; with a base, ww_spectral/deltas.py plan_with_base: its own plans
+    then its delta plans), one layer run over the folder (paired with the base's node-cache folder)."""
+    t0 = time.perf_counter()
+    options = settings.options
+    with stage("read"):
+        plan = deadline.call(lambda: _folder_plan(folder, options, base), what=f"planning {item.label}")
+    # Stored under the hub's names: the repo and commit, its files as the repo names them.
+    names = tuple(os.path.relpath(f, folder) for f in plan.ref.files)
+    plan = dataclasses.replace(plan, ref=dataclasses.replace(plan.ref, repo_id=item.repo_id, revision=revision,
+                                                             files=names))
+    clock.add("plan", t0)
+    done = Analysed()
+    with_base = base is not None and base.ref is not None and bool(base.plans)
+    fetch = RemoteFile(item.repo_id, revision, "", settings.endpoint, settings.hub,
+                       base=base.ref if with_base else None)
+    _run_layers(layers, done, clock, folder, list(plan.layers), kind=plan.ref.kind, fetch=fetch, deadline=deadline)
+    return plan, done
+
+
+def _folder_plan(folder: str, options: AnalysisOptions, base: _Base | None) -> ModelPlan:
+    if base is None or base.ref is None:
+        with open_checkpoint(folder) as ckpt:
+            return plan_model(ckpt, options)
+    try:
+        with deltas.open_with_base(folder, base.folder) as pair:
+            plan = deltas.plan_with_base(pair, options)
+    except deltas.BaseModelError as exc:
+        base.error = str(exc)[:500]
+        with open_checkpoint(folder) as ckpt:
+            return plan_model(ckpt, options)
+    base.plans = [p for p in plan.layers if p.delta_kind in deltas.BASE_KINDS]
+    return plan
+
+
+class _Base:
+    """A fine-tune's base model in one model's analysis: its BaseRef and tensor headers (from the node cache,
+    pipelines/bases.py), the delta plans added shard by shard, and why there are none (`error`)."""
+
+    def __init__(self, ref: BaseRef | None, error: str = "") -> None:
+        self.ref = ref
+        self.error = error
+        self.folder = ""  # the base's snapshot folder in this node's cache
+        self.plans: list[LayerPlan] = []
+        self._infos: list | None = None
+        self._label: CheckpointRef | None = None
+
+    @classmethod
+    def resolve(cls, item: WorkItem, resolver: bases.Resolver, deadline: Deadline) -> _Base | None:
+        """The item's base, read into this node's cache; None for a model without a base. A base that cannot
+        be had for good (not found, gated, no weights) is a _Base without ref: the model's own rows are stored,
+        with `delta_error` saying why there are no deltas; a transient fault is the model's (retried)."""
+        name = bases.base_of(item)
+        if name is None:
+            return None
+        try:
+            with stage("download"):
+                ref = deadline.call(lambda: resolver.ref(name), what=f"model info of base {name}")
+                local = deadline.call(lambda: bases.node_ref(ref), what=f"downloading base {name}")
+        except Exception as exc:  # noqa: BLE001 - a permanent fault of the base: no deltas, said in the record
+            if is_transient(exc):
+                raise
+            return cls(None, f"{type(root_cause(exc)).__name__}: {root_cause(exc)}"[:500])
+        base = cls(ref)
+        base.folder = os.path.dirname(local.files[0])
+        with stage("read"):
+            base._infos = _tensors_of(base.folder)
+        base._label = CheckpointRef(repo_id=ref.repo_id, revision=ref.revision, files=local.files, kind=local.kind,
+                                    config=local.config)
+        return base
+
+    def shard_deltas(self, item: WorkItem, revision: str, shard, plans: list[LayerPlan],
+                     options: AnalysisOptions) -> list[LayerPlan]:
+        """The delta plans of one shard's own plans (ww_spectral/deltas.py add_base_deltas); none when the
+        shard shares no tensor with the base (its reason kept for `delta_error`)."""
+        kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
+        ref = CheckpointRef(repo_id=item.repo_id, revision=revision, files=(shard.path,), kind=kind,
+                            config=shard.config or {})
+        own = ModelPlan(ref=ref, options=options, layers=tuple(plans), facts=None)
+        with stage("read"):
+            try:
+                both = deltas.add_base_deltas(own, infos=_tensors_of(shard.path), base_infos=self._infos,
+                                              base_ref=self._label)
+            except deltas.BaseModelError as exc:
+                self.error = str(exc)[:500]
+                return []
+        extra = list(both.layers[len(plans):])
+        self.plans.extend(extra)
+        return extra
+
+    def with_deltas(self, plan: ModelPlan) -> ModelPlan:
+        """The model's plan with every delta plan after its own (layer ids continue; rows take them when the
+        model is assembled)."""
+        first = len(plan.layers)
+        extra = tuple(dataclasses.replace(p, layer_id=first + i) for i, p in enumerate(self.plans))
+        return dataclasses.replace(plan, layers=plan.layers + extra)
+
+    def facts(self, layers) -> dict:
+        """What the model's record says about its deltas: delta_* summary keys (deltas.delta_summary), or
+        delta_error when it has none."""
+        if self.plans and any(p.analysed for p in self.plans):
+            return deltas.delta_summary(layers)
+        return {"delta_error": self.error or "no tensor shared with the base"}
+
+
 # ------------------------------------------------------------------------------------------------ the unit
 
 
 def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, layers: Layers, *,
-                  headers_first: bool, write: bool = True, fetched: Fetched | None = None) -> dict:
+                  headers_first: bool, write: bool = True, fetched: Fetched | None = None,
+                  resolver: bases.Resolver | None = None) -> dict:
     """Analyse one model revision and (when `write`) store it.
 
     fetched: a hub model's files downloaded ahead (`fetch_hub`); deleted here once analysed.
+    Hub models, where the store is reachable (`write`): a revision whose weight bytes another revision holds
+    is linked, not analysed (pipelines/duplicates.py; status "linked", "linked_to" = "repo@revision"). A model
+    naming a base model (WorkItem.facts["base_model"]) also gets delta rows against the base, read from this
+    node's base cache (pipelines/bases.py; resolver: base revisions known to the caller).
 
-    Returns {"repo_id", "revision", "status" ("done" | "skipped": already stored), "seconds", "n_layers",
+    Returns {"repo_id", "revision", "status" ("done" | "skipped": already stored | "linked"), "seconds", "n_layers",
     "stages" (seconds per CLOCK_STAGES), "bytes", chunks/worker stats}; with write=False also "record"
     and "layers" (the `models` row and the layers DataFrame) for the caller to store, status "analysed".
     Raises the model's fault tagged with its stage (pipelines/faults.py).
@@ -302,10 +471,25 @@ def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, la
     t0 = time.perf_counter()
     clock = Clock()
     deadline = Deadline(settings.model_timeout_s)
+    duplicate = base = None
     if item.kind == "hub":
         try:
-            plan, done = _analyse_hub(item, settings, layers, deadline, clock, headers_first=headers_first,
-                                      fetched=fetched)
+            if fetched is not None:
+                clock.seconds["prefetch"] += fetched.seconds
+                clock.bytes += fetched.bytes
+                if fetched.error is not None:
+                    raise fetched.error
+            revision = fetched.revision if fetched is not None else (item.revision or _revision(item, settings, deadline))
+            if fetched is not None:
+                duplicate = fetched.duplicate
+            elif write:
+                duplicate = deadline.call(lambda: duplicates.check(item, revision, settings, store),
+                                          what=f"model info of {item.label}")
+            if isinstance(duplicate, duplicates.Link):
+                return _linked(item, duplicate, store, write, clock, t0)
+            base = _Base.resolve(item, resolver or bases.Resolver(settings.endpoint, settings.hub), deadline)
+            plan, done = _analyse_hub(item, revision, settings, layers, deadline, clock, headers_first=headers_first,
+                                      fetched=fetched, base=base)
         finally:
             if fetched is not None:
                 fetched.close()
@@ -318,19 +502,37 @@ def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, la
     with stage("write"):
         t1 = time.perf_counter()
         analysis = assemble_model(plan, done.rows, seconds=seconds)
+        if base is not None and (analysis.layers["delta_kind"] != "").any():
+            # The summary is of the model's own weights only, as analysis.analyze_model(base_model=) makes it.
+            analysis = dataclasses.replace(analysis, summary=summarize(deltas.own_rows(analysis.layers)))
         # Listing facts (hub: downloads, likes, ...) beside the analysis; a None from the listing keeps ours.
         record = analysis.model_record(source_kind="hub" if item.kind == "hub" else "folder", **item.facts)
+        if base is not None:
+            record.update(base.facts(analysis.layers))
         t1 = clock.add("assemble", t1)
         result = {"repo_id": item.repo_id, "revision": revision, "seconds": seconds,
                   "n_layers": int((analysis.layers["status"] == "success").sum()), **done.stats()}
         if write:
             wrote = store_model(store, settings, item, revision, record, analysis.layers)
+            if isinstance(duplicate, duplicates.Claim):
+                duplicate.stored(store, item.repo_id, revision)
             clock.add("write", t1)
             result["status"] = "done" if wrote else "skipped"
         else:
             result.update(status="analysed", record=record, layers=analysis.layers)
     result.update(stages=dict(clock.seconds), bytes=clock.bytes, finished_monotonic=time.monotonic())
     return result
+
+
+def _linked(item: WorkItem, link: duplicates.Link, store: ResultStore, write: bool, clock: Clock, t0: float) -> dict:
+    """The outcome of a revision whose weight bytes another revision holds: a link row, nothing analysed."""
+    t1 = time.perf_counter()
+    with stage("write"):
+        link.write(store)
+    clock.add("write", t1)
+    return {"repo_id": item.repo_id, "revision": link.revision, "status": "linked", "seconds": time.perf_counter() - t0,
+            "n_layers": 0, "linked_to": f"{link.linked_repo_id}@{link.linked_revision}", **Analysed().stats(),
+            "stages": dict(clock.seconds), "bytes": clock.bytes, "finished_monotonic": time.monotonic()}
 
 
 def store_model(store: ResultStore, settings: ScanSettings, item: WorkItem, revision: str, record: dict,

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ww_spectral import hub
+from ww_spectral import deltas, hub
 from ww_spectral.analysis import analyze_layers, analyze_model
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.hub import HubSettings
 from ww_spectral.records import AnalysisOptions, LayerPlan
+
+from .bases import BaseRef, node_folder
 
 # Fixed memory a chunk needs beyond its largest layer: the worker's imports, the memory map's touched
 # pages of one tensor, row dicts. Measured roughly (a fresh worker importing numpy+scipy: ~150 MB).
@@ -38,6 +40,9 @@ class RemoteFile:
     filename: str
     endpoint: str | None
     hub: HubSettings  # the scan's hub client settings (timeouts, attempts), read once by the flow
+    # The base model the shard's delta plans (read_kind base_delta / lora_merged, ww_spectral/deltas.py) are
+    # taken against: the chunk reads the shard paired with the base's files on its node (pipelines/bases.py).
+    base: BaseRef | None = None
 
 
 @dataclass(frozen=True)
@@ -152,11 +157,20 @@ def analyze_chunk(chunk: Chunk, options: AnalysisOptions, blas_threads: int = 1)
         torch.set_num_threads(blas_threads)
     t0 = time.perf_counter()
     # workers=1, threads=blas_threads: inside a Ray task the library must not fan out over the node's cores.
-    with threadpool_limits(limits=blas_threads), open_checkpoint(_local_copy(chunk)) as ckpt:
+    with threadpool_limits(limits=blas_threads), _open(chunk) as ckpt:
         rows = analyze_layers(ckpt, list(chunk.plans), options, workers=1, threads=blas_threads)
     # "prefect" in sys.modules here would mean Prefect code reached a Ray worker (see pipelines/tasks.py).
     return {"index": chunk.index, "rows": rows, "seconds": time.perf_counter() - t0, "pid": os.getpid(),
             "prefect_loaded": "prefect" in sys.modules}
+
+
+def _open(chunk: Chunk):
+    """The checkpoint a chunk reads: its file, paired with the base's files on this node for delta plans."""
+    path = _local_copy(chunk)
+    base = chunk.fetch.base if chunk.fetch is not None else None
+    if base is None:
+        return open_checkpoint(path)
+    return deltas.open_with_base(path, node_folder(base))
 
 
 def warm_up() -> int:

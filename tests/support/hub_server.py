@@ -15,7 +15,9 @@ Served (what huggingface_hub 2.4 calls; read from its source):
   GET  /api/models                                   listing: author, search, filter (tag/library),
                                                      pipeline_tag, num_parameters=min:X,max:Y, sort, limit,
                                                      expand=...; Link-header pagination (cursor=offset)
-  GET  /api/models/{org}/{name}[/revision/{rev}]     model info: sha, siblings (+sizes/lfs with blobs=1),
+  GET  /api/models/{org}/{name}[/revision/{rev}]     model info: sha, siblings (+size, blobId and
+                                                     lfs {size, sha256, pointerSize} with blobs=1, i.e.
+                                                     model_info(files_metadata=True)),
                                                      safetensors {parameters, total}, gated, ...
   GET  /api/models/{org}/{name}/tree/{rev}[/{path}]  tree listing (recursive=1)
   POST /api/models/{org}/{name}/paths-info/{rev}     paths info
@@ -243,6 +245,7 @@ class HubServer:
         tags: list[str] | tuple[str, ...] = (),
         last_modified: datetime | None = None,
         base_model: str | None = None,
+        base_relation: str = "finetune",
         extra_files: dict[str, str | os.PathLike] | None = None,
     ) -> str:
         """Serve `folder`'s files as a new commit of `repo_id` on `branch`; returns the commit sha.
@@ -251,6 +254,9 @@ class HubServer:
         repo again creates a new commit; older commits stay reachable by sha.
         branch and commit may be any text (a hostile hub's, e.g. "../../x"): served as given.
         extra_files: repo path -> local file, for names no folder can hold (a hostile hub's "../x.safetensors").
+        base_model, base_relation: the model card's base model and how the repo derives from it, served as the
+            hub does (tag base_model:<relation>:<id> besides base_model:<id>, expand baseModels {"relation",
+            "models": [{"id"}]}); relation: finetune | adapter | quantized | merge.
         """
         folder = Path(folder)
         files: dict[str, _File] = {}
@@ -273,8 +279,8 @@ class HubServer:
             if any(f.endswith(".safetensors") for f in files):
                 auto_tags.append("safetensors")
             if base_model:
-                auto_tags.append(f"base_model:{base_model}")
-                repo.base_models = {"relation": "finetune", "models": [{"id": base_model}]}
+                auto_tags += [f"base_model:{base_model}", f"base_model:{base_relation}:{base_model}"]
+                repo.base_models = {"relation": base_relation, "models": [{"id": base_model}]}
             repo.tags = list(dict.fromkeys([*tags, *auto_tags]))
             if "config.json" in files and files["config.json"].size <= 4 << 20:  # hostile configs: not parsed here
                 try:
