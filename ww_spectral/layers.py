@@ -6,8 +6,9 @@
 - 3-D tensors (out, in, k) are Conv1d kernels only with options.conv1d (WW analyses nn.Conv1d modules
   but skips 3-D tensors of state dicts and files, whose default this keeps); MoE expert stacks
   (roles.is_expert_stack) never are: experts.split_expert_stacks plans them per expert. WW's nn.Conv1d
-  rule, reproduced: N = max and M = min of the three sides, rf = 1; the matrices are W[o] (in x k) for every output channel o, and the ESD is the
-  M largest of all their eigenvalues (WW's batched SVD of the 3-D array, truncated to M values).
+  rule, reproduced: N = max and M = min of the three sides, rf = 1; the matrices are W[o] (in x k) for
+  every output channel o, and the ESD is the M largest of all their eigenvalues (WW's batched SVD of the
+  3-D array, truncated to M values).
 - Anything else (biases, norms, other 3-D tensors, scalars) is skipped with a reason.
 - Selection (options.layers / include / exclude, selection.py): a tensor left out is skipped.
 - pool=False: a conv2d kernel gives one row per kernel position (row_count = rf), each slice's own ESD
