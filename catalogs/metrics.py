@@ -205,6 +205,13 @@ def tiered_order(metric: Metric) -> str:
     return ", ".join([*keys, f"{metric.column} {metric.sql_order} NULLS LAST"])
 
 
+def tiers_text() -> str:
+    """The tiers and the order within them in one line, for help texts and reports."""
+    names = ", ".join(f"{t} {n}" for t, n in TIERS.items())
+    return (f"tiers {names}; within a tier {DEFAULT_METRIC} (lower is better), except the {TIERS[RANDOM_LIKE_TIER]} "
+            "tier: fewer random-looking layers, then the larger log_spectral_norm, first")
+
+
 def tier_name(tier: int) -> str:
     """The short name of a tier (TIERS)."""
     return TIERS[tier]

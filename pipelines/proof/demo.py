@@ -3,7 +3,7 @@
 Offline and self-contained: the zoo (pipelines/proof/zoo.py; kind mlp by default, or transformer) is
 trained when missing, scanned by the Prefect flow `scan-folder` on a local Ray into --data
 (pipelines/flows.py), ranked by the default leaderboard (catalogs/catalog.py `leaderboard`: tier first,
-then alpha_weighted, catalogs/metrics.py) or by one metric, and correlated with the zoo's known test
+then alpha_weighted - the random-like tier by its own keys - catalogs/metrics.py) or by one metric, and correlated with the zoo's known test
 accuracy (pipelines/proof/validation.py). It ends with the commands to run next.
 
 Output: only ww-spectral's own progress lines on stderr; Prefect's and Ray's log lines and notices are
@@ -23,7 +23,7 @@ import pandas as pd
 
 from catalogs.catalog import connect, leaderboard
 from catalogs.cli import DEFAULT_DATA
-from catalogs.metrics import DEFAULT_METRIC, TIERS, get_metric
+from catalogs.metrics import DEFAULT_METRIC, TIERS, get_metric, tiers_text
 
 from ..ray_runtime import quiet_output
 from . import DEFAULT_ZOOS
@@ -140,7 +140,7 @@ def run_demo(*, kind: str = "mlp", zoo_dir: str | None = None, data_root: str = 
     long = validation.long
     pooled = long[(long["metric"] == column) & (long["sweep"] == long["sweep"].iloc[-1])].iloc[0]
     title = (f"{m.name} alone ({m.direction} is better)" if m else
-             f"the default ranking (tier first, then {DEFAULT_METRIC}, lower is better, within a tier)")
+             f"the default ranking ({tiers_text()})")
     fingerprint = zoo_fingerprint(zoo_dir)
     lines = [
         f"scan: {scan['requested']} models: {scan['done']} analysed, {scan['skipped']} already stored, "

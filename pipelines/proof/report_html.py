@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from catalogs.metrics import DEFAULT_METRIC, TIERS
+from catalogs.metrics import tiers_text
 
 from .validation import WORKS_P, WORKS_TAU, summary_lines
 
@@ -165,9 +165,7 @@ def validation_html(v) -> str:
 def _ranking_words(metric) -> str:
     """What the leaderboard is ranked by, as HTML: the default ranking (metric None) or one metric."""
     if metric is None:
-        tiers = ", ".join(f"{t} {html.escape(name)}" for t, name in TIERS.items())
-        return (f"the <b>default ranking</b>: tier first ({tiers}; catalogs/metrics.py), then "
-                f"<b>{html.escape(DEFAULT_METRIC)}</b> (lower is better) within a tier")
+        return f"the <b>default ranking</b>: {html.escape(tiers_text())} (catalogs/metrics.py)"
     return f"<b>{html.escape(metric.name)}</b> alone ({metric.direction} is better): {html.escape(metric.doc)}"
 
 

@@ -4,7 +4,8 @@ The one place the proof queries the catalog's views (catalogs/catalog.py `connec
 `plot` command for a stored model, the demo and validation all read through `latest_models` /
 `latest_layers`. Models come from the `model_summaries` view (the latest revision of each model with
 its layer aggregates and its tier in the default ranking) with `default_rank` added: the model's rank
-in the default leaderboard (catalogs/catalog.py `leaderboard` without a metric: tier first, then
+in the default leaderboard (catalogs/catalog.py `leaderboard` without a metric: tier first, then (the
+random-like tier by its own keys)
 catalogs/metrics.py DEFAULT_METRIC within a tier), so the proof validates exactly what users see.
 """
 

@@ -11,7 +11,8 @@ metric ranks the models exactly as their accuracy does, 0 means no information, 
 means the metric points the wrong way in that sweep.
 
 The first column is the DEFAULT RANKING itself (`default_rank`, pipelines/proof/stored.py: the rank in the
-default leaderboard, tier first, then alpha_weighted within a tier; catalogs/metrics.py), lower is better.
+default leaderboard, tier first, then alpha_weighted within a tier, the random-like tier by its own keys;
+catalogs/metrics.py), lower is better.
 
 Verdict per cell (stated so readers can check it): "works" when tau >= 0.3 and its two-sided p < 0.05;
 "wrong sign" when tau <= -0.3 and p < 0.05; else "weak".

@@ -7,8 +7,8 @@ transformer zoos (pipelines/proof/zoo.py).
 Task ("patterns"): 12 x 12 grey images; each holds one of N_CLASSES = 10 fixed 3 x 3 patterns (drawn once
 from seed PATTERN_SEED, entries +-1) at a uniformly random position, scaled by CONTRAST, plus Gaussian
 pixel noise of standard deviation NOISE; the label is which pattern. Position varies, so a fixed linear
-read-out of the pixels cannot solve it; a convolution can. Training images come from seed 0 (the first
-`train_size` of one stream), the 2,000 test images from seed 1; test labels are exact, so
+read-out of the pixels cannot solve it; a convolution can. Training images come from seed 0, the 2,000 test
+images from seed 1 (numpy's PCG64; labels, places, then noise); test labels are exact, so
 `test_accuracy` is the clean accuracy.
 
 Model: conv 1 -> 8 (3 x 3, padding 1), ReLU, conv 8 -> 16 (3 x 3), ReLU, max-pool 2, conv 16 -> 32

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load_file
 
-from pipelines.proof import DEFAULT_ZOOS, zoo_mlp, zoo_tfm
+from pipelines.proof import DEFAULT_ZOOS, zoo_cnn, zoo_mlp, zoo_tfm
 from pipelines.proof.truth import read_truth
 from pipelines.proof.zoo import (
     KINDS,
@@ -97,7 +97,7 @@ def test_incomplete_folder_is_retrained_to_the_same_weights(tiny_zoo):
 
 
 def test_default_grids_are_the_fixed_experiments():
-    assert set(KINDS) == set(DEFAULT_ZOOS) == {"mlp", "transformer"}
+    assert set(KINDS) == set(DEFAULT_ZOOS) == {"mlp", "transformer", "conv"}
     mlp = zoo_mlp.DEFAULT_GRID.specs()
     assert len(mlp) == 57 and len({s.name for s in mlp}) == 57
     assert min(zoo_mlp.DEFAULT_GRID.hidden_sizes) >= 256
@@ -105,7 +105,9 @@ def test_default_grids_are_the_fixed_experiments():
     tfm = zoo_tfm.DEFAULT_GRID.specs()
     assert len(tfm) == 39 and len({s.name for s in tfm}) == 39
     assert {s.sweep for s in tfm} == {"epochs", "label_noise", "lr"}
-    for specs in (mlp, tfm):  # random-init and barely trained members in both zoos, 3 seeds each
+    conv = zoo_cnn.DEFAULT_GRID.specs()
+    assert len(conv) == 33 and {s.sweep for s in conv} == {"epochs", "label_noise", "lr"}
+    for specs in (mlp, tfm, conv):  # random-init and barely trained members in every zoo, 3 seeds each
         assert sum(s.epochs == 0 for s in specs) == 3 and sum(s.epochs == 1 for s in specs) == 3
 
 
@@ -114,7 +116,7 @@ def test_file_in_place_of_folder_is_an_error(tmp_path):
     f.write_text("x")
     with pytest.raises(ZooError, match="is a file"):
         build_zoo(f, grid=zoo_mlp.TINY_GRID, workers=1)
-    with pytest.raises(ZooError, match="unknown zoo kind 'cnn'; choose one of: mlp, transformer"):
+    with pytest.raises(ZooError, match="unknown zoo kind 'cnn'; choose one of: mlp, transformer, conv"):
         build_zoo(tmp_path / "z", kind="cnn")
 
 
