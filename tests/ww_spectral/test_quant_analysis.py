@@ -343,3 +343,29 @@ def test_damaged_gguf_is_one_typed_line(tmp_path, capsys):
     assert main(["analyze", str(path), "--no-progress"]) != 0
     err = capsys.readouterr().err.strip()
     assert "broken.gguf" in err and len(err.splitlines()) == 1
+
+
+HOSTILE_CONFIGS = [
+    {"quant_method": "gptq", "bits": "four", "group_size": [64]},
+    {"quant_method": "gptq", "bits": True, "checkpoint_format": "evil\nformat"},
+    {"quant_method": "gptq", "bits": 10 ** 30, "group_size": -(10 ** 30)},
+    {"quant_method": "awq", "version": ["gemm"], "w_bit": {"a": 1}},
+    {"quant_method": "compressed-tensors", "format": "x" * 100_000,
+     "config_groups": {"g": {"format": ["pack-quantized"], "weights": {"num_bits": "4", "block_structure": [0, -1]}}}},
+    {"quant_method": "fp8", "weight_block_size": ["a", None]},
+    ["not", "an", "object"],
+]
+
+
+@pytest.mark.parametrize("qc", HOSTILE_CONFIGS, ids=range(len(HOSTILE_CONFIGS)))
+def test_hostile_quantization_config_never_crashes_the_plan(tmp_path, qc):
+    sd, _, _ = _gptq("model.layers.0.mlp.up_proj", WEIGHTS["model.layers.0.mlp.up_proj"])
+    q, scale = fp8_quantise(torch.from_numpy(WEIGHTS["model.layers.0.self_attn.q_proj"]), torch.float8_e4m3fn,
+                            (128, 128))
+    sd.update({"model.layers.0.self_attn.q_proj.weight": q, "model.layers.0.self_attn.q_proj.weight_scale_inv": scale})
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": qc}))
+    rows = analyze_model(str(tmp_path), workers=1).layers
+    assert len(rows) == len(sd)
+    for _, row in rows.iterrows():
+        assert "\n" not in row.skip_reason and len(row.skip_reason) < 1000 and len(row.quant_format) <= 70

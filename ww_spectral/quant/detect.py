@@ -18,6 +18,7 @@ Signatures (per module prefix P):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -92,6 +93,26 @@ def quantization_config(config: Mapping | None) -> dict:
     return dict(qc) if isinstance(qc, Mapping) else {}
 
 
+def _cfg_int(value, default: int, *, low: int = -1, high: int = 1 << 20) -> int:
+    """An integer setting of config.json (untrusted): `value` when it is an int in [low, high], else `default`
+    (a string, bool, float or absurd number never reaches int() or a shape computation)."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return int(value)
+    return default
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _cfg_name(value, default: str) -> str:
+    """A name setting of config.json (format, version, checkpoint_format): `value` when it is a short plain
+    name, else "unknown" (it ends up in a column and a skip reason: never megabytes or control characters);
+    `default` when absent."""
+    if value is None or value == "":
+        return default
+    return value if isinstance(value, str) and _NAME.fullmatch(value) else "unknown"
+
+
 def _split(name: str) -> tuple[str, str]:
     """(module prefix, parameter tail); bitsandbytes' "P.weight.absmax" -> (P, "weight.absmax")."""
     head, _, last = name.rpartition(".")
@@ -108,10 +129,11 @@ def _ct_format(qc: Mapping, prefix: str) -> str:
     """The compressed-tensors format of a module: its config group's `format`, else the global one."""
     groups = qc.get("config_groups")
     if isinstance(groups, Mapping):
-        formats = {g.get("format") for g in groups.values() if isinstance(g, Mapping) and g.get("format")}
+        formats = {g.get("format") for g in groups.values() if isinstance(g, Mapping) and isinstance(g.get("format"), str)
+                   and g.get("format")}
         if len(formats) == 1:
-            return str(formats.pop())
-    return str(qc.get("format") or "")
+            return _cfg_name(formats.pop(), "")
+    return _cfg_name(qc.get("format"), "")
 
 
 def _ct_block(qc: Mapping) -> tuple[int, int] | None:
@@ -139,14 +161,15 @@ def _gptq_or_awq(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> Quantize
     out_f = sc.shape[1]
     is_awq = method == "awq" or (method != "gptq" and "g_idx" not in p and qw.shape[1] * 8 == out_f)
     if is_awq:
-        version = str(qc.get("version", "gemm")).lower()
-        fmt = QuantFormat("awq", (("bits", int(qc.get("bits", qc.get("w_bit", 4)))), ("version", version)))
+        version = _cfg_name(qc.get("version"), "gemm").lower()
+        bits = _cfg_int(qc.get("bits", qc.get("w_bit")), 4, low=1, high=32)
+        fmt = QuantFormat("awq", (("bits", bits), ("version", version)))
         skip = "" if version == "gemm" else f"AWQ {version} layout is not supported (format awq: GEMM only)"
         return _layer(prefix, qw.name, fmt, parts, (out_f, qw.shape[0]), skip)
-    bits = int(qc.get("bits", 0)) or (p["qzeros"].shape[1] * 32 // out_f if out_f else 4)
-    ckpt = str(qc.get("checkpoint_format", "gptq"))
+    bits = _cfg_int(qc.get("bits"), 0, low=1, high=32) or (p["qzeros"].shape[1] * 32 // out_f if out_f else 4)
+    ckpt = _cfg_name(qc.get("checkpoint_format"), "gptq")
     fmt = QuantFormat("gptq", tuple(sorted({"bits": bits, "checkpoint_format": ckpt,
-                                            "group_size": int(qc.get("group_size", -1) or -1)}.items())))
+                                            "group_size": _cfg_int(qc.get("group_size"), -1) or -1}.items())))
     in_f = p["g_idx"].shape[0] if "g_idx" in p else qw.shape[0] * 32 // max(bits, 1)
     skip = "" if bits in (2, 4, 8) else f"{bits}-bit GPTQ is not supported (format gptq: 2/4/8 bits)"
     return _layer(prefix, qw.name, fmt, parts, (out_f, in_f), skip)
@@ -197,7 +220,8 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
     if w is not None and w.dtype in FP8_DTYPES:
         parts = {k: p[k].name for k in ("weight", "weight_scale", "weight_scale_inv") if k in p}
         block = qc.get("weight_block_size")
-        params = (("block", (int(block[0]), int(block[1]))),) if isinstance(block, list) and len(block) == 2 else ()
+        sides = [_cfg_int(b, 0, low=1) for b in block] if isinstance(block, list) and len(block) == 2 else []
+        params = (("block", (sides[0], sides[1])),) if sides and all(sides) else ()
         if len(w.shape) != 2:
             return _layer(prefix, w.name, QuantFormat("fp8", params), parts, None,
                           f"{len(w.shape)}-D fp8 tensor (expert stack): not dequantised yet")
