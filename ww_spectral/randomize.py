@@ -61,6 +61,7 @@ SMALL_LAYER_REPLICAS = 5  # ... of the shuffle, pooled
 _COMPUTE_DTYPES = {"float32": np.float32, "float64": np.float64}
 _DENSE_TRAPS = 1024  # up to this smaller side, trap singular vectors come from a dense eigensolve
 BUCKET_ENTRIES = 1 << 15  # permute: entries per bucket on average (128 KiB of float32: fits in L2)
+TWO_LEVEL_MIN = 1 << 22  # permute: smaller arrays get one Fisher-Yates shuffle (measured break-even 2-4 Mi)
 _GROUP_CHUNK = 1 << 16  # permute: source entries grouped at a time (their labels, indices and values in cache)
 
 RAND_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",
@@ -160,7 +161,8 @@ class _Draw:
     evals: np.ndarray  # ascending, scaled like the layer's ESD
 
 
-def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_ENTRIES) -> np.ndarray:
+def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_ENTRIES,
+            min_size: int = TWO_LEVEL_MIN) -> np.ndarray:
     """A uniformly random permutation of the 1-D array `flat`, as a new array (flat is not modified).
 
     Rao and Sandelius' two-level shuffle: every entry draws a bucket uniformly at random (iid, at most 256
@@ -169,13 +171,15 @@ def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_
     numpy's Fisher-Yates (recursively, while a bucket is larger than 8 * `bucket`). The result is exactly a
     uniform random permutation: given the bucket sizes, the set of entries in each bucket is a uniform
     random subset and its order a uniform random order. Same as one Fisher-Yates shuffle in distribution,
-    several times faster on matrices larger than the CPU cache, where a global shuffle is one cache miss
-    per entry. The draws depend on flat.size only (numpy's shuffle draws the same for any item size), so
-    permuting np.arange(flat.size) with a generator in the same state gives the positions: out = flat[it].
+    about twice as fast as one global shuffle on matrices much larger than the CPU cache, where that is one
+    cache miss per entry. Arrays of fewer than `min_size` entries (16 MiB of float32: they mostly stay in
+    cache) get one Fisher-Yates shuffle, which is faster there. The draws depend on flat.size only (numpy's
+    shuffle draws the same for any item size), so permuting np.arange(flat.size) with a generator in the
+    same state gives the positions: out = flat[that].
     """
     n = flat.size
     buckets = min(256, n // max(int(bucket), 1))
-    if buckets < 2:
+    if buckets < 2 or n < min_size:
         out = flat.copy()
         rng.shuffle(out)
         return out
@@ -194,7 +198,7 @@ def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_
     for stop, size in zip(ends.tolist(), counts.tolist()):
         part = out[stop - size:stop]
         if size > 8 * bucket:
-            part[...] = permute(part, rng, bucket=bucket)
+            part[...] = permute(part, rng, bucket=bucket, min_size=min_size)
         else:
             rng.shuffle(part)
     return out

@@ -210,21 +210,21 @@ def test_seed_derivation_does_not_use_python_hash(tmp_path):
 def test_permute_is_a_uniform_permutation_the_traps_can_replay():
     # the two-level path on tiny arrays (bucket=1: 4 buckets for 4 entries): all 24 orders equally likely
     rng = np.random.default_rng(0)
-    seen = Counter(tuple(permute(np.arange(4), rng, bucket=1).tolist()) for _ in range(6000))
+    seen = Counter(tuple(permute(np.arange(4), rng, bucket=1, min_size=0).tolist()) for _ in range(6000))
     assert len(seen) == 24 and scipy.stats.chisquare(list(seen.values())).pvalue > 1e-4
     # with recursion (2100 entries in 256 buckets of 8 on average: larger ones are split again): an entry
     # from any block of 100 positions lands in any block alike, and the order of entries is lost
     moves = np.zeros((21, 21))
     for _ in range(200):
-        out = permute(np.arange(2100), rng, bucket=1)
+        out = permute(np.arange(2100), rng, bucket=1, min_size=0)
         np.add.at(moves, (out // 100, np.arange(2100) // 100), 1)
         assert abs(scipy.stats.spearmanr(out, np.arange(2100)).statistic) < 5 / math.sqrt(2100)
     assert np.array_equal(np.sort(out), np.arange(2100))
     assert scipy.stats.chisquare(moves.ravel()).pvalue > 1e-4
     # the draws depend on the size only: permuting positions with the same generator state replays it
     W = np.random.default_rng(1).standard_normal((300, 250)).astype(np.float32)
-    flat = permute(W.ravel(), shuffle_rng(1, "x", 0, 0), bucket=1000)
-    positions = permute(np.arange(W.size), shuffle_rng(1, "x", 0, 0), bucket=1000)
+    flat = permute(W.ravel(), shuffle_rng(1, "x", 0, 0), bucket=1000, min_size=0)
+    positions = permute(np.arange(W.size), shuffle_rng(1, "x", 0, 0), bucket=1000, min_size=0)
     assert np.array_equal(flat, W.ravel()[positions]) and not np.array_equal(flat, W.ravel())
     with pytest.raises(OptionError):
         shuffle_rng(-1, "x", 0, 0)
