@@ -15,7 +15,8 @@ plan per expert (and part), read_kind "expert", plan.shape = that matrix's (out,
 "expert" branch of ww_spectral/layer_read.py) gives that matrix.
 Memory: an expert is a contiguous slab of the stack ([E, a, b] C-order), so `expert_byte_range` lets a reader
 map one expert at a time (peak memory = one expert's matrix, not the stack). `read_expert` uses a
-checkpoint's `read_rows(name, start, stop, dtype=)` (stack[start:stop]) where it has one; otherwise it reads
+checkpoint's `read_rows(name, start, stop, dtype=)` (stack[start:stop], or None where the tensor's reader
+cannot read part of it) where it has one; otherwise it reads
 the whole stack once and keeps it for the stack's next expert (the plans of one stack are consecutive).
 A plan whose tensor is one expert's own 2-D matrix (``experts.5.w1``: its expert column comes from the name)
 reads as that tensor.
@@ -259,8 +260,9 @@ def read_expert(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float3
     """The (out, in) matrix of expert `plan.expert` (half `plan.part` of a fused stack) of the 3-D stack
     `plan.tensor_name`, as `dtype`, shape plan.shape.
 
-    checkpoint: an opened checkpoint (`.tensors()`, `.read()`, `.ref.config`; with `read_rows(name, start,
-    stop, dtype=)` only that expert's slab is read). Raises ValueError when the stored stack does not give
+    checkpoint: an opened checkpoint (`.tensors()` or `.info(name)`, `.read()`, `.ref.config`; with
+    `read_rows(name, start, stop, dtype=)` -> stack[start:stop] only that expert's slab is read; read_rows
+    returning None means "not for this tensor's reader"). Raises ValueError when the stored stack does not give
     the planned shape (the checkpoint changed since it was planned).
     """
     info = _stack_info(checkpoint, plan.tensor_name)
@@ -271,9 +273,8 @@ def read_expert(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float3
         raise ValueError(f"{plan.tensor_name}: stored shape {tuple(info.shape)} has no expert {plan.expert}")
     layout = _read_layout(info, plan, getattr(getattr(checkpoint, "ref", None), "config", None))
     read_rows = getattr(checkpoint, "read_rows", None)
-    if callable(read_rows):
-        slab = read_rows(plan.tensor_name, plan.expert, plan.expert + 1, dtype=dtype)
-    else:
+    slab = read_rows(plan.tensor_name, plan.expert, plan.expert + 1, dtype=dtype) if callable(read_rows) else None
+    if slab is None:  # no partial read here (None: this tensor's reader has none)
         slab = _LAST_STACK.get(checkpoint, plan.tensor_name, dtype)[plan.expert]
     matrix = expert_matrix(slab, layout, plan.part)
     if tuple(matrix.shape) != tuple(plan.shape):
