@@ -111,10 +111,18 @@ def _module_parts(parts: list[str]) -> list[str]:
     return out
 
 
+# An index is ASCII digits, at most 18 of them (int() of a hostile 5000-digit run would raise; of "²" too).
+_INDEX = re.compile(r"[0-9]{1,18}")
+
+
+def _is_index(part: str) -> bool:
+    return _INDEX.fullmatch(part) is not None
+
+
 def _block_and_expert(parts: list[str]) -> tuple[int | None, int | None]:
     block = expert = None
     for i in range(1, len(parts)):
-        if not parts[i].isdigit():
+        if not _is_index(parts[i]):
             continue
         prev = parts[i - 1]
         if expert is None and prev in _EXPERTS:
@@ -124,7 +132,7 @@ def _block_and_expert(parts: list[str]) -> tuple[int | None, int | None]:
     if block is None:
         # nn.Sequential-style names ("0.weight", "features.3.weight", "net.2.0.weight"): first integer.
         for p in parts:
-            if p.isdigit():
+            if _is_index(p):
                 block = int(p)
                 break
     return block, expert
@@ -180,7 +188,7 @@ def tensor_role(name: str, *, shape: tuple[int, ...] | None = None) -> TensorRol
         role = _EXACT.get(last, "")
         if role == "lm_head" and last in _TOP_LEVEL_HEADS and len(mod) > 1:
             role = ""
-    if not role and last.isdigit() and len(mod) > 1:
+    if not role and _is_index(last) and len(mod) > 1:
         role = _EXACT.get(mod[-2], "")  # diffusers to_out.0
     if not role and _NORM.search(last):
         role = "norm"
@@ -197,16 +205,23 @@ def is_expert_stack(info) -> bool:
     return len(info.shape) == 3 and (".experts." in name or "_exps" in name or name.endswith(".experts"))
 
 
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def _number(digits: str) -> tuple[int, str, str]:
+    """A digit run as a sort key comparing like its value, without int() (a name may hold thousands of
+    digits): shorter significant part first, then the digits; equal values by their text ("02" < "2")."""
+    significant = digits.lstrip("0")
+    return len(significant), significant, digits
 
 
 def natural_key(name: str) -> tuple:
-    """Sort key: digit runs compare as numbers ("layers.2" < "layers.10"); the rest as text.
+    """Sort key: ASCII digit runs compare as numbers ("layers.2" < "layers.10"); the rest as text.
 
     re.split with a capturing group alternates text (even positions) and digits (odd positions), so keys
-    of any two names compare position by position without mixing str and int.
+    of any two names compare position by position without mixing str and tuple.
     """
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(name)))
+    return tuple(_number(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(name)))
 
 
 _STACK_RANK = {"encoder": 0, "": 1, "decoder": 2}

@@ -186,3 +186,16 @@ def test_a_transformers_model_object_is_analysed():
                                    "embedding", "lm_head"}
     details = WeightWatcher(model).analyze()
     assert len(details) == len(layers) and details["layer_id"].is_monotonic_increasing
+
+
+def test_hostile_names_are_ordered_without_crashing():
+    """A name is untrusted text: a digit run too long for int() (5000 digits) or a non-ASCII digit ('²')
+    neither crashes the plan nor counts as a block index."""
+    rng = np.random.default_rng(3)
+    huge = "layers." + "7" * 5000 + ".q_proj.weight"
+    tensors = {huge: rng.standard_normal((16, 16)), "layers.².q_proj.weight": rng.standard_normal((16, 16)),
+               "layers.3.q_proj.weight": rng.standard_normal((16, 16))}
+    layers = analysis.analyze(tensors, threads=1)
+    assert layers["tensor_name"].tolist() == ["layers.3.q_proj.weight", huge, "layers.².q_proj.weight"]
+    assert layers["block"].tolist()[0] == 3 and pd_isna(layers["block"].tolist()[1])
+    assert pd_isna(layers["block"].tolist()[2])
