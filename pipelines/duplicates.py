@@ -10,8 +10,11 @@ Per model revision, before any weight is downloaded (pipelines/unit.py: model ta
 before their prefetch): one model-info call here, then
 - weight bytes claimed by no one: this revision claims them and is analysed (`Claim`; the claim is marked
   stored once its rows are written);
-- held by another revision (stored, or being analysed right now in this or another scan): a link row
-  (`Link`), no download, no analysis.
+- held by a revision that is stored: a link row (`Link`), no download, no analysis;
+- held by a revision not stored (yet): a batch worker's prefetch does not download it, and when the model's
+  turn comes the holder is looked at again (in a batch it was usually the model just before): stored now, a
+  link; else (still being analysed elsewhere, or failed) this revision is downloaded and analysed after all,
+  so a link never points at rows that do not exist and a failing copy fails on its own.
 A revision whose weight files are not all LFS files with a sha256 (a small file stored in git, an old hub)
 cannot be proved identical: it is analysed. Only where the worker reaches the store (pipelines/batch.py
 writes_here): elsewhere the model is analysed as before.
@@ -53,15 +56,22 @@ class Link:
     sha256s: dict
     digest: str
 
-    def write(self, store: ResultStore) -> str:
-        """Write the link row; has_model()'s marker too once the linked revision is stored (re-checked now: in a
-        batch it was usually analysed between this model's prefetch and its turn)."""
+    def is_stored(self, store: ResultStore) -> bool:
+        """Whether the linked revision's rows are in the store now."""
         held = store.find_content(self.digest, self.options_hash) or {}
-        stored = held.get("state") == "stored" or store.has_model(self.linked_repo_id, self.linked_revision,
-                                                                  self.options_hash)
+        return (held.get("repo_id"), held.get("revision"), held.get("state")) == (
+            self.linked_repo_id, self.linked_revision, "stored") or store.has_model(
+            self.linked_repo_id, self.linked_revision, self.options_hash)
+
+    def write(self, store: ResultStore) -> str:
+        """Write the link row, and has_model()'s marker when the linked revision is stored (is_stored)."""
         return store.write_link(repo_id=self.repo_id, revision=self.revision, options_hash=self.options_hash,
                                 linked_repo_id=self.linked_repo_id, linked_revision=self.linked_revision,
-                                sha256s=self.sha256s, linked_stored=stored)
+                                sha256s=self.sha256s, linked_stored=self.is_stored(store))
+
+    def own_claim(self) -> Claim:
+        """For a duplicate analysed after all (its holder not stored): its rows will hold these bytes too."""
+        return Claim(self.digest, self.options_hash)
 
 
 def weight_sha256s(repo_id: str, revision: str, settings: ScanSettings) -> dict[str, str] | None:

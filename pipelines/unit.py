@@ -229,7 +229,8 @@ def fetch_hub(item: WorkItem, settings: ScanSettings, *, store: ResultStore | No
     is kept in `error`). Each shard is hard-linked aside before iter_weight_shards deletes it.
 
     store: where the scan writes, when this process reaches it: the revision's weight bytes are checked for a
-    duplicate first (pipelines/duplicates.py), and a duplicate is not downloaded. from_cache: the model is the
+    duplicate first (pipelines/duplicates.py), and a duplicate is not downloaded (process_model looks at its
+    holder again and downloads it then if the holder has no rows). from_cache: the model is the
     base of fine-tunes analysed after it here: its files come from (and stay in) the node's base cache."""
     fetched = Fetched(tempfile.mkdtemp(prefix="ww-fetch-"))
     clock = Clock()
@@ -486,7 +487,16 @@ def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, la
                 duplicate = deadline.call(lambda: duplicates.check(item, revision, settings, store),
                                           what=f"model info of {item.label}")
             if isinstance(duplicate, duplicates.Link):
-                return _linked(item, duplicate, store, write, clock, t0)
+                if duplicate.is_stored(store):
+                    return _linked(item, duplicate, store, write, clock, t0)
+                duplicate = duplicate.own_claim()  # its holder has no rows (yet): analysed after all
+                if fetched is not None and fetched.model_dir is None:  # the prefetch left it for now
+                    fetched.close()
+                    fetched = fetch_hub(item, settings)
+                    clock.seconds["download"] += fetched.seconds
+                    clock.bytes += fetched.bytes
+                    if fetched.error is not None:
+                        raise fetched.error
             base = _Base.resolve(item, resolver or bases.Resolver(settings.endpoint, settings.hub), deadline)
             plan, done = _analyse_hub(item, revision, settings, layers, deadline, clock, headers_first=headers_first,
                                       fetched=fetched, base=base)

@@ -36,8 +36,10 @@ def _kind(i: int) -> str:
 @pytest.fixture(scope="module")
 def rehearsal_hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("rehearsal")
-    variants = [write_hf_model_folder(root / f"v{k}", model_tensors(k, n_layers=2 + k % 3, width=32))
-                for k in range(6)]
+    # Weights of their own per repo: byte-identical repos would be linked to the first, not analysed
+    # (pipelines/duplicates.py; tests/pipelines/test_pipelines_family.py shows that).
+    def own(i: int):
+        return write_hf_model_folder(root / f"m{i:03d}", model_tensors(i, n_layers=2 + i % 3, width=32))
     broken = root / "broken"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"w\": ")
@@ -48,7 +50,7 @@ def rehearsal_hub(tmp_path_factory):
     repos = {}
     for i in range(N_REPOS):
         kind = _kind(i)
-        folder = {"broken": broken, "empty": empty}.get(kind, variants[i % len(variants)])
+        folder = {"broken": broken, "empty": empty}.get(kind) or own(i)
         repo = f"org{i % 7}/m{i:03d}"
         repos[repo] = (kind, server.add_repo(repo, folder, downloads=10**6 - i, gated="auto" if kind == "gated" else False))
     yield server, repos
