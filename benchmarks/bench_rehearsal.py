@@ -22,6 +22,9 @@ server and Ray's processes beside it), bytes downloaded, per-stage costs, the CP
 where the flow process spent its CPU during the fan-out (a sampling profiler over all its threads, which
 cProfile cannot see; --tracemalloc adds the top allocation sites).
 
+Ray workers run at --worker-niceness (default 0, the flow's priority; Ray's own default is 15, which on a
+machine shared with other jobs leaves the workers only the CPU nobody else wants: benchmarks/bench_scan.py).
+
 Orchestration overhead per model = (fan-out wall - per-model work / slots) / models analysed, where the
 per-model work is what the workers (and for large models the flow process) spent planning, downloading,
 analysing, assembling and writing each model: the wall time the scan adds beyond that work spread evenly
@@ -439,7 +442,8 @@ def report(runs: dict[int, dict], args) -> str:
     lines = [f"### bench_rehearsal: {', '.join(f'{n:,}' for n in sizes)} hub repos (+{args.large} large), "
              f"{args.workers} Ray worker(s)", "",
              f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average at end "
-             f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}; the hub server runs on the same cores", "",
+             f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}; the hub server runs on the same cores; Ray workers "
+             f"at nice {args.worker_niceness}", "",
              head, "|---" * (len(sizes) + 2) + "|"]
 
     def row(label, fmt, target=""):
@@ -504,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="also append the table (markdown) to this file")
     ap.add_argument("--json", help="write every measurement as JSON here")
     ap.add_argument("--tracemalloc", action="store_true", help="record the flow's top allocation sites (slower)")
+    ap.add_argument("--worker-niceness", type=int, default=0,
+                    help="nice value of the Ray workers (default: 0, the flow's; Ray's own default is 15)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -514,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
 
     import multiprocessing as mp
+
+    # Read by the local Ray each scan child starts (children inherit the environment).
+    os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 - Ray spells it so
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="ww-rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)
