@@ -2,8 +2,9 @@
 
     download_weights(repo_id, revision=...)      -> CheckpointRef of its weight files in the HF cache
     iter_weight_shards(repo_id, revision, dest=) -> one downloaded Shard at a time (deleted when done)
-    remote_tensor_infos(repo_id, revision)       -> every TensorInfo from the safetensors headers alone
+    remote_tensor_infos(repo_id, revision)       -> every TensorInfo from the safetensors / GGUF headers alone
     open_remote_checkpoint(repo_id, revision)    -> a Checkpoint reading each tensor by one Range request
+                                                    (safetensors, or one GGUF file: readers/gguf.GGUFRangeReader)
 
 Which files: ww_spectral/layout.py (the same rule as local folders; an index's shards from the index,
 validated). The HTTP side (errors, retries, timeouts): ww_spectral/hub.py. When the hub cannot be reached
@@ -37,6 +38,7 @@ from .layout import (
 )
 from .progress import safe_text
 from .readers.checkpoint import Checkpoint, open_all
+from .readers.gguf import GGUFRangeReader
 from .readers.safetensors import SafetensorsRangeReader
 from .records import CheckpointRef, TensorInfo
 from .sources import folder_ref
@@ -237,7 +239,7 @@ def _small_file(fetch: Fetch, *, max_bytes: int, where: str, what: str) -> bytes
 
 
 def _remote_plan(repo_id: str, revision: str | None, endpoint, token, settings: HubSettings) -> RepoFiles:
-    """The safetensors files of a repo (index read by one Range read); NoWeightsError without any."""
+    """The safetensors (or GGUF) files of a repo (index read by one Range read); NoWeightsError without any."""
 
     def read_remote_index(index_name: str, sha: str) -> tuple[str, ...]:
         fetch = hub.range_fetcher(repo_id, index_name, revision=sha, endpoint=endpoint, token=token,
@@ -248,22 +250,27 @@ def _remote_plan(repo_id: str, revision: str | None, endpoint, token, settings: 
 
     plan = plan_repo_files(repo_id, revision, endpoint=endpoint, token=token, settings=settings,
                            read_index_file=read_remote_index)
-    if plan.kind != "safetensors":
-        raise NoWeightsError(f"{repo_id}@{plan.sha}: no safetensors weights on the hub (found {plan.kind} weights); "
-                             "tensors can only be range-read from .safetensors files - download it instead")
+    if plan.kind not in RANGE_KINDS:
+        raise NoWeightsError(f"{repo_id}@{plan.sha}: no safetensors or GGUF weights on the hub (found {plan.kind} "
+                             "weights); tensors can only be range-read from .safetensors and .gguf files - "
+                             "download it instead")
     return plan
 
 
+RANGE_KINDS = {"safetensors": SafetensorsRangeReader, "gguf": GGUFRangeReader}  # weight kinds read by HTTP Range
+
+
 def _range_readers(plan: RepoFiles, endpoint, token, settings: HubSettings) -> list:
+    reader = RANGE_KINDS[plan.kind]
     return open_all(
-        (lambda f=f: SafetensorsRangeReader(f, hub.range_fetcher(plan.repo_id, f, revision=plan.sha,
-                                                                 endpoint=endpoint, token=token, settings=settings)))
+        (lambda f=f: reader(f, hub.range_fetcher(plan.repo_id, f, revision=plan.sha, endpoint=endpoint, token=token,
+                                                 settings=settings)))
         for f in plan.files)
 
 
 def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
                         token: str | None = None, settings: HubSettings | None = None) -> list[TensorInfo]:
-    """Every tensor of a safetensors repo from its headers alone (HTTP Range reads, no weights downloaded).
+    """Every tensor of a safetensors or GGUF repo from its headers alone (HTTP Range reads, no weights downloaded).
 
     For memory planning before a download: TensorInfo.file is the file name inside the repo. Headers are
     validated and bounded like local ones (readers.SafetensorsRangeReader). A repo with only .bin/.pt
@@ -271,19 +278,20 @@ def remote_tensor_infos(repo_id: str, revision: str | None = None, *, endpoint: 
     """
     settings = settings or HubSettings.from_env()
     plan = _remote_plan(repo_id, revision, endpoint, token, settings)
-    with Checkpoint(CheckpointRef(repo_id, plan.sha, plan.files, "safetensors"),
+    with Checkpoint(CheckpointRef(repo_id, plan.sha, plan.files, plan.kind),
                     _range_readers(plan, endpoint, token, settings)) as ckpt:
         return ckpt.tensors()
 
 
 def open_remote_checkpoint(repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
                            token: str | None = None, settings: HubSettings | None = None) -> Checkpoint:
-    """A Checkpoint over a hub repo's safetensors files that downloads nothing up front: headers are
-    range-read at open, and each `read(name)` fetches exactly that tensor's bytes (one Range request).
+    """A Checkpoint over a hub repo's safetensors files (or its one GGUF model, layout.py's choice) that
+    downloads nothing up front: headers are range-read at open, and each `read(name)` fetches exactly that
+    tensor's bytes (one Range request; a GGUF tensor is dequantised after).
 
     Disk use: none. Memory: one tensor. Requests: 1 model info, 1 per index/config, 1-2 per file at open
     + 1 per tensor read (each is a "resolver" request in the hub's rate limits). ref.files are the repo file
-    names; ref.revision the commit. Repos without safetensors weights raise NoWeightsError (download them).
+    names; ref.revision the commit. Repos with only .bin/.pt weights raise NoWeightsError (download them).
     """
     settings = settings or HubSettings.from_env()
     plan = _remote_plan(repo_id, revision, endpoint, token, settings)
@@ -297,5 +305,5 @@ def open_remote_checkpoint(repo_id: str, revision: str | None = None, *, endpoin
                                        where=where)
         except CheckpointError as exc:
             config = ignore_config(str(exc).partition(";")[0])
-    ref = CheckpointRef(repo_id=repo_id, revision=plan.sha, files=plan.files, kind="safetensors", config=config)
+    ref = CheckpointRef(repo_id=repo_id, revision=plan.sha, files=plan.files, kind=plan.kind, config=config)
     return Checkpoint(ref, _range_readers(plan, endpoint, token, settings))

@@ -12,6 +12,7 @@ libraries' packing loops (GPTQ/AWQ: tests/ww_spectral/test_quant_gptq_awq.py). T
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -28,7 +29,7 @@ from gguf import GGMLQuantizationType as Q  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from support.hub_server import HubServer  # noqa: E402
 from support.planted_models import heavy_tailed  # noqa: E402
-from test_gguf_reader import write_gguf  # noqa: E402
+from test_gguf_reader import HOSTILE, write_gguf  # noqa: E402
 from test_quant_bnb import state_dict_4bit  # noqa: E402
 from test_quant_compressed import QArgs, compress  # noqa: E402
 from test_quant_fp8 import quantise as fp8_quantise  # noqa: E402
@@ -42,6 +43,7 @@ from ww_spectral.errors import CheckpointError, OptionError  # noqa: E402
 from ww_spectral.layer_read import read_layer  # noqa: E402
 from ww_spectral.layout import select_weight_files  # noqa: E402
 from ww_spectral.model import plan_model  # noqa: E402
+from ww_spectral.readers import gguf as gguf_reader  # noqa: E402
 
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
@@ -369,3 +371,48 @@ def test_hostile_quantization_config_never_crashes_the_plan(tmp_path, qc):
     assert len(rows) == len(sd)
     for _, row in rows.iterrows():
         assert "\n" not in row.skip_reason and len(row.skip_reason) < 1000 and len(row.quant_format) <= 70
+
+
+def test_hub_gguf_repo_read_by_http_range(tmp_path):
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    write_gguf_copy(folder / "tiny-Q5_1.gguf", Q.Q5_1)
+    server = HubServer().start()
+    try:
+        server.add_repo("org/tiny-GGUF", folder)
+        local = open_checkpoint(str(folder / "tiny-Q5_1.gguf"))
+        with hub_source.open_remote_checkpoint("org/tiny-GGUF", endpoint=server.endpoint) as remote, local:
+            assert remote.ref.kind == "gguf"
+            plans = plan_model(remote).analysed
+            assert [p.tensor_name for p in plans] == [p.tensor_name for p in plan_model(local).analysed]
+            before = len(server.requests)
+            np.testing.assert_array_equal(read_layer(remote, plans[0]), read_layer(local, plans[0]))
+            assert len(server.requests) - before == 1  # exactly that tensor's bytes
+    finally:
+        server.stop()
+
+
+def _bytes_fetch(data: bytes, calls: list):
+    def fetch(start: int, end: int) -> tuple[bytes, int]:
+        calls.append((start, end))
+        return data[start:end], len(data)
+    return fetch
+
+
+def test_gguf_range_reader_grows_its_header_read_and_refuses_damage(tmp_path, monkeypatch):
+    path = tmp_path / "m.gguf"
+    write_gguf_copy(path, Q.Q8_0)
+    data = path.read_bytes()
+    monkeypatch.setattr(gguf_reader, "REMOTE_HEADER_FIRST", 64)  # the header needs several growing reads
+    calls: list = []
+    remote = gguf_reader.GGUFRangeReader("m.gguf", _bytes_fetch(data, calls))
+    local = gguf_reader.GGUFReader(path)
+    assert 1 < len(calls) <= 6 and remote.tensors() == [dataclasses.replace(i, file="m.gguf") for i in local.tensors()]
+    name = remote.tensors()[0].name
+    np.testing.assert_array_equal(remote.read(name), local.read(name))
+    local.close()
+    for label, blob in HOSTILE.items():
+        calls = []
+        with pytest.raises(CheckpointError):
+            gguf_reader.GGUFRangeReader(label, _bytes_fetch(blob, calls))
+        assert len(calls) <= 6, label

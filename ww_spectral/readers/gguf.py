@@ -28,6 +28,7 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,11 +101,23 @@ class GGUFTensor:
         return _PLAIN.get(self.ggml_type) or f"GGUF_{self.type_name}"
 
 
-class _Cursor:
-    """Bounded little-endian reads over a buffer: every read is checked against the buffer's end."""
+class _NeedMore(CheckpointError):
+    """The header goes on past the bytes fetched so far (a remote file's prefix): fetch at least `needed`."""
 
-    def __init__(self, buf, path: str) -> None:
+    def __init__(self, path: str, needed: int) -> None:
+        super().__init__(f"{path}: the GGUF header needs the first {needed} bytes; fetch more")
+        self.needed = needed
+
+
+class _Cursor:
+    """Bounded little-endian reads over a buffer: every read is checked against the buffer's end.
+
+    total: the file's size when `buf` is only its first bytes (remote reads): counts are bounded by the
+    file, and a read past the buffer but inside the file raises _NeedMore instead of "truncated"."""
+
+    def __init__(self, buf, path: str, total: int | None = None) -> None:
         self.buf, self.pos, self.end, self.path = buf, 0, len(buf), path
+        self.total = self.end if total is None else max(int(total), self.end)
 
     def fail(self, problem: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: {problem} (at byte {self.pos}); the GGUF file is damaged or not "
@@ -112,7 +125,9 @@ class _Cursor:
 
     def take(self, n: int) -> memoryview:
         if n < 0 or n > self.end - self.pos:
-            raise self.fail(f"needs {n} bytes but only {self.end - self.pos} remain (truncated)")
+            if 0 <= n <= self.total - self.pos:
+                raise _NeedMore(self.path, self.pos + n)
+            raise self.fail(f"needs {n} bytes but only {self.total - self.pos} remain (truncated)")
         view = memoryview(self.buf)[self.pos:self.pos + n]
         self.pos += n
         return view
@@ -123,8 +138,8 @@ class _Cursor:
     def count(self, what: str, min_item_bytes: int, limit: int) -> int:
         """A u64 count whose items (each >= min_item_bytes) must fit in the remaining bytes."""
         n = self.unpack("<Q", 8)
-        if n > limit or n * min_item_bytes > self.end - self.pos:
-            raise self.fail(f"{what} {n} cannot fit in the {self.end - self.pos} remaining bytes")
+        if n > limit or n * min_item_bytes > self.total - self.pos:
+            raise self.fail(f"{what} {n} cannot fit in the {self.total - self.pos} remaining bytes")
         return n
 
     def string(self, limit: int, what: str) -> str:
@@ -171,9 +186,13 @@ class _Cursor:
         return items if n <= KEEP_ARRAY_ITEMS else {"array_of": itype, "length": n}
 
 
-def parse_gguf_header(buf, *, path: str) -> tuple[dict, list[GGUFTensor], int]:
-    """(metadata, tensors in file order, data section start) of a GGUF file held in `buf` (bytes or mmap)."""
-    cur = _Cursor(buf, path)
+def parse_gguf_header(buf, *, path: str, total_size: int | None = None) -> tuple[dict, list[GGUFTensor], int]:
+    """(metadata, tensors in file order, data section start) of a GGUF file held in `buf` (bytes or mmap).
+
+    total_size: the file's size when `buf` holds only its first bytes (a remote file): tensors are checked
+    against it, and a header longer than `buf` raises _NeedMore (a CheckpointError) naming the bytes needed.
+    """
+    cur = _Cursor(buf, path, total_size)
     if bytes(cur.take(4)) != MAGIC:
         raise CheckpointError(f"{path}: not a GGUF file (no 'GGUF' magic); check the file type")
     version = cur.unpack("<I", 4)
@@ -203,7 +222,7 @@ def parse_gguf_header(buf, *, path: str) -> tuple[dict, list[GGUFTensor], int]:
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1) or alignment > 2 ** 20:
         raise cur.fail(f"general.alignment {alignment!r} is not a power of two <= 1 MiB")
     data_start = -(-cur.pos // alignment) * alignment
-    data_bytes = cur.end - data_start
+    data_bytes = cur.total - data_start
     if data_bytes < 0:
         raise cur.fail("the data section starts past the end of the file (truncated)")
     tensors, seen = [], set()
@@ -236,23 +255,17 @@ def parse_gguf_header(buf, *, path: str) -> tuple[dict, list[GGUFTensor], int]:
     return metadata, tensors, data_start
 
 
-class GGUFReader:
-    """One local .gguf file: header validated at open, data memory-mapped, one tensor per `read()`."""
+class _GGUFTensors:
+    """What both GGUF readers share once the header is parsed: listing, raw bytes, dequantised reads.
+    Subclasses set path, metadata, _tensors, _by_name and implement `_bytes(offset, count)`."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = str(Path(path).resolve())
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < 24:
-                    raise CheckpointError(f"{self.path}: {size} bytes is too short for a GGUF header; re-download it")
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as exc:
-            raise CheckpointError(f"{self.path}: cannot read the file ({exc.strerror or exc}); check the path") \
-                from None
-        self._lock = threading.Lock()
-        self.metadata, self._tensors, self.data_start = parse_gguf_header(self._mmap, path=self.path)
-        self._by_name = {t.name: t for t in self._tensors}
+    path: str
+    metadata: dict
+    _tensors: list[GGUFTensor]
+    _by_name: dict[str, GGUFTensor]
+
+    def _bytes(self, offset: int, count: int) -> np.ndarray:
+        raise NotImplementedError
 
     @property
     def architecture(self) -> str | None:
@@ -267,37 +280,32 @@ class GGUFReader:
         return [TensorInfo(name=t.name, shape=t.shape, dtype=t.code, file=self.path, nbytes=t.nbytes)
                 for t in self._tensors]
 
+    def _tensor(self, name: str) -> GGUFTensor:
+        t = self._by_name.get(name)
+        if t is None:
+            raise KeyError(name)
+        return t
+
     def raw(self, name: str) -> np.ndarray:
         """The stored bytes of `name` as uint8, shaped (..., bytes per row): what gguf's dequantisers take."""
-        t = self._by_name[name]
-        with self._lock:
-            if self._mmap is None:
-                raise CheckpointError(f"{self.path}: reader is closed")
-            data = np.frombuffer(self._mmap, dtype=np.uint8, count=t.nbytes, offset=t.offset).copy()
+        t = self._tensor(name)
+        data = self._bytes(t.offset, t.nbytes)
         rows = t.shape[:-1] if t.shape else ()
         return data.reshape(*rows, -1) if t.shape else data
 
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` dequantised to `dtype` (float32 or float64), numpy order shape."""
-        t = self._by_name.get(name)
-        if t is None:
-            raise KeyError(name)
+        t = self._tensor(name)
         return self._decode(t, self.raw(name), t.shape, dtype)
 
     def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
         """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
         dequantised: only their bytes are read (each entry is a whole number of quantisation rows)."""
-        t = self._by_name.get(name)
-        if t is None:
-            raise KeyError(name)
+        t = self._tensor(name)
         if len(t.shape) < 2 or not 0 <= start <= stop <= t.shape[0]:
             raise IndexError(f"tensor {name!r} of shape {t.shape} has no entries {start}..{stop - 1}")
         per = t.nbytes // t.shape[0]
-        with self._lock:
-            if self._mmap is None:
-                raise CheckpointError(f"{self.path}: reader is closed")
-            data = np.frombuffer(self._mmap, dtype=np.uint8, count=per * (stop - start),
-                                 offset=t.offset + per * start).copy()
+        data = self._bytes(t.offset + per * start, per * (stop - start))
         shape = (stop - start, *t.shape[1:])
         return self._decode(t, data.reshape(*shape[:-1], -1), shape, dtype)
 
@@ -321,9 +329,80 @@ class GGUFReader:
                                             "cannot dequantise; skip it") from None
         return np.asarray(values).reshape(shape).astype(target, copy=False)
 
+
+class GGUFReader(_GGUFTensors):
+    """One local .gguf file: header validated at open, data memory-mapped, one tensor per `read()`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(Path(path).resolve())
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < 24:
+                    raise CheckpointError(f"{self.path}: {size} bytes is too short for a GGUF header; re-download it")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot read the file ({exc.strerror or exc}); check the path") \
+                from None
+        self._lock = threading.Lock()
+        self.metadata, self._tensors, self.data_start = parse_gguf_header(self._mmap, path=self.path)
+        self._by_name = {t.name: t for t in self._tensors}
+
+    def _bytes(self, offset: int, count: int) -> np.ndarray:
+        with self._lock:
+            if self._mmap is None:
+                raise CheckpointError(f"{self.path}: reader is closed")
+            return np.frombuffer(self._mmap, dtype=np.uint8, count=count, offset=offset).copy()
+
     def close(self) -> None:
         with self._lock:
             if self._mmap is not None:
                 with contextlib.suppress(BufferError):
                     self._mmap.close()
                 self._mmap = None  # type: ignore[assignment]
+
+
+# Fetch(start, end) -> (bytes start..end-1, total file size): HTTP Range reads (ww_spectral/hub.py range_fetcher).
+Fetch = Callable[[int, int], tuple[bytes, int]]
+REMOTE_HEADER_FIRST = 2 ** 20        # most GGUF headers (tokenizer included) fit in one such read
+REMOTE_HEADER_MAX = 128 * 2 ** 20    # a header larger than this is refused: download the file instead
+
+
+class GGUFRangeReader(_GGUFTensors):
+    """A remote .gguf file read by byte ranges: the header at open (1 request, a few for a large tokenizer),
+    then one request per tensor (or per expert slab); validated exactly like a local file."""
+
+    def __init__(self, name: str, fetch: Fetch) -> None:
+        self.path = name
+        self._fetch = fetch
+        want = REMOTE_HEADER_FIRST
+        while True:
+            buf, size = fetch(0, want)
+            if size < 24:
+                raise CheckpointError(f"{name}: {size} bytes is too short for a GGUF header; re-upload it")
+            if len(buf) < min(want, size):
+                raise CheckpointError(f"{name}: asked for {min(want, size)} bytes, got {len(buf)}; the server "
+                                      "ignores Range or the file changed - retry")
+            try:
+                self.metadata, self._tensors, self.data_start = parse_gguf_header(buf, path=name, total_size=size)
+                break
+            except _NeedMore as more:
+                if want >= min(size, REMOTE_HEADER_MAX):
+                    raise CheckpointError(f"{name}: the GGUF header is longer than {REMOTE_HEADER_MAX} bytes; "
+                                          "download the file to read it") from None
+                want = min(max(4 * want, more.needed + 4096), size, REMOTE_HEADER_MAX)
+        self._by_name = {t.name: t for t in self._tensors}
+
+    def _bytes(self, offset: int, count: int) -> np.ndarray:
+        if self._fetch is None:
+            raise CheckpointError(f"{self.path}: reader is closed")
+        if count == 0:
+            return np.zeros(0, dtype=np.uint8)
+        data, _ = self._fetch(offset, offset + count)
+        if len(data) != count:
+            raise CheckpointError(f"{self.path}: asked for {count} bytes at {offset}, got {len(data)}; the remote "
+                                  "file changed or the server ignores Range - retry")
+        return np.frombuffer(data, dtype=np.uint8).copy()
+
+    def close(self) -> None:
+        self._fetch = None  # type: ignore[assignment]
