@@ -1,17 +1,25 @@
 """Benchmark: the cost of each analysis option (issue 10), ours against our default and WeightWatcher 0.7.7's
 time for the same option, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_options.py [--reps 3] [--ww-timeout 300] [--skip-ww] [--dir DIR]
+    .venv/bin/python benchmarks/bench_options.py [--reps 5] [--ww-timeout 300] [--skip-ww] [--dir DIR]
 
 Builds a MiniLM-L6-shaped float32 checkpoint (seed 0; 6 blocks of q/k/v/o 384x384, intermediate 1536x384 and
 output 384x1536, word embeddings 30522x384, position embeddings 512x384, token types 2x384; heavy-tailed
 weights as in bench_core.py), then:
-  1. ww-spectral, ONE process, one BLAS thread, one layer at a time (threads=1): each option's
-     `analyze_model` wall time, best of --reps, the options interleaved round by round so that load on a
-     shared machine hits them alike; ratio = option / default;
-  2. WeightWatcher 0.7.7 `analyze(**the same option)` on the loaded state dict (loading not timed), CUDA
+  1. ww-spectral, ONE process, one BLAS thread, one layer at a time (threads=1, workers=1): each option's
+     `analyze_model` on the whole checkpoint, --reps rounds with the options interleaved round by round (a
+     busy spell on a shared machine hits them alike); medians of wall time and of this process's CPU time
+     (CPU time is what the option costs; wall time also counts other processes' load); ratio = option /
+     default;
+  2. per layer shape (one tensor of each distinct shape, interleaved the same way, medians of CPU time): the
+     per-layer work of the default analysis (eigenvalues + power-law fit, spectrum.py / fit.py), and that
+     plus mp_fit (mp_fit.py) or plus the randomized ESD with its traps (randomize.randomize_layer):
+     option / default per shape, and summed over the model's tensors (each shape weighted by its count;
+     without analyze_model's fixed costs, so these ratios are the upper end);
+  3. WeightWatcher 0.7.7 `analyze(**the same option)` on the loaded state dict (loading not timed), CUDA
      hidden, one BLAS thread, each option in its own subprocess (cut at --ww-timeout seconds).
-Targets (issue 10): randomize <= 2.2x and mp_fit <= 1.1x our default.
+Prints the load average before and after. Targets (issue 10): randomize <= 2.2x and mp_fit <= 1.1x our
+default.
 """
 
 from __future__ import annotations
@@ -77,18 +85,57 @@ def build_checkpoint(path: Path) -> None:
 
 
 _OURS = r"""
-import json, sys, time
+import json, statistics, sys, time
 import numpy as np
+from safetensors.numpy import load_file
 from ww_spectral.analysis import analyze_model
+from ww_spectral.fit import fit_power_law
+from ww_spectral.mp_fit import mp_fit
+from ww_spectral.randomize import randomize_layer
+from ww_spectral.spectrum import eigenvalues
 path, reps, options = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+shape_options = [[label, kw] for label, kw in options if label in ("default", "mp_fit", "randomize")]
 analyze_model({"warm.weight": np.ones((16, 8), np.float32)}, threads=1, randomize=True, mp_fit=True, fit="TPL")
-best = {label: float("inf") for label, _ in options}
+by_shape, count = {}, {}
+for name, array in load_file(path).items():
+    if array.ndim == 2:
+        key = "x".join(map(str, array.shape))
+        by_shape.setdefault(key, {name: array})
+        count[key] = count.get(key, 0) + 1
+for key, sd in list(by_shape.items()):
+    W = next(iter(sd.values()))
+    if min(W.shape) < 50:  # not analysed alone (e.g. 2 x 384: below the size filter)
+        del by_shape[key], count[key]
+def layer_work(label, name, W):  # the per-layer work of analyze_model: ESD + power-law fit (+ the option)
+    ev = eigenvalues(W)
+    fit_power_law(ev)
+    N, M = max(W.shape), min(W.shape)
+    if label == "mp_fit":
+        mp_fit(ev, N=N, M=M)
+    elif label == "randomize":
+        randomize_layer([W], ev, N=N, M=M, seed=0, tensor_name=name)
+def timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+wall = {label: [] for label, _ in options}
+cpu = {label: [] for label, _ in options}
+shape_cpu = {key: {label: [] for label, _ in shape_options} for key in by_shape}
 for _ in range(reps):  # interleaved rounds: a busy spell on a shared machine hits every option alike
     for label, kw in options:
-        t0 = time.perf_counter()
-        analyze_model(path, threads=1, workers=1, **kw)
-        best[label] = min(best[label], time.perf_counter() - t0)
-print(json.dumps(best))
+        w, c = timed(lambda: analyze_model(path, threads=1, workers=1, **kw))
+        wall[label].append(w)
+        cpu[label].append(c)
+    for key, sd in by_shape.items():
+        inner = max(1, min(20, int(2e6 // next(iter(sd.values())).size)))  # small shapes: several calls a sample
+        (name, W), = sd.items()
+        for label, _ in shape_options:
+            c = timed(lambda: [layer_work(label, name, W) for _ in range(inner)])[1]
+            shape_cpu[key][label].append(c / inner)
+med = statistics.median
+print(json.dumps({"wall": {k: med(v) for k, v in wall.items()}, "cpu": {k: med(v) for k, v in cpu.items()},
+                  "shapes": {k: {label: med(v) for label, v in d.items()} for k, d in shape_cpu.items()},
+                  "count": count}))
 """
 
 _WW = r"""
@@ -113,7 +160,7 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
                "MPLBACKEND": "Agg"}
 
 
-def run_ours(path: Path, reps: int) -> dict[str, float]:
+def run_ours(path: Path, reps: int) -> dict:
     opts = json.dumps([[label, kw] for label, kw, _ in OPTIONS])
     proc = subprocess.run([sys.executable, "-c", _OURS, str(path), str(reps), opts], capture_output=True, text=True,
                           env=dict(os.environ, **_ONE_THREAD), check=True)
@@ -131,9 +178,13 @@ def run_ww(path: Path, kw: dict, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=3, help="rounds of our options; best of them (default: 3)")
+    ap.add_argument("--reps", type=int, default=5, help="rounds of our options; medians of them (default: 5)")
     ap.add_argument("--ww-timeout", type=float, default=300.0, help="seconds per WW option (default: 300)")
     ap.add_argument("--skip-ww", action="store_true", help="do not run WeightWatcher")
     ap.add_argument("--dir", default=None, help="where to build the checkpoint (default: a temporary folder)")
@@ -142,20 +193,34 @@ def main() -> int:
         path = Path(args.dir or tmp) / "minilm_l6_shaped.safetensors"
         if not path.exists():
             build_checkpoint(path)
+        load_before = _load()
         t0 = time.perf_counter()
         ours = run_ours(path, args.reps)
         ww = {} if args.skip_ww else {label: run_ww(path, kw, args.ww_timeout) for label, _, kw in OPTIONS}
-        base = ours["default"]
-        print(f"MiniLM-L6-shaped float32 checkpoint ({len(shapes())} tensors); one BLAS thread each; "
-              f"ours best of {args.reps}; total {time.perf_counter() - t0:.0f} s")
-        print(f"{'option':<24}{'ours s':>9}{'/ default':>11}{'WW 0.7.7 s':>12}{'WW / ours':>11}  note")
+        wall, cpu = ours["wall"], ours["cpu"]
+        print(f"MiniLM-L6-shaped float32 checkpoint ({len(shapes())} tensors); one BLAS thread each; ours: medians "
+              f"of {args.reps} interleaved rounds; total {time.perf_counter() - t0:.0f} s; load average (1/5/15 min) "
+              f"{load_before} before, {_load()} after, {os.cpu_count()} CPUs")
+        print(f"{'option':<24}{'ours wall s':>12}{'/ default':>11}{'ours CPU s':>12}{'/ default':>11}"
+              f"{'WW 0.7.7 s':>12}{'WW / ours':>11}  note")
         for label, _, _ in OPTIONS:
             w = ww.get(label, {})
             ws = w.get("seconds", float("nan"))
             note = w.get("error", "")
             target = {"randomize": " (target <= 2.2)", "mp_fit": " (target <= 1.1)"}.get(label, "")
-            print(f"{label:<24}{ours[label]:>9.2f}{ours[label] / base:>10.2f}x{ws:>12.2f}"
-                  f"{ws / ours[label]:>10.1f}x  {note}{target}")
+            print(f"{label:<24}{wall[label]:>12.2f}{wall[label] / wall['default']:>10.2f}x{cpu[label]:>12.2f}"
+                  f"{cpu[label] / cpu['default']:>10.2f}x{ws:>12.2f}{ws / wall[label]:>10.1f}x  {note}{target}")
+        print("per layer shape (the per-layer work alone; CPU time, medians):")
+        print(f"{'shape':<12}{'tensors':>8}{'default ms':>12}{'mp_fit/def':>12}{'randomize/def':>15}")
+        totals = {"default": 0.0, "mp_fit": 0.0, "randomize": 0.0}
+        for key, t in ours["shapes"].items():
+            n = ours["count"][key]
+            for label in totals:
+                totals[label] += n * t[label]
+            print(f"{key:<12}{n:>8}{1e3 * t['default']:>12.2f}{t['mp_fit'] / t['default']:>11.2f}x"
+                  f"{t['randomize'] / t['default']:>14.2f}x")
+        print(f"{'sum':<12}{sum(ours['count'].values()):>8}{1e3 * totals['default']:>12.2f}"
+              f"{totals['mp_fit'] / totals['default']:>11.2f}x{totals['randomize'] / totals['default']:>14.2f}x")
     return 0
 
 
