@@ -30,6 +30,7 @@ from .progress import safe_text
 from .quant import plan as quant_plan
 from .records import AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make_options
 from .roles import depth_key
+from .selection import not_selected_reason
 from .summary import summarize
 
 __all__ = ["ModelAnalysis", "ModelFacts", "ModelPlan", "TensorListing", "assemble_model", "depth_order",
@@ -151,12 +152,29 @@ def depth_order(infos: Iterable[TensorInfo]) -> list[TensorInfo]:
 def plan_infos(infos: Iterable[TensorInfo], options: AnalysisOptions, *,
                config: Mapping[str, Any] | None = None) -> list[LayerPlan]:
     """THE planning rule: depth_order, layers.plan_layer per tensor, then every PLAN_STEPS step; layer_id is
-    the position in the result. config: the model's parsed config.json (None when unknown)."""
+    the position in the result, and the ids of options.layers select by that final layer_id (what the rows
+    show, also after a step split a stack into experts). config: the model's parsed config.json (None when
+    unknown)."""
     ordered = depth_order(infos)
-    plans = [plan_layer(info, i, options) for i, info in enumerate(ordered)]
+    # layers= ids name FINAL layer_ids (the ones rows show), known only after the steps: applied last
+    ids = tuple(v for v in options.layers if isinstance(v, int))
+    planning = dataclasses.replace(options, layers=tuple(v for v in options.layers if not isinstance(v, int))) \
+        if ids else options
+    plans = [plan_layer(info, i, planning) for i, info in enumerate(ordered)]
     for step in PLAN_STEPS:
-        plans = step(plans, infos=ordered, config=config if isinstance(config, Mapping) else None, options=options)
-    return [p if p.layer_id == i else dataclasses.replace(p, layer_id=i) for i, p in enumerate(plans)]
+        plans = step(plans, infos=ordered, config=config if isinstance(config, Mapping) else None, options=planning)
+    plans = [p if p.layer_id == i else dataclasses.replace(p, layer_id=i) for i, p in enumerate(plans)]
+    return [_select_by_id(p, ids) for p in plans] if ids else plans
+
+
+def _select_by_id(plan: LayerPlan, ids: tuple[int, ...]) -> LayerPlan:
+    """An analysed plan whose final layer_id the layers= ids leave out becomes a not_selected skip."""
+    if not plan.analysed:
+        return plan
+    why = not_selected_reason(tensor_name=plan.tensor_name, longname=plan.longname, layer_id=plan.layer_id,
+                              layer_type=plan.layer_type, layers=ids)
+    return plan if why is None else dataclasses.replace(plan, skip_code="not_selected", row_count=1,
+                                                        skip_reason=f"not selected: {why}")
 
 
 def plan_model(checkpoint: Any, options: AnalysisOptions | Mapping[str, Any] | None = None) -> ModelPlan:

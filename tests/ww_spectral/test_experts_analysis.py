@@ -191,3 +191,16 @@ def test_an_expert_stored_on_its_own_reads_as_its_tensor(tmp_path):
         assert (plan.expert, plan.role, plan.read_kind) == (3, "mlp_down", "tensor")
         as_expert = read_layer(ck, dataclasses.replace(plan, read_kind="expert"))  # e.g. a base delta's inner read
     np.testing.assert_array_equal(as_expert, tensors["model.layers.0.block_sparse_moe.experts.3.w2.weight"])
+
+
+def test_layer_ids_select_the_rows_they_name_after_the_split():
+    tensors = _moe_tensors(in_out=False)
+    full = analysis.analyze(tensors, threads=1)
+    picked = full[full["part"] == "up"].iloc[[0, 5]]
+    again = analysis.analyze(tensors, threads=1, layers=picked["layer_id"].tolist())
+    assert again[["layer_id", "tensor_name", "expert", "part"]].values.tolist() == \
+        picked[["layer_id", "tensor_name", "expert", "part"]].values.tolist()
+    np.testing.assert_allclose(again["alpha"].to_numpy(float), picked["alpha"].to_numpy(float), rtol=1e-12)
+    left_out = analysis.analyze_model(tensors, threads=1, layers=[-int(picked["layer_id"].iloc[0])]).layers
+    row = left_out[left_out["layer_id"] == picked["layer_id"].iloc[0]].iloc[0]
+    assert row["status"] == "skipped" and row["fit_status"] == "not_selected"
