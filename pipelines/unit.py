@@ -251,7 +251,10 @@ def fetch_hub(item: WorkItem, settings: ScanSettings, *, store: ResultStore | No
             fetched.model_dir = os.path.dirname(fetched.shards[0].path) if fetched.shards else None
             return fetched
         dest = os.path.join(fetched.folder, "dl")
-        model_dir = os.path.join(fetched.folder, "model")
+        # Laid out as a hub-cache snapshot (models--org--name/snapshots/<commit>): the folder opens as that repo
+        # revision, with no content hash of its weights to compute (ww_spectral/sources.py folder_ref).
+        model_dir = os.path.join(fetched.folder, "models--" + item.repo_id.replace("/", "--"), "snapshots",
+                                 fetched.revision)
         config: dict = {}
         for shard in _shards(item, fetched.revision, settings, dest, deadline, clock):
             kept = os.path.join(model_dir, shard.filename)  # the repo's own names: the folder opens as the repo

@@ -151,7 +151,14 @@ def test_family_scan(ray_local, prefect_api, family, hub_env, tmp_path):
     server, served = family
     data = str(tmp_path / "data")
 
+    start = len(server.requests)
     summary = nightly_scan(data_root=data, limit=50, workers=2, endpoint=server.endpoint)
+    log = server.requests[start:]
+    print(f"\nscan: {summary['seconds']:.1f} s, {len(log)} requests: "
+          f"{sum(r.path.startswith('/api/models/') and 'blobs' in r.query for r in log)} model info with files "
+          f"metadata, {sum(r.path == '/api/models' for r in log)} listing pages; whole-file GETs per repo: "
+          + ", ".join(f"{repo} {sum(1 for r in log if r.method == 'GET' and r.path.startswith(f'/{repo}/resolve/') and not r.range)}"
+                      for repo in sorted(served)))
 
     assert summary["requested"] == len(served) and summary["failed"] == 0, [(f["repo_id"], f["message"]) for f in summary["failures"]]
     store = ResultStore(data)
