@@ -203,8 +203,8 @@ def test_family_scan(ray_local, prefect_api, family, hub_env, tmp_path):
     assert [(g["repo_id"], g["linked_to"]) for g in got if g["kind"] == "link"] == [
         ("zz-mirror/ft-2", f"fam/ft-2@{served['fam/ft-2'][1]}")]
     quantised = {g["repo_id"]: g["quant_format"] for g in got if g["kind"] == "quantised"}
-    assert quantised["fam/ft-1-FP8"] == "fp8_e4m3"  # dequantised rows, kept apart from the fine-tunes
-    assert "fam/ft-1-GGUF" in models
+    # dequantised rows, kept apart from the fine-tunes (no deltas: other names, or quantised layers)
+    assert quantised == {"fam/ft-1-FP8": "fp8_e4m3", "fam/ft-1-GGUF": "gguf_q8_0"}
 
     # The next night: nothing is fetched again (the link's marker makes the re-upload "stored").
     before = len(server.requests_to("/", method="GET"))
