@@ -303,9 +303,9 @@ def randomize_layer(
     backend, precision, device: as for spectrum.layer_spectrum (scale 0.5 for conv2d);
     locate_traps: find the elements behind the traps (a slice with a trap is shuffled again, with the same
     draws, to learn where its entries came from; without it only the count is reported).
-    Memory beyond the caller's matrices (float32): about 5 bytes per entry of the slice being shuffled and
-    its Gram formed (the shuffled copy and the bucket labels); 16 bytes per entry of a slice whose traps are
-    located.
+    Memory beyond the caller's matrices (float32): at most 9 bytes per entry of the slice being shuffled and
+    its Gram formed (a float32 copy if the weights are stored otherwise, the shuffled copy, 1-byte bucket
+    labels above permute's min_size); up to 16 bytes per entry while the traps of a slice are located.
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64).ravel())
     if not evals.size or not mats:
