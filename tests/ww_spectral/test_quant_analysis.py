@@ -75,7 +75,8 @@ def _fp8(dtype, block):
         q, scale = fp8_quantise(torch.from_numpy(w), dtype, block, per_channel=block is None)
         key = "weight_scale_inv" if block else "weight_scale"
         ref = fp8_hf._dequantize_fp8_weight(q, scale, list(block) if block else None, torch.float32)
-        return {f"{prefix}.weight": q, f"{prefix}.{key}": scale.float()}, f"{prefix}.weight", ref.numpy()
+        stored = {f"{prefix}.weight": q, f"{prefix}.{key}": scale.float(), f"{prefix}.input_scale": torch.ones(1)}
+        return stored, f"{prefix}.weight", ref.numpy()  # input_scale: an activation scale, a part of the layer
     return write
 
 

@@ -40,6 +40,8 @@ _TAILS = ("qweight", "qzeros", "scales", "g_idx", "SCB", "weight_format", "weigh
           "weight_scale_inv", "weight_zero_point", "weight_packed", "weight_shape", "weight_g_idx",
           "weight_global_scale", "input_scale", "input_global_scale", "bias")
 _BNB4_TAILS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
+# Activation quantisation scales stored beside a quantised weight: not weights, part of the layer's rows.
+_ACTIVATION_TAILS = ("input_scale", "input_global_scale")
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,8 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
         skip = "" if name != "bnb_4bit" else f"bitsandbytes 4-bit quant type {kind!r} is not supported"
         return _layer(prefix, w.name, QuantFormat(name), parts, None, skip)
     if w is not None and w.dtype == "I8" and "SCB" in p and len(w.shape) == 2:
-        return _layer(prefix, w.name, QuantFormat("bnb_int8"), {"weight": w.name, "SCB": p["SCB"].name},
-                      (w.shape[0], w.shape[1]))
+        parts = {k: p[k].name for k in ("weight", "SCB", "weight_format") if k in p}
+        return _layer(prefix, w.name, QuantFormat("bnb_int8"), parts, (w.shape[0], w.shape[1]))
     ct = method == "compressed-tensors" or "weight_packed" in p or (
         w is not None and w.dtype == "I8" and "weight_scale" in p)
     if ct and ("weight_packed" in p or (w is not None and w.dtype not in ("F32", "F16", "BF16", "F64"))):
@@ -198,7 +200,7 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
                                               "float-quantized" if w is not None and w.dtype in FP8_DTYPES
                                               else "int-quantized")
         keys = ("weight", "weight_packed", "weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx",
-                "weight_global_scale")
+                "weight_global_scale", *_ACTIVATION_TAILS)
         parts = {k: p[k].name for k in keys if k in p}
         primary = p.get("weight_packed") or w
         if "weight_global_scale" in p or (primary.dtype == "U8" and "weight_packed" in p):
@@ -218,7 +220,7 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
             f"compressed-tensors format {fmt_name} is not supported"
         return _layer(prefix, primary.name, fmt, parts, shape, skip)
     if w is not None and w.dtype in FP8_DTYPES:
-        parts = {k: p[k].name for k in ("weight", "weight_scale", "weight_scale_inv") if k in p}
+        parts = {k: p[k].name for k in ("weight", "weight_scale", "weight_scale_inv", *_ACTIVATION_TAILS) if k in p}
         block = qc.get("weight_block_size")
         sides = [_cfg_int(b, 0, low=1) for b in block] if isinstance(block, list) and len(block) == 2 else []
         params = (("block", (sides[0], sides[1])),) if sides and all(sides) else ()
