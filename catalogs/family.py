@@ -69,8 +69,9 @@ def family_leaderboard(con, family: str | None, *, metric: str | None = None, to
 
     Columns: family, rank (1 = first by `metric`; NULL for members without update rows: the base itself,
     quantised or derived copies, links), repo_id, kind (base | fine-tune | adapter | quantised | derived |
-    link), quant_format, n_delta_layers, delta_alpha, delta_alpha_weighted, delta_log_norm,
-    delta_log_spectral_norm, delta_stable_rank, alpha (the model's own), linked_to, base_ref, revision.
+    link), linked_to (a link's "repo@revision"), quant_format, n_delta_layers, delta_alpha,
+    delta_alpha_weighted, delta_log_norm, delta_log_spectral_norm, delta_stable_rank, alpha (the model's
+    own), base_ref, revision.
     One option set: options_hash, default ranked_options_hash(con). `top`: ranks <= top per family.
     """
     if top is not None and (not isinstance(top, int) or top < 1):

@@ -30,7 +30,7 @@ links AS (
     JOIN ranked r ON r.repo_id = l.linked_repo_id AND r.revision = l.linked_revision
     WHERE l.options_hash = $options_hash
 )
-SELECT family, rank, repo_id, kind, quant_format, n_delta_layers, delta_alpha, delta_alpha_weighted,
-       delta_log_norm, delta_log_spectral_norm, delta_stable_rank, alpha, linked_to, base_ref, revision
+SELECT family, rank, repo_id, kind, linked_to, quant_format, n_delta_layers, delta_alpha, delta_alpha_weighted,
+       delta_log_norm, delta_log_spectral_norm, delta_stable_rank, alpha, base_ref, revision
 FROM (SELECT * FROM ranked WHERE rank IS NULL OR rank <= $top UNION ALL BY NAME SELECT * FROM links)
 ORDER BY family, rank NULLS LAST, CASE kind WHEN 'link' THEN 1 ELSE 0 END, repo_id
