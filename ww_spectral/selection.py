@@ -3,8 +3,9 @@
 `layers` (AnalysisOptions.layers), as in WeightWatcher 0.7.7 (WWLayerIterator.apply_filters):
 - integers: layer ids to keep (all >= 0) or, all negative, ids to leave out (-3 leaves out layer 3;
   id 0 cannot be left out this way, as in WW). Mixing signs is an error (WW refuses it too). Our ids
-  are the `layer_id` column: the tensor's position in the checkpoint, 0-based, every tensor counted
-  (ww_spectral.compat translates WeightWatcher's own numbering).
+  are the `layer_id` column: the row's position in depth order (ww_spectral/roles.py depth_key), after
+  the plan steps of ww_spectral/model.py (an expert stack split into experts, quantised parts merged),
+  0-based, every row counted (ww_spectral.compat translates WeightWatcher's own numbering).
 - strings in LAYER_TYPES: layer types to keep. "embedding" is a tensor whose name says it is an
   embedding (roles.tensor_role); embeddings are "dense" layers too, as in WW's state-dict path.
 - other strings: layer names to keep (the tensor name or its longname), or, all prefixed with "-",

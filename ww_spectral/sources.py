@@ -45,6 +45,7 @@ from .layout import (
     select_weight_files,
 )
 from .progress import safe_text
+from .readers.mapping import is_torch_module, module_state
 from .records import CheckpointRef
 from .untrusted import check_regular_file, open_regular, read_bytes_bounded
 
@@ -312,8 +313,8 @@ def resolve_source(source, *, revision: str | None = None, allow_external_links:
     a folder links to outside itself. Raises SourceNotFoundError (naming the kinds accepted),
     NoWeightsError, CheckpointError, OptionError (an unsafe revision).
     """
-    if type(source).__module__.startswith("torch") and hasattr(source, "state_dict"):
-        state = dict(source.state_dict())
+    if is_torch_module(source):  # any nn.Module, whatever module its class is defined in
+        state = module_state(source)
         return ResolvedSource(
             CheckpointRef(repo_id=type(source).__name__, revision=mapping_revision(state), files=(), kind="module"),
             state,

@@ -87,6 +87,8 @@ def summarize(layers: pd.DataFrame) -> dict:
     stored so the default ranking's tier reads the models table alone (catalogs/metrics.py);
     alpha_expert_mean, alpha_block_mean (floats): the module docstring.
     """
+    if "delta_kind" in layers:  # the model's own rows only: delta rows have their own summary (deltas.py)
+        layers = layers[layers["delta_kind"].fillna("") == ""]
     status = layers["status"] if "status" in layers else pd.Series([], dtype=str)
     ok = layers[status == "success"]
     out: dict = {}

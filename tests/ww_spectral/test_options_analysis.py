@@ -141,7 +141,9 @@ def test_conv1d_option_analyses_3d_tensors_ww_style():
     sv = np.linalg.svd(w.astype(np.float64), compute_uv=False).ravel()  # WW: batched SVD, top M values
     assert row["lambda_max"] == pytest.approx(float(np.max(sv) ** 2), rel=1e-5)
     assert row["norm"] == pytest.approx(float(np.sum(np.sort(sv)[-9:] ** 2)), rel=1e-5)
-    assert layers.loc["mlp.experts.gate_proj", "fit_status"] == "not_matrix"  # an expert stack is no Conv1d
+    experts = layers.loc[["mlp.experts.gate_proj"]]  # an expert stack is no Conv1d: one dense row per expert
+    assert len(experts) == 20 and set(experts["layer_type"]) == {"dense"}
+    assert experts["expert"].tolist() == list(range(20))
 
 
 def test_cli_analyze_with_every_flag_writes_the_option_columns(model, tmp_path, capsys):
