@@ -26,7 +26,9 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     Column("tensor_name", "str", "checkpoint key, e.g. model.layers.0.mlp.up_proj.weight"),
     Column("longname", "str", "module path (tensor_name without the trailing .weight)"),
     Column("layer_type", "str", "dense | conv2d | conv1d | other"),
-    Column("shape", "str", "stored shape, e.g. '4096x11008'"),
+    Column("shape", "str", "shape of the matrix data analysed, e.g. '4096x11008': the stored tensor's, one "
+                           "expert's for an expert row, the dequantised (out x in) for a quantised layer, the r x r "
+                           "core for a lora_update row (N, M are the update's own sides)"),
     Column("dtype", "str", "stored dtype code (F32, F16, BF16, F64, F8_E4M3, I32, ...)"),
     Column("N", "int", "max side of the matrix (conv: of one kernel slice)"),
     Column("M", "int", "min side of the matrix"),
