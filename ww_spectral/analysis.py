@@ -66,7 +66,7 @@ log = logging.getLogger("ww_spectral")
 
 _RUN_FIELDS = ("workers", "threads")
 # Passed to open_checkpoint when set (allow_external_links only when True, its default being False).
-_OPEN_FIELDS = ("revision", "token", "endpoint", "cache_dir", "allow_external_links")
+_OPEN_FIELDS = ("revision", "token", "endpoint", "cache_dir", "allow_external_links", "weight_file")
 DESCRIBE_COLUMNS = ("layer_id", "tensor_name", "longname", "layer_type", "shape", "dtype", "N", "M", "Q",
                     "rf", "num_evals", "analysed", "skip_code", "skip_reason", "est_bytes")
 

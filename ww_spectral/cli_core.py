@@ -177,6 +177,10 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-external-links", action="store_true", default=False,
                    help="read weight files that a model folder links to outside itself (symlinks or index "
                         "entries); default: refused")
+    p.add_argument("--weight-file", metavar="NAME", default=None,
+                   help="which weight file of a folder or hub repo holding several models to read, by file name "
+                        "(e.g. model.Q4_K_M.gguf); default: safetensors, else torch files, else the GGUF file "
+                        "whose name states the highest precision (ww_spectral/layout.py)")
 
 
 def register(subparsers) -> None:
@@ -267,7 +271,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = analyze_model(
         args.source, include_skipped=True, progress=progress, revision=args.revision,
-        allow_external_links=args.allow_external_links, workers=args.workers, base_model=args.base_model,
+        allow_external_links=args.allow_external_links, weight_file=args.weight_file, workers=args.workers,
+        base_model=args.base_model,
         **dataclasses.asdict(options),
     )
     deltas = _delta_lines(result.layers)
@@ -284,9 +289,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                            "display.max_colwidth", 48, "display.float_format", "{:.4f}".format):
         shown = result.layers if args.include_skipped else result.layers[result.layers["status"] != "skipped"]
         columns = _table_columns(options)
-        if deltas:  # which rows are deltas, and against what
-            at = columns.index("longname") + 1
-            columns[at:at] = ["delta_kind"]
+        at = columns.index("longname") + 1
+        # which rows are deltas, and which were dequantised from what format: shown only when some are
+        columns[at:at] = [c for c in ("quant_format", "delta_kind") if (shown[c] != "").any()]
         print(_one_line_names(shown[columns]).to_string(index=False))
     print(f"\n{safe_text(result.ref.repo_id)} (revision {safe_text(result.ref.revision or '-')}), "
           f"{result.seconds:.1f} s; options: {options.label()} ({options.fingerprint()})")
@@ -317,7 +322,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from .analysis import describe
 
     table = describe(args.source, revision=args.revision, allow_external_links=args.allow_external_links,
-                     **dataclasses.asdict(options_from_args(args)))
+                     weight_file=args.weight_file, **dataclasses.asdict(options_from_args(args)))
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 60):
         print(_one_line_names(table.drop(columns=["skip_reason"])).to_string(index=False))

@@ -153,12 +153,16 @@ def iter_expert_matrices(stack: np.ndarray, info: TensorInfo, layout: ExpertLayo
 
 def _expert_plan(stack: LayerPlan, info: TensorInfo, m: ExpertMatrix, options: AnalysisOptions) -> LayerPlan:
     """The plan of one expert matrix: plan_layer's rules (selection, dtype, size filter) on its 2-D shape."""
-    flat = TensorInfo(name=info.name, shape=m.shape, dtype=info.dtype, file=info.file,
+    # A GGUF-quantised stack (quant/plan.py set its format) reads dequantised, one expert's slab at a time
+    # (Checkpoint.read_rows): its experts are planned as the float matrices they become.
+    gguf = stack.quant_format.startswith("gguf_")
+    flat = TensorInfo(name=info.name, shape=m.shape, dtype="F32" if gguf else info.dtype, file=info.file,
                       nbytes=info.nbytes // max(1, int(info.shape[0])))
     plan = plan_layer(flat, stack.layer_id, options)
     where = TensorRole(stack.block, m.role, m.expert, stack.stack)
     suffix = f".{m.expert}" + (f".{m.part}" if m.part else "")
-    return dataclasses.replace(plan, longname=stack.longname + suffix, read_kind="expert", expert=m.expert,
+    return dataclasses.replace(plan, dtype=info.dtype, quant_format=stack.quant_format,
+                               longname=stack.longname + suffix, read_kind="expert", expert=m.expert,
                                part=m.part, role=where.role, role_group=where.group, block=stack.block,
                                stack=stack.stack)
 

@@ -29,7 +29,7 @@ class CheckpointRef:
     revision: exact commit sha for hub/cache sources; a content hash of the weight files for local ones.
     files: absolute paths of the weight files, in load order.
     config: parsed config.json when present (model_type, architectures, ...), else {}.
-    kind: "safetensors" | "torch" | "module" | "mapping".
+    kind: "safetensors" | "torch" | "gguf" | "module" | "mapping".
     """
 
     repo_id: str

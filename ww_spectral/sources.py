@@ -35,6 +35,7 @@ from .adapters import ADAPTER_CONFIG_FILE, ADAPTER_CONFIG_KEY, with_adapter_conf
 from .errors import CheckpointError, NoWeightsError, SourceNotFoundError
 from .layout import (
     CONFIG,
+    GGUF_SUFFIXES,
     SAFETENSORS_SUFFIXES,
     TORCH_SUFFIXES,
     check_inside,
@@ -289,8 +290,10 @@ def _file_ref(path: Path, allow: bool) -> CheckpointRef:
         kind = "safetensors"
     elif path.suffix in TORCH_SUFFIXES:
         kind = "torch"
+    elif path.suffix.lower() in GGUF_SUFFIXES:
+        kind = "gguf"
     else:
-        raise NoWeightsError(f"{path}: not a supported weight file (use .safetensors, .bin, .pt or .pth)")
+        raise NoWeightsError(f"{path}: not a supported weight file (use .safetensors, .bin, .pt, .pth or .gguf)")
     cached = _cache_repo_of(path.parent)
     root = cached[0] if cached is not None else path.parent
     check_inside(path, root, allow_external_links=allow, what="weight file")
