@@ -33,7 +33,7 @@ from ww_spectral import adapters, deltas, hub, hub_source
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import NoWeightsError
 from ww_spectral.layers import plan_layer
-from ww_spectral.layout import CONFIG
+from ww_spectral.layout import CONFIG, check_member_name
 from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_model
 from ww_spectral.records import AnalysisOptions, CheckpointRef, LayerPlan
 from ww_spectral.summary import summarize
@@ -257,7 +257,8 @@ def fetch_hub(item: WorkItem, settings: ScanSettings, *, store: ResultStore | No
                                  fetched.revision)
         config: dict = {}
         for shard in _shards(item, fetched.revision, settings, dest, deadline, clock):
-            kept = os.path.join(model_dir, shard.filename)  # the repo's own names: the folder opens as the repo
+            # the repo's own names (the folder opens as the repo); a hub's name is untrusted: checked again here
+            kept = os.path.join(model_dir, check_member_name(shard.filename, where=item.label))
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             os.link(shard.path, kept)
             fetched.shards.append(dataclasses.replace(shard, path=kept))

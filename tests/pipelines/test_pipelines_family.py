@@ -161,6 +161,7 @@ def test_family_scan(ray_local, prefect_api, family, hub_env, tmp_path):
                       for repo in sorted(served)))
 
     assert summary["requested"] == len(served) and summary["failed"] == 0, [(f["repo_id"], f["message"]) for f in summary["failures"]]
+    assert (summary["done"], summary["skipped"]) == (len(served) - 1, 1)  # the link counts as skipped
     store = ResultStore(data)
     models = {r["repo_id"]: r for r in store.read("models").to_pylist()}
     links = {r["repo_id"]: r for r in store.read_links().to_pylist()}
