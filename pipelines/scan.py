@@ -5,7 +5,7 @@ fanout_seconds (wall time of the analysis phase: first task submitted to last on
 models_per_minute, failures (list of final failure rows), models (per model analysed by a model task of
 its own: seconds, chunks, worker_pids, max_chunk_memory, ray_seconds; batched models are only counted),
 stages (seconds per stage summed over models, analysis_seconds, bytes_downloaded, retried_attempts,
-batches, batched_models), timings (wall seconds of list / select / ray_start / fanout / catalog),
+batches, batched_models), timings (wall seconds of list / select / ray_start / fanout / ray_stop / catalog),
 slots, catalog (path or None).
 """
 
