@@ -76,8 +76,8 @@ def open_checkpoint(
     a safe ref name, else OptionError. token: hub token (default: HF_TOKEN). endpoint: hub URL (default:
     HF_ENDPOINT or huggingface.co). cache_dir: hub download cache (default: the huggingface_hub cache).
     allow_external_links: read weight files, indexes and configs that a local folder links to outside itself
-    (default: refused with CheckpointError). weight_file: for hub ids, read only this weight file of the
-    repo (e.g. "model.Q8_0.gguf"; default: ww_spectral/layout.py's choice).
+    (default: refused with CheckpointError). weight_file: for hub ids and folders, read only this weight file
+    (e.g. "model.Q8_0.gguf"; default: ww_spectral/layout.py's choice).
     Raises SourceNotFoundError, NoWeightsError, CheckpointError (incl. UnsafeCheckpointError), HubError,
     OptionError.
     """
@@ -85,7 +85,7 @@ def open_checkpoint(
     ref = _gguf_file_ref(source, allow_external_links) or _hub_ref(
         source, revision, token=token, endpoint=endpoint, cache_dir=cache_dir, weight_file=weight_file)
     resolved = ResolvedSource(ref) if ref is not None else \
-        resolve_source(source, revision=revision, allow_external_links=allow_external_links)
+        resolve_source(source, revision=revision, allow_external_links=allow_external_links, weight_file=weight_file)
     if resolved.mapping is not None:
         return Checkpoint(resolved.ref, [MappingReader(resolved.mapping)])
     if not resolved.ref.files:

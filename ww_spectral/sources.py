@@ -164,7 +164,7 @@ def _file_names(folder: Path) -> list[str]:
 
 
 def weight_files(folder: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                 allow_external_links: bool = False) -> tuple[list[str], str]:
+                 allow_external_links: bool = False, weight_file: str | None = None) -> tuple[list[str], str]:
     """The weight files of a model folder, in load order, and their kind ("safetensors" or "torch").
 
     Which files: ww_spectral/layout.py's select_weight_files (an index's shards from the index itself).
@@ -174,7 +174,7 @@ def weight_files(folder: str | os.PathLike, *, root: str | os.PathLike | None = 
     """
     folder = Path(folder)
     root = folder if root is None else Path(root)
-    chosen = select_weight_files(_file_names(folder))
+    chosen = select_weight_files(_file_names(folder), weight_file=weight_file)
     if chosen.kind == "none":
         hint = ""
         if any(n.startswith("models--") for n in os.listdir(folder)):
@@ -259,26 +259,29 @@ def _hashed(files: Sequence[str], folder: Path, config: dict) -> list[str]:
     return [*files, str(folder / ADAPTER_CONFIG_FILE)] if ADAPTER_CONFIG_KEY in config else list(files)
 
 
-def _ref(folder: Path, *, root: Path, repo_id: str, revision: str | None, allow: bool) -> CheckpointRef:
-    files, kind = weight_files(folder, root=root, allow_external_links=allow)
+def _ref(folder: Path, *, root: Path, repo_id: str, revision: str | None, allow: bool,
+         weight_file: str | None = None) -> CheckpointRef:
+    files, kind = weight_files(folder, root=root, allow_external_links=allow, weight_file=weight_file)
     config = _config(folder, root=root, allow=allow)
     return CheckpointRef(repo_id=repo_id, revision=revision or content_revision(_hashed(files, folder, config)),
                          files=tuple(files), kind=kind, config=config)
 
 
 def folder_ref(folder: str | os.PathLike, revision: str | None = None, *,
-               allow_external_links: bool = False) -> CheckpointRef:
+               allow_external_links: bool = False, weight_file: str | None = None) -> CheckpointRef:
     """The CheckpointRef of a local folder: a cached repo (models--org--name), a cache snapshot, or any
-    model folder (revision: content hash). `revision` selects the snapshot of a cached repo."""
+    model folder (revision: content hash). `revision` selects the snapshot of a cached repo; weight_file
+    picks one weight file by name (layout.select_weight_files)."""
     folder = Path(folder).resolve()
     repo_id = repo_id_of_cache_dir(folder.name)
+    where = {"allow": allow_external_links, "weight_file": weight_file}
     if repo_id is not None and (folder / "snapshots").is_dir():  # a cached repo
         snap = cached_repo_snapshot(folder, revision, allow_external_links=allow_external_links)
-        return _ref(snap, root=folder, repo_id=repo_id, revision=snap.name, allow=allow_external_links)
+        return _ref(snap, root=folder, repo_id=repo_id, revision=snap.name, **where)
     cached = _cache_repo_of(folder)
     if cached is not None:  # a cache snapshot: its name is the commit sha; its files link into ../../blobs
-        return _ref(folder, root=cached[0], repo_id=cached[1], revision=folder.name, allow=allow_external_links)
-    return _ref(folder, root=folder, repo_id=folder.name, revision=None, allow=allow_external_links)
+        return _ref(folder, root=cached[0], repo_id=cached[1], revision=folder.name, **where)
+    return _ref(folder, root=folder, repo_id=folder.name, revision=None, **where)
 
 
 def _file_ref(path: Path, allow: bool) -> CheckpointRef:
@@ -309,11 +312,12 @@ def _file_ref(path: Path, allow: bool) -> CheckpointRef:
                          files=(str(path),), kind=kind, config=config)
 
 
-def resolve_source(source, *, revision: str | None = None, allow_external_links: bool = False) -> ResolvedSource:
+def resolve_source(source, *, revision: str | None = None, allow_external_links: bool = False,
+                   weight_file: str | None = None) -> ResolvedSource:
     """Resolve a local SOURCE (module doc: module, mapping, file, folder, cache entry) to a ResolvedSource.
 
     revision: selects the snapshot of a cached repo (models--org--name). allow_external_links: read files
-    a folder links to outside itself. Raises SourceNotFoundError (naming the kinds accepted),
+    a folder links to outside itself. weight_file: which weight file of a folder (by name). Raises SourceNotFoundError (naming the kinds accepted),
     NoWeightsError, CheckpointError, OptionError (an unsafe revision).
     """
     if is_torch_module(source):  # any nn.Module, whatever module its class is defined in
@@ -335,6 +339,7 @@ def resolve_source(source, *, revision: str | None = None, allow_external_links:
         raise SourceNotFoundError(f"{safe_text(text)}: no such file or folder, and not a hub id "
                                   f"org/name[@revision]; pass {KINDS_ACCEPTED}")
     if path.is_dir():
-        return ResolvedSource(folder_ref(path, revision, allow_external_links=allow_external_links))
+        return ResolvedSource(folder_ref(path, revision, allow_external_links=allow_external_links,
+                                         weight_file=weight_file))
     # The folder is resolved, not the file: a link's own name (and suffix) is what the user named.
     return ResolvedSource(_file_ref(path.parent.resolve() / path.name, allow_external_links))

@@ -417,3 +417,32 @@ def test_gguf_range_reader_grows_its_header_read_and_refuses_damage(tmp_path, mo
         with pytest.raises(CheckpointError):
             gguf_reader.GGUFRangeReader(label, _bytes_fetch(blob, calls))
         assert len(calls) <= 6, label
+
+
+def test_gguf_quantised_expert_stack_gives_one_dequantised_row_per_expert(tmp_path):
+    """A Q8_0 stack [E, out, in] is planned per expert (quant_format kept) and each row equals the analysis of
+    that expert's dequantised matrix on its own."""
+    rng = np.random.default_rng(7)
+    stack = (rng.standard_t(3, size=(3, 64, 128))).astype(np.float32)
+    path = tmp_path / "moe-Q8_0.gguf"
+    write_gguf(path, {"blk.0.ffn_up_exps.weight": (stack, Q.Q8_0)})
+    with open_checkpoint(str(path)) as ckpt:
+        deq = ckpt.read("blk.0.ffn_up_exps.weight")  # the gguf package's dequantisation of the whole stack
+    rows = analyze_model(str(path), workers=1).layers
+    experts = rows[rows.status == "success"]
+    assert experts["expert"].tolist() == [0, 1, 2] and set(experts.quant_format) == {"gguf_q8_0"}
+    for e in range(3):
+        alone = analyze_model({"w": deq[e]}, workers=1).layers.iloc[0]
+        got = experts[experts.expert == e].iloc[0]
+        assert got["alpha"] == pytest.approx(alone["alpha"], rel=1e-9)
+        assert got["lambda_max"] == pytest.approx(alone["lambda_max"], rel=1e-9)
+
+
+def test_cli_weight_file_picks_the_gguf_to_read(tmp_path):
+    write_gguf_copy(tmp_path / "tiny-Q4_0.gguf", Q.Q4_0)
+    write_gguf_copy(tmp_path / "tiny-Q8_0.gguf", Q.Q8_0)
+    for flag, fmt in (([], "gguf_q8_0"), (["--weight-file", "tiny-Q4_0.gguf"], "gguf_q4_0")):
+        out = tmp_path / f"rows{len(flag)}.csv"
+        assert main(["analyze", str(tmp_path), "--out", str(out), "--no-progress", *flag]) == 0
+        rows = pd.read_csv(out, keep_default_na=False)
+        assert set(rows.loc[rows.status == "success", "quant_format"]) == {fmt}
