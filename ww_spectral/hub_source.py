@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub
+from .adapters import ADAPTER_CONFIG_FILE, with_adapter_config
 from .errors import CheckpointError, HubError, NoWeightsError, TransientHubError, WWSpectralError
 from .hub import HubSettings
 from .layout import (
@@ -162,10 +163,16 @@ def download_weights(repo_id: str, *, revision: str | None = None, endpoint: str
         return cached
     paths = [hub.download_file(repo_id, f, revision=plan.sha, **io) for f in plan.files]
     _remember_ref(repo_dir, revision or "main", plan.sha)
-    config: dict = {}
-    if CONFIG in plan.siblings:
-        config = read_config(hub.download_file(repo_id, CONFIG, revision=plan.sha, **io), root=repo_dir)
+    config = _downloaded_config(repo_id, plan, io, root=repo_dir)
     return CheckpointRef(repo_id=repo_id, revision=plan.sha, files=tuple(paths), kind=plan.kind, config=config)
+
+
+def _downloaded_config(repo_id: str, plan: RepoFiles, io: dict, *, root: Path) -> dict:
+    """config.json of the revision (bounded parse; {} without one), carrying adapter_config.json when the repo
+    is a PEFT adapter (adapters.with_adapter_config: the rule local folders follow too)."""
+    parsed = {name: read_config(hub.download_file(repo_id, name, revision=plan.sha, **io), root=root)
+              for name in (CONFIG, ADAPTER_CONFIG_FILE) if name in plan.siblings}
+    return with_adapter_config(parsed.get(CONFIG), parsed.get(ADAPTER_CONFIG_FILE))
 
 
 def _remember_ref(repo_dir: Path, revision: str, sha: str) -> None:
@@ -210,9 +217,7 @@ def iter_weight_shards(repo_id: str, revision: str | None = None, *, endpoint: s
     io = dict(endpoint=endpoint, token=token, settings=settings, local_dir=str(dest))
     plan = plan_repo_files(repo_id, revision, endpoint=endpoint, token=token, settings=settings,
                            read_index_file=_downloaded_index(repo_id, **io))
-    config: dict = {}
-    if CONFIG in plan.siblings:
-        config = read_config(hub.download_file(repo_id, CONFIG, revision=plan.sha, **io), root=dest)
+    config = _downloaded_config(repo_id, plan, io, root=dest)
     for i, filename in enumerate(plan.files):
         path = hub.download_file(repo_id, filename, revision=plan.sha, **io)
         try:
@@ -295,15 +300,18 @@ def open_remote_checkpoint(repo_id: str, revision: str | None = None, *, endpoin
     """
     settings = settings or HubSettings.from_env()
     plan = _remote_plan(repo_id, revision, endpoint, token, settings)
-    config: dict = {}
-    if CONFIG in plan.siblings:
-        where = f"{repo_id}@{plan.sha[:12]}/{CONFIG}"
-        fetch = hub.range_fetcher(repo_id, CONFIG, revision=plan.sha, endpoint=endpoint, token=token,
+    parsed: dict[str, dict] = {}
+    for name in (CONFIG, ADAPTER_CONFIG_FILE):
+        if name not in plan.siblings:
+            continue
+        where = f"{repo_id}@{plan.sha[:12]}/{name}"
+        fetch = hub.range_fetcher(repo_id, name, revision=plan.sha, endpoint=endpoint, token=token,
                                   settings=settings)
         try:
-            config = config_from_bytes(_small_file(fetch, max_bytes=CONFIG_MAX_BYTES, where=where, what=CONFIG),
-                                       where=where)
+            parsed[name] = config_from_bytes(_small_file(fetch, max_bytes=CONFIG_MAX_BYTES, where=where,
+                                                         what=name), where=where)
         except CheckpointError as exc:
-            config = ignore_config(str(exc).partition(";")[0])
+            parsed[name] = ignore_config(str(exc).partition(";")[0])
+    config = with_adapter_config(parsed.get(CONFIG), parsed.get(ADAPTER_CONFIG_FILE))
     ref = CheckpointRef(repo_id=repo_id, revision=plan.sha, files=plan.files, kind=plan.kind, config=config)
     return Checkpoint(ref, _range_readers(plan, endpoint, token, settings))

@@ -255,3 +255,27 @@ def test_updates_are_weightwatcher_peft_times_scale_squared(tmp_path):
             worst[c] = max(worst[c], rel)
             assert rel <= 1e-5, (name, c, o[c], w[c])
     print(f"peft=True x scaling^2 parity ({len(ww)} layers): worst relative differences {worst}")
+
+
+def test_hub_adapter_repo_is_analysed_as_its_updates_downloaded_or_by_range(tmp_path):
+    """An adapter repo on the (loopback) hub reads like the folder: adapter_config.json travels with the ref,
+    whether the weights are downloaded or read by HTTP Range."""
+    from support.hub_server import HubServer
+
+    from ww_spectral.analysis import analyze_model
+    from ww_spectral.hub_source import open_remote_checkpoint
+    from ww_spectral.model import plan_model
+
+    folder, _, _ = save_adapter(tmp_path / "adapter", r=8, lora_alpha=16)
+    local = analyze_model(str(folder)).layers
+    server = HubServer().start()
+    try:
+        server.add_repo("org/tiny-lora", folder)
+        hub_rows = analyze_model("org/tiny-lora", endpoint=server.endpoint, cache_dir=str(tmp_path / "cache")).layers
+        with open_remote_checkpoint("org/tiny-lora", endpoint=server.endpoint) as remote:
+            kinds = {p.read_kind for p in plan_model(remote).analysed}
+    finally:
+        server.stop()
+    assert set(hub_rows["delta_kind"]) == {"lora_update"} and len(hub_rows) == len(local) == 36
+    np.testing.assert_allclose(hub_rows["alpha"], local["alpha"], rtol=1e-12)
+    assert kinds == {"lora_update"}
