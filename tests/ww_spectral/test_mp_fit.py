@@ -184,6 +184,28 @@ def test_nelder_mead_is_scipys_fmin_step_for_step():
         assert _fmin_1d(f, x0) == ref, (t, x0)
 
 
+def test_grid_shortcut_and_fmin_buffers_give_the_exact_residuals():
+    """_Residual.first_min (Q == 1: closed-form screening, exact re-evaluation) picks the grid point that
+    argmin over the exact residuals picks, and one() equals the batched residual bit for bit."""
+    from ww_spectral.mp_fit import _GRID, _Residual
+
+    rng = np.random.default_rng(3)
+    for t in range(12):
+        n = int(rng.integers(40, 300))
+        W = rng.standard_normal((n, n)) * np.sqrt(rng.random(n) ** (-1.0 / (1.0 + 3.0 * rng.random())))
+        lam = np.linalg.svd(W, compute_uv=False) ** 2
+        x = lam * (lam.size / lam.sum())
+        Q = 1.0 if t % 3 else 2.5
+        resid = _Residual(np.sqrt(x) if Q == 1 else x, Q, 0.1)
+        scale = math.sqrt(float(np.max(x)) / (1.0 + 1.0 / math.sqrt(Q)) ** 2)
+        grid = np.mgrid[slice(*(f * scale for f in _GRID))]
+        exact = resid(grid)
+        assert resid.first_min(grid) == grid[int(np.argmin(exact))], t
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            for i in rng.integers(0, grid.size, 5).tolist():
+                assert resid.one(float(grid[i])) == exact[i], (t, i)
+
+
 def test_units_follow_the_eigenvalues():
     lam = _spiked()
     a, b = mp_fit(lam, N=400, M=200), mp_fit(37.0 * lam[::-1], N=400, M=200)
