@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from catalogs import catalog  # noqa: E402
 from catalogs.compact import compact  # noqa: E402
+from catalogs.metrics import DEFAULT_METRIC, get_metric, tiered_order  # noqa: E402
 from catalogs.schema import LAYERS_SCHEMA, SCHEMA_VERSION, Provenance, conform  # noqa: E402
 from catalogs.store import ResultStore  # noqa: E402
 from ww_spectral.columns import LAYER_COLUMNS  # noqa: E402
@@ -130,9 +131,10 @@ def _p(times: list[float], q: float) -> float:
 
 
 # The tiered ranking over the tier view alone (catalogs/sql/20_model_summaries.sql model_tiers: the models
-# files plus the stored random-like count), whatever view catalog.leaderboard reads.
-_TIERS_SQL = ("SELECT rank() OVER (ORDER BY tier, alpha_weighted NULLS LAST) AS rank, repo_id, tier, tier_name, "
-              "share_alpha_2_6, share_random_like, alpha_weighted, revision FROM model_tiers ORDER BY rank")
+# files plus the stored random-like count), whatever view catalog.leaderboard reads; its ORDER BY is the
+# leaderboard's own (catalogs/metrics.py tiered_order), never a copy.
+_TIERS_SQL = ("SELECT rank() OVER (ORDER BY {order}) AS rank, repo_id, tier, tier_name, share_alpha_2_6, "
+              "share_random_like, alpha_weighted, revision FROM model_tiers ORDER BY rank")
 
 
 def measure(root: str, n_models: int, n_owners: int, reps: int) -> dict:
@@ -151,7 +153,7 @@ def measure(root: str, n_models: int, n_owners: int, reps: int) -> dict:
             _, plain_rows = catalog.leaderboard(con, "alpha_weighted")
             plain.append(time.perf_counter() - t)
             t = time.perf_counter()
-            catalog.query(con, _TIERS_SQL)
+            catalog.query(con, _TIERS_SQL.format(order=tiered_order(get_metric(DEFAULT_METRIC))))
             tiers.append(time.perf_counter() - t)
         assert len(rows) == len(plain_rows) == n_models, (len(rows), len(plain_rows), n_models)
         for _ in range(reps):

@@ -23,7 +23,7 @@ from ww_spectral.progress import safe_text
 
 from .errors import CatalogError
 from .explain import explain
-from .metrics import DEFAULT_METRIC, GROUPS, METRICS, get_group, get_metric
+from .metrics import DEFAULT_METRIC, GROUPS, METRICS, get_group, get_metric, tiers_text
 
 DEFAULT_DATA = "ww-data"
 _MAX_CELL = 42
@@ -71,12 +71,10 @@ def register(subparsers) -> None:
 
     lb = subparsers.add_parser(
         "leaderboard", help="rank models: tier first (well trained ... random-like), then alpha_weighted",
-        description="Rank the latest revision of every stored model. Default: by tier first (1 well trained, "
-                    "2 mixed, 3 random-like or under-trained, 4 no analysable layer; the rule and its "
-                    "thresholds: catalogs/metrics.py), then by alpha_weighted (lower is better) within a "
-                    "tier; each row shows its tier, the share of its layers with 2 <= alpha <= 6 and the "
-                    "share that look random. --metric NAME ranks by that metric alone, as WeightWatcher "
-                    "does (a random-init model can then come first).")
+        description="Rank the latest revision of every stored model. Default: " + tiers_text() + " (the rule "
+                    "and its thresholds: catalogs/metrics.py); each row shows its tier, the share of its layers "
+                    "with 2 <= alpha <= 6 and the share that look random. --metric NAME ranks by that metric "
+                    "alone, as WeightWatcher does (a random-init model can then come first).")
     _data(lb)
     lb.add_argument("--metric", default=None, metavar="NAME",
                     help=f"rank by this metric alone, its direction from catalogs/metrics.py: {_metric_names()} "
