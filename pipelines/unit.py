@@ -32,9 +32,8 @@ from catalogs.store import ResultStore
 from ww_spectral import adapters, deltas, hub, hub_source
 from ww_spectral.checkpoint import open_checkpoint
 from ww_spectral.errors import NoWeightsError
-from ww_spectral.layers import plan_layer
-from ww_spectral.layout import CONFIG, check_member_name
-from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_model
+from ww_spectral.layout import CONFIG, check_member_name, file_kind
+from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_infos, plan_model
 from ww_spectral.records import AnalysisOptions, CheckpointRef, LayerPlan
 from ww_spectral.summary import summarize
 
@@ -153,14 +152,17 @@ class _ShardPlan:
     def shard_plans(self, shard, deadline: Deadline) -> list[LayerPlan]:
         with stage("read"):
             infos = deadline.call(lambda: _tensors_of(shard.path), what=f"reading {self.item.label}")
-        plans = [plan_layer(info, len(self.infos) + i, self.options) for i, info in enumerate(infos)]
+        # The library's whole planning (plan steps: experts, quantised parts, adapter pairs) on this shard;
+        # assemble_model matches rows to the model's plan by tensor identity, so shard-local ids are fine.
+        plans = plan_infos(infos, self.options, config=shard.config or self.config)
         self.infos.extend(infos)
         self.files.append(shard.filename)
         self.config = shard.config or self.config
         return plans
 
     def model_plan(self) -> ModelPlan:
-        kind = "safetensors" if self.files and all(f.endswith(".safetensors") for f in self.files) else "torch"
+        kinds = {file_kind(f) for f in self.files}
+        kind = kinds.pop() if len(kinds) == 1 else "torch"
         ref = CheckpointRef(repo_id=self.item.repo_id, revision=self.revision, files=tuple(self.files),
                             kind=kind, config=self.config)
         with stage("read"):
@@ -327,7 +329,7 @@ def _analyse_hub(item: WorkItem, revision: str, settings: ScanSettings, layers: 
             plans = planner.shard_plans(shard, deadline)
             clock.add("plan", t0)
             if plans:
-                kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
+                kind = file_kind(shard.path)
                 fetch = RemoteFile(item.repo_id, revision, shard.filename, endpoint, settings.hub)
                 _run_layers(layers, done, clock, shard.path, plans, kind=kind, fetch=fetch, deadline=deadline)
                 if base is not None and base.ref is not None:
@@ -424,7 +426,7 @@ class _Base:
                      options: AnalysisOptions) -> list[LayerPlan]:
         """The delta plans of one shard's own plans (ww_spectral/deltas.py add_base_deltas); none when the
         shard shares no tensor with the base (its reason kept for `delta_error`)."""
-        kind = "safetensors" if shard.path.endswith(".safetensors") else "torch"
+        kind = file_kind(shard.path)
         ref = CheckpointRef(repo_id=item.repo_id, revision=revision, files=(shard.path,), kind=kind,
                             config=shard.config or {})
         own = ModelPlan(ref=ref, options=options, layers=tuple(plans), facts=None)

@@ -129,7 +129,8 @@ def choose_gguf(names: Iterable[str]) -> tuple[str, ...]:
     return models[key]
 
 
-def _kind_of(name: str) -> str:
+def file_kind(name: str) -> str:
+    """The reader kind of one weight file, by its name: "safetensors" | "torch" | "gguf" | "none"."""
     low = name.lower()
     if low.endswith(SAFETENSORS_SUFFIXES):
         return "safetensors"
@@ -141,14 +142,14 @@ def _kind_of(name: str) -> str:
 def _chosen_file(root: set[str], weight_file: str) -> WeightFiles:
     """The user's choice of one weight file (a GGUF split model: all its parts)."""
     check_member_name(weight_file, where="weight_file", what="weight file name")
-    if weight_file not in root or _kind_of(weight_file) == "none":
-        have = sorted(n for n in root if _kind_of(n) != "none")
+    if weight_file not in root or file_kind(weight_file) == "none":
+        have = sorted(n for n in root if file_kind(n) != "none")
         raise OptionError(f"weight file {_shown(weight_file)} is not among the model's weight files "
                           f"({safe_text(', '.join(have[:20]) or 'none', limit=600)}); pass one of those names")
     for files in _gguf_models(root).values():
         if weight_file in files:
             return WeightFiles(files, "gguf")
-    return WeightFiles((weight_file,), _kind_of(weight_file))
+    return WeightFiles((weight_file,), file_kind(weight_file))
 
 
 def select_weight_files(names: Iterable[str], *, weight_file: str | None = None) -> WeightFiles:

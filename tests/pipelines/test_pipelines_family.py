@@ -35,6 +35,7 @@ BASE = "fam/base"
 WIDTH = 64  # GGUF Q8_0 blocks are 32 wide
 SHAPES = {f"model.layers.{j}.mlp.up_proj.weight": (WIDTH * (1 + j % 2), WIDTH) for j in range(3)}
 FT_SCALE = {"fam/ft-1": 0.02, "fam/ft-2": 0.2, "fam/ft-3": 1.0}  # how strong each fine-tune's update is
+MOE = "other/tiny-moe"
 
 
 def _base() -> dict[str, np.ndarray]:
@@ -128,6 +129,12 @@ def family(tmp_path_factory):
     add("fam/ft-1-GGUF", root / "ft-1-gguf", base_model=BASE, base_relation="quantized", library_name="gguf")
     # A re-upload of ft-2 by someone else: the same files, byte for byte, another repo and commit.
     add("zz-mirror/ft-2", root / "ft-2", base_model=BASE)
+    # An unrelated mixture-of-experts model, its experts stored as one 3-D stack (analysed per expert).
+    rng = np.random.default_rng(3)
+    add(MOE, write_hf_model_folder(root / "moe", {
+        "model.layers.0.self_attn.q_proj.weight": heavy_tailed(rng, WIDTH, WIDTH, alpha=3.0),
+        "model.layers.0.mlp.experts.down_proj": np.stack([heavy_tailed(rng, WIDTH, 2 * WIDTH, alpha=3.0)
+                                                          for _ in range(4)])}))
     yield server, served
     server.stop()
 
@@ -186,6 +193,8 @@ def test_family_scan(ray_local, prefect_api, family, hub_env, tmp_path):
     for repo in ("fam/lora-8", "fam/lora-16"):
         assert {"lora_update", "lora_merged"} <= kinds[repo]
     assert {r["base_ref"] for r in layers if r["delta_kind"] == "base_delta"} == {f"{BASE}@{served[BASE][1]}"}
+    moe = sorted((r["expert"], r["status"]) for r in layers if r["repo_id"] == MOE and r["expert"] is not None)
+    assert moe == [(e, "success") for e in range(4)]  # the stack planned per expert on the scan's path too
 
     # The family leaderboard: the fine-tunes ranked by their updates (the smallest update the most
     # heavy-tailed here? no: by delta_log_norm, the size of the change, which the test planted).
