@@ -9,7 +9,8 @@ Measures:
             (the library alone, one BLAS thread): the reference time per model.
   scan/w    scan_folder(folder, workers=w) into a fresh DATA root on a local Ray started with w CPUs.
             "fan-out" = the analysis phase of the flow (first model task submitted -> last finished),
-            i.e. steady-state throughput; "end to end" adds Prefect's ephemeral API start, Ray start,
+            i.e. steady-state throughput (the workers are warmed before it, their first imports counted in
+            Ray's start, unless --cold-workers); "end to end" adds Prefect's ephemeral API start, Ray start,
             listing and the catalog refresh (fixed costs per scan, not per model).
 Prints models/minute for each, the speed-up of 2 workers over 1 (target >= 1.7x on 2 cores) and the
 overhead per model of the 1-worker scan against bare analysis (target <= 10% for models >= 100 MB).
@@ -138,9 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo", help="zoo folder (default: a temp folder, deleted afterwards)")
     ap.add_argument("--out", help="also append the figures (markdown) to this file")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of (bare, 1 worker, 2 workers); best kept")
+    ap.add_argument("--cold-workers", action="store_true",
+                    help="leave the workers' first imports in the fan-out (default: off; the scans warm their "
+                         "workers before the fan-out, WW_SCAN_PREWARM=1, so the fan-out is the steady state)")
     ap.add_argument("--worker-niceness", type=int, default=0,
                     help="nice value of the Ray workers (default: 0, the flow's; Ray's own default is 15)")
     args = ap.parse_args(argv)
+    os.environ["WW_SCAN_PREWARM"] = "0" if args.cold_workers else "1"
     os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 - Ray spells it so; read by the local Ray each scan starts
 
     quiet_environment()  # telemetry off before prefect or ray is imported
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average at end "
         f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}; Python {platform.python_version()}; Ray workers at "
-        f"nice {args.worker_niceness}",
+        f"nice {args.worker_niceness}, {'cold' if args.cold_workers else 'warmed before the fan-out'}",
         f"- bare analysis (library, 1 thread): {bare_mean:.2f} s per model (min {min(bare):.2f}, "
         f"max {max(bare):.2f})",
         "",

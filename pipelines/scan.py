@@ -160,7 +160,7 @@ def _analyse(state: ScanState, todo: list[WorkItem], timings: dict) -> int:
             raise OptionError("the analysis asks for GPUs (device cuda, or WW_SCAN_GPU_TASKS=1) but the Ray cluster "
                               "has none; attach a cluster with GPU nodes (--ray-address) or use --device cpu")
         if handle.started and settings.prewarm:
-            ray_runtime.prewarm(handle.slots)
+            _wait_warm(ray_runtime.prewarm(handle.slots))
         state.chunks = ChunkRunner(slots=handle.slots, options=settings.options, max_task_memory=handle.node_memory,
                                    chunk_bytes=settings.chunk_bytes, driver_node=driver_node_id(),
                                    task_env=handle.task_env,
@@ -176,6 +176,20 @@ def _analyse(state: ScanState, todo: list[WorkItem], timings: dict) -> int:
         t2 = time.perf_counter()
         ray_runtime.release(handle)
         _lap(timings, "ray_stop", t2)
+
+
+# The longest a scan waits for its fresh Ray workers' warm-up (imports + a tiny analysis, pipelines/work.py
+# warm_up) before the fan-out starts; past it the fan-out starts anyway (the warm-ups hold their slots).
+PREWARM_WAIT_S = 120.0
+
+
+def _wait_warm(refs: list) -> None:
+    """Wait for the warm-up tasks, so each worker's first imports are a fixed cost of starting Ray (timed
+    as ray_start) rather than of the first models' analysis (fanout). A warm-up that fails only costs
+    the wait: the first chunk on that worker imports what it needs itself."""
+    import ray
+
+    ray.wait(refs, num_returns=len(refs), timeout=PREWARM_WAIT_S)
 
 
 def _fan_out(state: ScanState, todo: list[WorkItem]) -> None:

@@ -9,7 +9,8 @@ Ray workers included. A flag given explicitly (not None) wins over the environme
     WW_SCAN_RETRY_DELAY_S    base of the exponential back-off between retries, seconds (default 2)
     WW_SCAN_MODEL_TIMEOUT_S  one model's deadline: planning, chunks, assembly (default 6 h)
     WW_SCAN_CHUNK_BYTES      working memory one Ray chunk task aims at (default 512 MiB)
-    WW_SCAN_PREWARM          "1": warm fresh Ray workers' imports when the scan starts Ray (default off)
+    WW_SCAN_PREWARM          "1": warm fresh Ray workers' imports when the scan starts Ray, and wait for
+                             them (up to 2 minutes) before the fan-out (default off)
     WW_SCAN_BATCH_MAX_PARAMS models with at most this many parameters (known from the listing) are analysed
                              whole, many per Ray task (default 20M; 0 = one Prefect task per model)
     WW_SCAN_BATCH_MODELS     most models per batch (default 64)
@@ -86,8 +87,11 @@ class ScanSettings:
     model_timeout_s: float = 6 * 3600.0
     # Working memory one Ray chunk aims at (bytes); a model bigger than this is split over several tasks.
     chunk_bytes: int = 512 * MiB
-    # Warm fresh Ray workers (imports + a tiny analysis) when this scan starts Ray. Off by default: in
-    # bench_scan it did not pay off (2-worker speed-up 1.50-1.51x with it, 1.73-1.95x without).
+    # Warm fresh Ray workers (imports + a tiny analysis) when this scan starts Ray, and wait for them before
+    # the fan-out (pipelines/scan.py _wait_warm). Off by default: it moves the workers' first imports from the
+    # fan-out into Ray's start-up, which the end-to-end time of a scan does not gain from. (Submitted
+    # without waiting, as before 2026-11-27, the warm-ups held the slots during the fan-out: bench_scan's
+    # 2-worker speed-up 1.50-1.51x with it, 1.73-1.95x without.)
     prewarm: bool = False
     # Ray tasks request GPUs (num_gpus): a whole GPU for a chunk whose largest layer's working set is at
     # least gpu_large_bytes, GPU_SMALL_SHARE of one for other chunks and for batches (they share it).
