@@ -6,7 +6,7 @@
 
 The server (tests/support/hub_server.py, its own process) serves `--repos` small repos (2-6 float32
 matrices of 32-128 per side, config.json, tokenizer and README files, listing pages of 1000 with the fields
-the scan expands) and `--large` large ones (6 bf16 matrices of 2048 x 2048, 25M parameters, two shards:
+the scan expands; each repo with weights of its own, see own_copy) and `--large` large ones (6 bf16 matrices of 2048 x 2048, 25M parameters, two shards:
 analysed by a model task of their own, layers spread over Ray). A share of the small ones is hostile:
 1 % gated (401 without a token), 1 % broken (a truncated safetensors header), 0.5 % without weights,
 0.5 % .bin-only (no safetensors metadata, so not batched), 0.3 % slow (each weight request waits 0.5 s),
@@ -119,6 +119,30 @@ def build_sources(root: Path, *, variants: int = 48, large: int = 3) -> dict[str
     return out
 
 
+def own_copy(variant: Path, dest: Path, i: int) -> Path:
+    """`variant`'s folder as repo i's own: model.safetensors with model.norm.weight[0] set to 1 + i * 2^-20
+    (a 1-D tensor, not analysed: the same analysis work, other bytes), the other files hard links.
+
+    Byte-identical repos would be linked to the first one stored instead of analysed (pipelines/duplicates.py
+    compares the weights' sha256 from the hub's file metadata), so every repo gets weights of its own."""
+    import struct
+
+    if (dest / "model.safetensors").exists():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    data = bytearray((variant / "model.safetensors").read_bytes())
+    (header_len,) = struct.unpack_from("<Q", data, 0)
+    start = 8 + header_len + json.loads(data[8:8 + header_len])["model.norm.weight"]["data_offsets"][0]
+    struct.pack_into("<f", data, start, 1.0 + i * 2.0**-20)
+    tmp = dest / "model.safetensors.tmp"
+    tmp.write_bytes(bytes(data))
+    for f in variant.iterdir():
+        if f.name != "model.safetensors" and not (dest / f.name).exists():
+            os.link(f, dest / f.name)
+    tmp.rename(dest / "model.safetensors")
+    return dest
+
+
 def repo_kinds(n: int) -> list[str]:
     """The kind of each of n small repos, spread evenly (deterministic)."""
     shares = [("gated", 100), ("broken", 100), ("noweights", 200), ("bin", 200), ("slow", 333), ("flaky", 200)]
@@ -130,7 +154,20 @@ def repo_kinds(n: int) -> list[str]:
     return kinds
 
 
-def serve(sources: dict[str, list[Path]], n: int, conn) -> None:
+def own_folders(sources: dict[str, list[Path]], root: Path, n: int) -> list[Path | None]:
+    """Per small repo of a kind with weights (small, gated, slow, flaky): its own copy of a variant
+    (own_copy); None for the kinds that share one folder (broken, noweights, bin)."""
+    out: list[Path | None] = []
+    for i, kind in enumerate(repo_kinds(n)):
+        if kind in ("small", "gated", "slow", "flaky"):
+            small = sources["small"]
+            out.append(own_copy(small[i % len(small)], root / f"r{i // 1000:02d}" / f"r{i:05d}", i))
+        else:
+            out.append(None)
+    return out
+
+
+def serve(sources: dict[str, list[Path]], n: int, conn, own: list[Path | None]) -> None:
     """The server process: N small repos + the large ones; sends its endpoint, serves until terminated."""
     from support.hub_server import HubServer
 
@@ -138,9 +175,8 @@ def serve(sources: dict[str, list[Path]], n: int, conn) -> None:
     kinds = repo_kinds(n)
     for i, kind in enumerate(kinds):
         repo = f"org{i % 50:02d}/model-{i:05d}"
-        folder = {"gated": sources["small"], "slow": sources["small"], "flaky": sources["small"]}.get(
-            kind, sources.get(kind) or sources["small"])
-        sha = server.add_repo(repo, folder[i % len(folder)], downloads=10**6 - i, likes=i % 97,
+        folder = own[i] or sources[kind][0]
+        sha = server.add_repo(repo, folder, downloads=10**6 - i, likes=i % 97,
                               gated="manual" if kind == "gated" else False)
         if kind == "slow":
             server.inject(f"/{repo}/resolve/{sha}/model.safetensors", status=None, delay=SLOW_DELAY_S, times=10**9)
@@ -529,9 +565,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted({int(x) for x in args.sizes.split(",")}) if args.sizes else [args.repos + args.large]
     t0 = time.perf_counter()
     sources = build_sources(work / "sources", large=args.large)
+    own = own_folders(sources, work / "sources" / "repos", args.repos)
     # Fork the server before this process starts any thread (nothing heavy is imported yet).
     parent, conn = mp.get_context("fork").Pipe()
-    server = mp.get_context("fork").Process(target=serve, args=(sources, args.repos, conn), daemon=True)
+    server = mp.get_context("fork").Process(target=serve, args=(sources, args.repos, conn, own), daemon=True)
     server.start()
     endpoint = parent.recv()
     print(f"hub server {endpoint}: {args.repos:,} + {args.large} repos ready in {time.perf_counter() - t0:.1f} s",
