@@ -287,11 +287,11 @@ def test_nightly_deployment_served_by_a_worker_and_a_crashed_run_resumed(prefect
         import numpy as np
 
         rng = np.random.default_rng(0)
-        folder = write_hf_model_folder(tmp_path / "src", {
-            f"model.layers.{j}.mlp.up_proj.weight": rng.standard_normal((64, 32)).astype(np.float32)
-            for j in range(3)})
         repos = [f"org/m{i:02d}" for i in range(10)]
-        for i, repo in enumerate(repos):
+        for i, repo in enumerate(repos):  # weights of its own each: byte-identical repos would be linked, not stored
+            folder = write_hf_model_folder(tmp_path / "src" / f"m{i:02d}", {
+                f"model.layers.{j}.mlp.up_proj.weight": rng.standard_normal((64, 32)).astype(np.float32)
+                for j in range(3)})
             hub.add_repo(repo, folder, downloads=100 - i)
         flow_env = {"HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"), "DO_NOT_TRACK": "1",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_USAGE_STATS_ENABLED": "0",
