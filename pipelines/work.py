@@ -177,7 +177,9 @@ def warm_up() -> int:
     """Import what a chunk needs and run one tiny analysis (lazy imports, BLAS pools) in this worker.
 
     Submitted once per slot when a scan starts Ray, so the seconds a fresh worker spends importing overlap
-    with the flow's own start-up (Prefect task runs, listing, header planning) instead of the first chunks.
+    with the flow's own start-up (Prefect task runs, listing, header planning) instead of the first chunks;
+    with WW_SCAN_PREWARM=1 the scan waits for it before the fan-out (pipelines/scan.py), so those imports
+    count as Ray's start-up in the timings.
     """
     with threadpool_limits(limits=1):
         analyze_model({"warm.weight": np.ones((16, 8), np.float32)}, workers=1, threads=1)
