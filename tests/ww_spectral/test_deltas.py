@@ -9,7 +9,10 @@ update, plus a tensor of another shape and one the base lacks.
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -209,20 +212,30 @@ def test_expert_stacks_give_one_delta_per_expert(tmp_path):
     assert (dl["fit_status"] == "base_shape").all() and dl["skip_reason"].str.contains("3x32x48").all()
 
 
-def test_forked_workers_read_the_pair(tmp_path, monkeypatch):
-    """Layers analysed by forked worker processes (analysis._analyse_in_processes) read deltas as in process."""
-    from ww_spectral import analysis
+_FORKED = """
+import sys
+from ww_spectral import analysis
+analysis._MIN_FORK_FLOPS = 0.0
+calls = []
+real = analysis._analyse_in_processes
+analysis._analyse_in_processes = lambda *a, **k: calls.append(1) or real(*a, **k)
+layers = analysis.analyze_model(sys.argv[1], base_model=sys.argv[2], workers=2, threads=2).layers
+layers.to_parquet(sys.argv[3])
+print("forked" if calls else "in process")
+"""
 
+
+def test_forked_workers_read_the_pair(tmp_path):
+    """Layers analysed by forked worker processes (analysis._analyse_in_processes) read deltas as in process.
+    Run in a fresh interpreter: this test process may hold other threads (Ray, Prefect) and then never forks."""
     mp, bp, _, _ = _pair(tmp_path)
     serial = analyze_model(str(mp), base_model=str(bp), workers=1).layers
-    monkeypatch.setattr(analysis, "_MIN_FORK_FLOPS", 0.0)
-    calls = []
-    real = analysis._analyse_in_processes
-    monkeypatch.setattr(analysis, "_analyse_in_processes", lambda *a, **k: calls.append(1) or real(*a, **k))
-    forked = analyze_model(str(mp), base_model=str(bp), workers=2, threads=2).layers
-    if not calls:
-        pytest.skip("this process cannot fork workers here (another thread is running)")
-    pd.testing.assert_frame_equal(forked, serial)
+    out = tmp_path / "forked.parquet"
+    done = subprocess.run([sys.executable, "-c", _FORKED, str(mp), str(bp), str(out)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "forked"
+    pd.testing.assert_frame_equal(pd.read_parquet(out), serial)
 
 
 def test_base_with_a_model_prefix_is_matched(tmp_path):
