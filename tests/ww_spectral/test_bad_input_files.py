@@ -201,3 +201,22 @@ def test_cached_repo_with_missing_revision(tmp_path):
 def test_every_error_is_a_wwspectral_error():
     for exc in (CheckpointError, NoWeightsError, SourceNotFoundError, UnsafeCheckpointError, UnsupportedDtypeError):
         assert issubclass(exc, WWSpectralError)
+
+
+def test_file_shrunk_after_open_is_one_typed_error_for_every_read(tmp_path):
+    """A file cut short after its header was read: read, read_rows and raw each refuse it in one line (a memory
+    map read past the end of a file would kill the process instead)."""
+    from ww_spectral.readers.safetensors import SafetensorsReader
+
+    stack = np.arange(4 * 8 * 6, dtype=np.float32).reshape(4, 8, 6)
+    path = write_safetensors(tmp_path / "m.safetensors", {"experts.up_proj": stack})
+    reader = SafetensorsReader(path)
+    np.testing.assert_array_equal(reader.read_rows("experts.up_proj", 1, 3), stack[1:3])
+    path.write_bytes(path.read_bytes()[:-8 * 6 * 4])  # the last expert is gone
+    np.testing.assert_array_equal(reader.read_rows("experts.up_proj", 0, 3), stack[:3])  # still on disk
+    for read in (lambda: reader.read("experts.up_proj"), lambda: reader.read_rows("experts.up_proj", 2, 4),
+                 lambda: reader.raw("experts.up_proj")):
+        with pytest.raises(CheckpointError, match=r"truncated file: tensor 'experts.up_proj' needs bytes") as info:
+            read()
+        assert "re-download it" in str(info.value) and "\n" not in str(info.value)
+    reader.close()

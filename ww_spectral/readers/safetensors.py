@@ -252,46 +252,41 @@ class SafetensorsReader:
                     self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return self._mmap
 
+    def _stored(self, name: str, lo: int, hi: int, np_dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """Bytes lo..hi of the data section (part of tensor `name`) as `np_dtype` in `shape`: a view of the
+        map. The one place that checks the file has not shrunk since it was opened (a map read past the end
+        of a file kills the process)."""
+        now = os.path.getsize(self.path)
+        if now < self._data_start + hi:
+            raise _fail(self.path, f"truncated file: tensor {name!r} needs bytes {lo}..{hi} of the data section but "
+                        f"the file now has {now - self._data_start}", "re-download it")
+        count = (hi - lo) // np_dtype.itemsize
+        if count == 0:
+            return np.zeros(shape, dtype=np_dtype)
+        return np.frombuffer(self._buffer(), dtype=np_dtype, count=count, offset=self._data_start + lo).reshape(shape)
+
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` in its stored shape, converted exactly to `dtype` (float32 or float64)."""
         target, info = _checked(self._by_name, name, dtype)
-        spec = dtypes.spec(info.dtype)
         begin, end = self._spans[name]
-        if os.path.getsize(self.path) < self._data_start + end:  # shrank since open
-            raise _fail(self.path, f"truncated file: tensor {name!r} needs bytes {begin}..{end} of the data "
-                        f"section but the file now has {os.path.getsize(self.path) - self._data_start}",
-                        "re-download it")
-        count = (end - begin) // spec.numpy.itemsize
-        if count == 0:
-            return np.zeros(info.shape, dtype=target)
-        raw = np.frombuffer(self._buffer(), dtype=spec.numpy, count=count, offset=self._data_start + begin)
         # astype copies: the result owns its memory and the map can be closed afterwards.
-        return raw.reshape(info.shape).astype(target, copy=True)
+        return self._stored(name, begin, end, dtypes.spec(info.dtype).numpy, info.shape).astype(target, copy=True)
 
     def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
         """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
         converted exactly to `dtype`: only their bytes are read."""
         target, info = _checked(self._by_name, name, dtype)
         begin, per, shape = _row_span(info, self._spans[name], start, stop)
-        count = per * (stop - start) // dtypes.spec(info.dtype).numpy.itemsize
-        if count == 0:
-            return np.zeros(shape, dtype=target)
-        raw = np.frombuffer(self._buffer(), dtype=dtypes.spec(info.dtype).numpy, count=count,
-                            offset=self._data_start + begin + per * start)
-        return raw.reshape(shape).astype(target, copy=True)
+        lo = begin + per * start
+        return self._stored(name, lo, lo + per * (stop - start), dtypes.spec(info.dtype).numpy,
+                            shape).astype(target, copy=True)
 
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` in its STORED dtype and shape (int32, uint8, float8 via ml_dtypes, ...), a copy:
         the packed integers and codes the dequantisers (ww_spectral/quant/) take."""
         np_dtype, info = _raw_spec(self._by_name, name)
         begin, end = self._spans[name]
-        if os.path.getsize(self.path) < self._data_start + end:
-            raise _fail(self.path, f"truncated file: tensor {name!r} ends past the file", "re-download it")
-        count = (end - begin) // np_dtype.itemsize
-        if count == 0:
-            return np.zeros(info.shape, dtype=np_dtype)
-        data = np.frombuffer(self._buffer(), dtype=np_dtype, count=count, offset=self._data_start + begin)
-        return data.reshape(info.shape).copy()
+        return self._stored(name, begin, end, np_dtype, info.shape).copy()
 
     def close(self) -> None:
         if self._mmap is not None:
@@ -336,43 +331,36 @@ class SafetensorsRangeReader:
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
+    def _stored(self, name: str, lo: int, hi: int, np_dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """Bytes lo..hi of the data section (part of tensor `name`) as `np_dtype` in `shape`: one Range request
+        for exactly those bytes, its length checked."""
+        if hi == lo:
+            return np.zeros(shape, dtype=np_dtype)
+        data, _ = self._fetch(self._data_start + lo, self._data_start + hi)
+        if len(data) != hi - lo:
+            raise _fail(self.path, f"tensor {name!r}: asked for {hi - lo} bytes, got {len(data)}",
+                        "the remote file changed or the server ignores Range; retry")
+        return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+
     def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
         """Tensor `name` (one Range request for exactly its bytes), converted exactly to float32/float64."""
         target, info = _checked(self._by_name, name, dtype)
         begin, end = self._spans[name]
-        if end == begin:
-            return np.zeros(info.shape, dtype=target)
-        data, _ = self._fetch(self._data_start + begin, self._data_start + end)
-        if len(data) != end - begin:
-            raise _fail(self.path, f"tensor {name!r}: asked for {end - begin} bytes, got {len(data)}",
-                        "the remote file changed or the server ignores Range; retry")
-        raw = np.frombuffer(data, dtype=dtypes.spec(info.dtype).numpy)
-        return raw.reshape(info.shape).astype(target, copy=True)
+        return self._stored(name, begin, end, dtypes.spec(info.dtype).numpy, info.shape).astype(target, copy=True)
 
     def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
         """Entries start..stop-1 along the first axis of tensor `name`: one Range request for their bytes."""
         target, info = _checked(self._by_name, name, dtype)
         begin, per, shape = _row_span(info, self._spans[name], start, stop)
-        if per * (stop - start) == 0:
-            return np.zeros(shape, dtype=target)
-        lo = self._data_start + begin + per * start
-        data, _ = self._fetch(lo, lo + per * (stop - start))
-        if len(data) != per * (stop - start):
-            raise _fail(self.path, f"tensor {name!r}: asked for {per * (stop - start)} bytes, got {len(data)}",
-                        "the remote file changed or the server ignores Range; retry")
-        return np.frombuffer(data, dtype=dtypes.spec(info.dtype).numpy).reshape(shape).astype(target, copy=True)
+        lo = begin + per * start
+        return self._stored(name, lo, lo + per * (stop - start), dtypes.spec(info.dtype).numpy,
+                            shape).astype(target, copy=True)
 
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` in its STORED dtype and shape (one Range request), like SafetensorsReader.raw."""
         np_dtype, info = _raw_spec(self._by_name, name)
         begin, end = self._spans[name]
-        if end == begin:
-            return np.zeros(info.shape, dtype=np_dtype)
-        data, _ = self._fetch(self._data_start + begin, self._data_start + end)
-        if len(data) != end - begin:
-            raise _fail(self.path, f"tensor {name!r}: asked for {end - begin} bytes, got {len(data)}",
-                        "the remote file changed or the server ignores Range; retry")
-        return np.frombuffer(data, dtype=np_dtype).reshape(info.shape).copy()
+        return self._stored(name, begin, end, np_dtype, info.shape).copy()
 
     def close(self) -> None:
         self._fetch = None  # type: ignore[assignment]
