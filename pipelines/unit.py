@@ -265,8 +265,7 @@ def fetch_hub(item: WorkItem, settings: ScanSettings, *, store: ResultStore | No
             os.link(shard.path, kept)
             fetched.shards.append(dataclasses.replace(shard, path=kept))
             config = shard.config or config
-        with stage("download"):
-            _configs(item, fetched.revision, settings, model_dir, config, fetched.shards, deadline, clock)
+        _configs(model_dir, config)
         fetched.model_dir = model_dir
     except Exception as exc:  # noqa: BLE001 - handed over with the model, raised where it is analysed
         fetched.error = exc
@@ -276,22 +275,16 @@ def fetch_hub(item: WorkItem, settings: ScanSettings, *, store: ResultStore | No
     return fetched
 
 
-def _configs(item: WorkItem, revision: str, settings: ScanSettings, model_dir: str, config: dict, shards: list,
-             deadline: Deadline, clock: Clock) -> None:
-    """The configs beside a downloaded model's weights: config.json as read, and a PEFT adapter's
-    adapter_config.json (fetched only when the weights hold LoRA factors: it sets the update's scale)."""
-    if config:
-        with open(os.path.join(model_dir, CONFIG), "w") as fh:
-            json.dump(config, fh)
-    if not any(adapters.is_lora_tensor(info.name) for sh in shards if sh.path.endswith(".safetensors")
-               for info in _tensors_of(sh.path)):
-        return
-    path = deadline.call(lambda: hub.download_file(item.repo_id, adapters.ADAPTER_CONFIG_FILE, revision=revision,
-                                                   endpoint=settings.endpoint, local_dir=model_dir,
-                                                   settings=settings.hub),
-                         what=f"downloading {item.label}")
-    clock.bytes += _size(path)
-    shutil.rmtree(os.path.join(model_dir, ".cache"), ignore_errors=True)  # the client's download metadata
+def _configs(model_dir: str, config: dict) -> None:
+    """The configs beside a downloaded model's weights, as the folder rule reads them back
+    (ww_spectral/sources.py): config.json as read, and a PEFT adapter's adapter_config.json, which
+    hub_source.iter_weight_shards already fetched into the shard's config (adapters.with_adapter_config)."""
+    adapter = config.get(adapters.ADAPTER_CONFIG_KEY)
+    own = {k: v for k, v in config.items() if k != adapters.ADAPTER_CONFIG_KEY}
+    for name, content in ((CONFIG, own), (adapters.ADAPTER_CONFIG_FILE, adapter)):
+        if content:
+            with open(os.path.join(model_dir, name), "w") as fh:
+                json.dump(content, fh)
 
 
 def _revision(item: WorkItem, settings: ScanSettings, deadline: Deadline) -> str:
