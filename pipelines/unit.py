@@ -35,7 +35,6 @@ from ww_spectral.errors import NoWeightsError
 from ww_spectral.layout import CONFIG, check_member_name, file_kind
 from ww_spectral.model import ModelPlan, TensorListing, assemble_model, plan_infos, plan_model
 from ww_spectral.records import AnalysisOptions, CheckpointRef, LayerPlan
-from ww_spectral.summary import summarize
 
 from . import bases, duplicates
 from .bases import BaseRef
@@ -511,9 +510,6 @@ def process_model(item: WorkItem, settings: ScanSettings, store: ResultStore, la
     with stage("write"):
         t1 = time.perf_counter()
         analysis = assemble_model(plan, done.rows, seconds=seconds)
-        if base is not None and (analysis.layers["delta_kind"] != "").any():
-            # The summary is of the model's own weights only, as analysis.analyze_model(base_model=) makes it.
-            analysis = dataclasses.replace(analysis, summary=summarize(deltas.own_rows(analysis.layers)))
         # Listing facts (hub: downloads, likes, ...) beside the analysis; a None from the listing keeps ours.
         record = analysis.model_record(source_kind="hub" if item.kind == "hub" else "folder", **item.facts)
         if base is not None:

@@ -542,8 +542,6 @@ def analyze_model(source: Any, *, include_skipped: bool = True, progress: bool |
             plan = deltas.plan_with_base(ckpt, opts)
         rows = analyze_layers(ckpt, plan.layers, plan.options, progress=progress, **run)
     result = assemble_model(plan, rows, seconds=time.perf_counter() - t0)
-    if (result.layers["delta_kind"] != "").any():  # the summary is of the model's own weights only
-        result = dataclasses.replace(result, summary=summarize(deltas.own_rows(result.layers)))
     if not include_skipped:
         kept = result.layers[result.layers["status"] != "skipped"].reset_index(drop=True)
         result = dataclasses.replace(result, layers=kept)

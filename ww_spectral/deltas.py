@@ -40,6 +40,7 @@ from .errors import CheckpointError, WWSpectralError
 from .model import ModelPlan, plan_model
 from .progress import safe_text
 from .records import FLOAT_DTYPES, AnalysisOptions, CheckpointRef, LayerPlan, TensorInfo, make_options
+from .summary import delta_kinds, own_rows
 
 __all__ = ["BASE_KINDS", "DELTA_KINDS", "DELTA_SUMMARY_KEYS", "BaseDeltaCheckpoint", "BaseModelError",
            "BaseSource", "add_base_deltas", "base_label", "base_name", "delta_rows", "delta_summary", "open_source",
@@ -315,20 +316,9 @@ def read_base_delta(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.fl
 # ---------------------------------------------------------------- summaries
 
 
-def _kinds(layers: pd.DataFrame) -> pd.Series:
-    if "delta_kind" not in layers:
-        return pd.Series([""] * len(layers), index=layers.index)
-    return layers["delta_kind"].fillna("").astype(str)
-
-
-def own_rows(layers: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the model's own weights (delta_kind ''): what its summary (summary.summarize) is of."""
-    return layers[_kinds(layers) == ""]
-
-
 def delta_rows(layers: pd.DataFrame) -> pd.DataFrame:
     """The rows of updates ΔW (delta_kind in DELTA_KINDS: base_delta, lora_update)."""
-    return layers[_kinds(layers).isin(DELTA_KINDS)]
+    return layers[delta_kinds(layers).isin(DELTA_KINDS)]
 
 
 def _col(rows: pd.DataFrame, name: str) -> np.ndarray:

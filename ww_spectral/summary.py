@@ -75,6 +75,18 @@ def _expert_means(ok: pd.DataFrame) -> dict[str, float]:
     return expert_balanced_mean(frame.to_dict("records"), "alpha")
 
 
+def delta_kinds(layers: pd.DataFrame) -> pd.Series:
+    """Each row's delta_kind ('' for the model's own weights; a table without the column has only those)."""
+    if "delta_kind" not in layers:
+        return pd.Series([""] * len(layers), index=layers.index)
+    return layers["delta_kind"].fillna("").astype(str)
+
+
+def own_rows(layers: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the model's own weights (delta_kind ''): what its summary is of."""
+    return layers[delta_kinds(layers) == ""]
+
+
 def summarize(layers: pd.DataFrame) -> dict:
     """Summary dict of a per-layer table (columns LAYER_COLUMN_NAMES; skipped rows optional).
 
@@ -87,8 +99,7 @@ def summarize(layers: pd.DataFrame) -> dict:
     stored so the default ranking's tier reads the models table alone (catalogs/metrics.py);
     alpha_expert_mean, alpha_block_mean (floats): the module docstring.
     """
-    if "delta_kind" in layers:  # the model's own rows only: delta rows have their own summary (deltas.py)
-        layers = layers[layers["delta_kind"].fillna("") == ""]
+    layers = own_rows(layers)  # delta rows have their own summary (ww_spectral/deltas.py delta_summary)
     status = layers["status"] if "status" in layers else pd.Series([], dtype=str)
     ok = layers[status == "success"]
     out: dict = {}

@@ -217,7 +217,42 @@ def _checked(by_name: dict[str, TensorInfo], name: str, dtype) -> tuple[np.dtype
     return target, info
 
 
-class SafetensorsReader:
+class _TensorBytes:
+    """read / read_rows / raw over a header (`_by_name`, `_spans`: offsets in the data section) and a
+    `_stored(name, lo, hi, np_dtype, shape)` that gives the bytes lo..hi as an array: the memory map of a
+    local file (SafetensorsReader) or one HTTP Range request (SafetensorsRangeReader)."""
+
+    _by_name: dict[str, TensorInfo]
+    _spans: dict[str, tuple[int, int]]
+
+    def _stored(self, name: str, lo: int, hi: int, np_dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+    def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
+        """Tensor `name` in its stored shape, converted exactly to `dtype` (float32 or float64): only its bytes."""
+        target, info = _checked(self._by_name, name, dtype)
+        begin, end = self._spans[name]
+        # astype copies: the result owns its memory (a memory map can be closed afterwards).
+        return self._stored(name, begin, end, dtypes.spec(info.dtype).numpy, info.shape).astype(target, copy=True)
+
+    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
+        """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
+        converted exactly to `dtype`: only their bytes are read."""
+        target, info = _checked(self._by_name, name, dtype)
+        begin, per, shape = _row_span(info, self._spans[name], start, stop)
+        lo = begin + per * start
+        return self._stored(name, lo, lo + per * (stop - start), dtypes.spec(info.dtype).numpy,
+                            shape).astype(target, copy=True)
+
+    def raw(self, name: str) -> np.ndarray:
+        """Tensor `name` in its STORED dtype and shape (int32, uint8, float8 via ml_dtypes, ...), a copy:
+        the packed integers and codes the dequantisers (ww_spectral/quant/) take."""
+        np_dtype, info = _raw_spec(self._by_name, name)
+        begin, end = self._spans[name]
+        return self._stored(name, begin, end, np_dtype, info.shape).copy()
+
+
+class SafetensorsReader(_TensorBytes):
     """One .safetensors file: validated header at open, one memory map, one tensor per `read()`.
 
     The map is created once; `read()` copies only the requested tensor's pages into a fresh array of the
@@ -265,29 +300,6 @@ class SafetensorsReader:
             return np.zeros(shape, dtype=np_dtype)
         return np.frombuffer(self._buffer(), dtype=np_dtype, count=count, offset=self._data_start + lo).reshape(shape)
 
-    def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
-        """Tensor `name` in its stored shape, converted exactly to `dtype` (float32 or float64)."""
-        target, info = _checked(self._by_name, name, dtype)
-        begin, end = self._spans[name]
-        # astype copies: the result owns its memory and the map can be closed afterwards.
-        return self._stored(name, begin, end, dtypes.spec(info.dtype).numpy, info.shape).astype(target, copy=True)
-
-    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
-        """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
-        converted exactly to `dtype`: only their bytes are read."""
-        target, info = _checked(self._by_name, name, dtype)
-        begin, per, shape = _row_span(info, self._spans[name], start, stop)
-        lo = begin + per * start
-        return self._stored(name, lo, lo + per * (stop - start), dtypes.spec(info.dtype).numpy,
-                            shape).astype(target, copy=True)
-
-    def raw(self, name: str) -> np.ndarray:
-        """Tensor `name` in its STORED dtype and shape (int32, uint8, float8 via ml_dtypes, ...), a copy:
-        the packed integers and codes the dequantisers (ww_spectral/quant/) take."""
-        np_dtype, info = _raw_spec(self._by_name, name)
-        begin, end = self._spans[name]
-        return self._stored(name, begin, end, np_dtype, info.shape).copy()
-
     def close(self) -> None:
         if self._mmap is not None:
             # BufferError: a caller still holds a view; the OS frees the map with the last reference.
@@ -301,7 +313,7 @@ Fetch = Callable[[int, int], tuple[bytes, int]]
 FIRST_FETCH = 100_000  # like huggingface_hub: one request covers almost every header
 
 
-class SafetensorsRangeReader:
+class SafetensorsRangeReader(_TensorBytes):
     """A remote .safetensors file read by byte ranges: header at open (1-2 requests), one request per tensor.
 
     name: the file's name for messages and TensorInfo.file (e.g. its URL or repo path).
@@ -341,26 +353,6 @@ class SafetensorsRangeReader:
             raise _fail(self.path, f"tensor {name!r}: asked for {hi - lo} bytes, got {len(data)}",
                         "the remote file changed or the server ignores Range; retry")
         return np.frombuffer(data, dtype=np_dtype).reshape(shape)
-
-    def read(self, name: str, *, dtype=np.float32) -> np.ndarray:
-        """Tensor `name` (one Range request for exactly its bytes), converted exactly to float32/float64."""
-        target, info = _checked(self._by_name, name, dtype)
-        begin, end = self._spans[name]
-        return self._stored(name, begin, end, dtypes.spec(info.dtype).numpy, info.shape).astype(target, copy=True)
-
-    def read_rows(self, name: str, start: int, stop: int, *, dtype=np.float32) -> np.ndarray:
-        """Entries start..stop-1 along the first axis of tensor `name`: one Range request for their bytes."""
-        target, info = _checked(self._by_name, name, dtype)
-        begin, per, shape = _row_span(info, self._spans[name], start, stop)
-        lo = begin + per * start
-        return self._stored(name, lo, lo + per * (stop - start), dtypes.spec(info.dtype).numpy,
-                            shape).astype(target, copy=True)
-
-    def raw(self, name: str) -> np.ndarray:
-        """Tensor `name` in its STORED dtype and shape (one Range request), like SafetensorsReader.raw."""
-        np_dtype, info = _raw_spec(self._by_name, name)
-        begin, end = self._spans[name]
-        return self._stored(name, begin, end, np_dtype, info.shape).copy()
 
     def close(self) -> None:
         self._fetch = None  # type: ignore[assignment]
