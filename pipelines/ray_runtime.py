@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ww_spectral.errors import OptionError
@@ -154,7 +157,12 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
             if os.environ.get("HF_TOKEN"):
                 runtime_env["env_vars"]["HF_TOKEN"] = os.environ["HF_TOKEN"]
             # Attaching: num_cpus must not be passed (Ray refuses it for an existing cluster).
-            ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
+            attach = partial(ray.init, address=address, log_to_driver=False, configure_logging=False,
+                             runtime_env=runtime_env)
+            if address.startswith("ray://"):
+                retry_transient(attach, is_transient=client_start_failed)
+            else:
+                attach()
         started = True
     cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
     slots = min(workers, cpus) if workers else cpus
@@ -166,6 +174,35 @@ def ensure_ray(*, ray_address: str | None = None, workers: int | None = None) ->
     task_env = {**WORKER_ENV, "HF_TOKEN": os.environ["HF_TOKEN"]} if not started and os.environ.get("HF_TOKEN") else {}
     return RayHandle(address=str(address_now), started=started, slots=max(1, slots), node_memory=_node_memory(),
                      task_env=task_env, gpus=float(ray.cluster_resources().get("GPU", 0)))
+
+
+# Ray Client's proxy starts one server process per client; in Ray 2.60 it can lose a race with that process
+# and answer "Initialization failure from server" (psutil.ZombieProcess while the server starts; seen in CI
+# on a cluster that had just come up). The next connection gets a fresh server process.
+CLIENT_CONNECT_ATTEMPTS = 3
+CLIENT_CONNECT_BACKOFF_S = 2.0
+
+
+def client_start_failed(error: BaseException) -> bool:
+    """True for Ray Client's "the proxy could not start my server" error, which a new connection can clear."""
+    return isinstance(error, ConnectionError) and "Initialization failure from server" in str(error)
+
+
+def retry_transient(call, *, is_transient, attempts: int = CLIENT_CONNECT_ATTEMPTS,
+                    backoff_s: float = CLIENT_CONNECT_BACKOFF_S, sleep=time.sleep):
+    """`call()`, repeated up to `attempts` times while it raises an error `is_transient` accepts (waiting
+    backoff_s, 2*backoff_s, ... between tries, one line on stderr each); any other error, or the last, is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            first_line = str(error).strip().splitlines()[0].rstrip(":") if str(error).strip() else type(error).__name__
+            print(f"ww-spectral: Ray Client: {first_line}; connecting again ({attempt + 1}/{attempts})",
+                  file=sys.stderr)
+            sleep(backoff_s * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _node_memory() -> int | None:
