@@ -21,7 +21,8 @@ share_random_like (ww_spectral/summary.py random_like; NULL in older files, for 
 them from the layers: catalogs/sql/20_model_summaries.sql); 5 layers gained the placement columns of
 ww_spectral.columns (block ... base_ref: depth, role, expert, quantisation format, delta rows), NULL in
 older files; scans gained the scan-health columns (fanout_seconds ... faults_json), NULL in rows of
-older scans.
+older scans; 6 scans gained n_skipped_failed (revisions skipped for a failure recorded before), NULL in rows
+of older scans.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ww_spectral.summary import SUMMARY_FLOAT_KEYS, SUMMARY_INT_KEYS
 
 from .errors import SchemaError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TABLES = ("layers", "models", "failures", "scans")
 
@@ -49,7 +50,8 @@ _TS = pa.timestamp("us", tz="UTC")
 
 
 @functools.cache
-def _version() -> str:
+def writer_version() -> str:
+    """The ww-spectral version this process writes into rows' provenance (`ww_spectral_version`)."""
     try:
         return importlib.metadata.version("ww-spectral")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source tree without install
@@ -66,7 +68,7 @@ class Provenance:
     repo_id: str
     revision: str
     options_hash: str
-    ww_spectral_version: str = field(default_factory=_version)
+    ww_spectral_version: str = field(default_factory=writer_version)
     analysed_at: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
 
     def __post_init__(self) -> None:
@@ -166,6 +168,8 @@ SCANS_SCHEMA = _table_schema(
         _f("n_requested", pa.int64(), "models the scan considered"),
         _f("n_done", pa.int64(), "models analysed and written"),
         _f("n_skipped", pa.int64(), "models already in the store (no-op)"),
+        _f("n_skipped_failed", pa.int64(), "models skipped because their last attempt failed for good "
+                                           "(pipelines/faults.py skips_rescan; NULL before schema version 6)"),
         _f("n_failed", pa.int64(), "models that failed"),
         _f("seconds", pa.float64(), "wall time of the scan, seconds"),
         _f("started_at", _TS, "scan start, UTC"),

@@ -53,7 +53,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -74,6 +74,7 @@ from .schema import (
     read_schema,
     record_key,
     upgrade,
+    writer_version,
 )
 
 # Hive partition column of each table (the folder level under ROOT/<table>/).
@@ -340,6 +341,44 @@ class ResultStore:
         self.write_bytes(self.marker_file(p.repo_id, p.revision, p.options_hash), json.dumps(marker).encode())
         return True
 
+    def last_failures(self, options_hash: str, repo_ids: Iterable[str] | None = None) -> dict[tuple[str, str], dict]:
+        """The newest failures row of each (repo_id, revision) recorded under `options_hash`:
+        {(repo_id, revision): {"error_type", "stage", "attempt", "failed_at", "ww_spectral_version"}}, newest
+        by failed_at, then attempt. Revisions never stored as failed are absent; a revision stored since
+        keeps its entry (has_model answers that). repo_ids: read only their owners' partitions (None: all).
+
+        One read of the failures table per call, not one per model: a single dataset scan of the table's
+        files (compacted ones are one per owner), only these columns, only rows of these options. A file
+        compaction removes between listing and reading makes it list again."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        names = ["repo_id", "revision", "ww_spectral_version", "options_hash", "stage", "error_type", "attempt",
+                 "failed_at"]
+        schema = pa.schema([SCHEMAS["failures"].field(n) for n in names])  # columns every version has
+        for tries_left in (2, 1, 0):
+            files = self.files("failures")
+            if repo_ids is not None:
+                owners = {f"{PARTITION_COLUMN['failures']}={owner_of(r)}" for r in repo_ids}
+                files = [f for f in files if f.split("/")[1] in owners]
+            if not files:
+                return {}
+            try:
+                data = ds.dataset([self._join(f) for f in files], schema=schema, format="parquet",
+                                  filesystem=self.fs)
+                tbl = data.to_table(filter=pc.field("options_hash") == options_hash)
+                break
+            except FileNotFoundError:
+                if not tries_left:
+                    raise
+        tbl = tbl.sort_by([("failed_at", "ascending"), ("attempt", "ascending")])
+        cols = {n: tbl.column(n).to_pylist() for n in names if n != "options_hash"}
+        last: dict[tuple[str, str], dict] = {}
+        for i, key in enumerate(zip(cols["repo_id"], cols["revision"], strict=True)):
+            last[key] = {n: cols[n][i] for n in ("error_type", "stage", "attempt", "failed_at",
+                                                 "ww_spectral_version")}
+        return last
+
     def write_failure(
         self,
         *,
@@ -398,7 +437,7 @@ class ResultStore:
         row = {
             "repo_id": "",
             "revision": "",
-            "ww_spectral_version": Provenance("x", "x", "x").ww_spectral_version,
+            "ww_spectral_version": writer_version(),
             "options_hash": scan.pop("options_hash", None) or "",
             "analysed_at": finished,
             "record_key": record_key("scan", scan_id),

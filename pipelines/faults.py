@@ -5,6 +5,9 @@
   Ray itself first re-runs a chunk whose worker died (`max_retries` in pipelines/dispatch.py).
 - permanent (gated/private without token, no weights, damaged checkpoint, nothing analysable, a bad
   option) and anything unexpected: not retried; the model becomes one `failures` row.
+- settled (`skips_rescan`): the permanent faults of the revision's own bytes or of the analysis options.
+  A later scan skips a revision whose last recorded attempt failed so (pipelines/scan.py), until
+  `--retry-failed` (WW_SCAN_RETRY_FAILED=1) or another ww-spectral version.
 
 No prefect or ray import at module top: the classification is used by fast unit tests and the listing.
 """
@@ -31,6 +34,14 @@ STAGES = ("list", "download", "read", "analyze", "write")
 # Faults of the input itself: retrying cannot help. (errors.NoAnalysableLayerError is a CheckpointError.)
 PERMANENT = (GatedRepoError, NoWeightsError, SourceNotFoundError, CheckpointError, UnsupportedDtypeError,
              OptionError)
+
+# Permanent faults whose outcome cannot depend on the caller's credentials, the machine or the network: the
+# revision's bytes are what they are (a commit sha, a folder's content hash) and the options are part of the
+# store key, so the same code fails the same way again. Not here (a rescan tries them again):
+# GatedRepoError and SourceNotFoundError (a token, or read access to a folder, can change the answer: the hub
+# answers 401/404 for a private repo the caller cannot see), transient faults, and anything unexpected (a
+# bug a release fixes, or the machine: one failures row a night keeps it in sight).
+SETTLED = (NoWeightsError, CheckpointError, UnsupportedDtypeError, OptionError)
 
 # Exception class names of HTTP clients (httpx, requests) for network faults, matched without importing them.
 _NETWORK_NAMES = frozenset({"TimeoutException", "NetworkError", "RemoteProtocolError", "TransportError"})
@@ -115,6 +126,33 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(status, int) and (status in (408, 429) or status >= 500):
         return True
     return bool({c.__name__ for c in type(exc).__mro__} & _NETWORK_NAMES)
+
+
+def settled_error_types() -> frozenset[str]:
+    """Class names of the SETTLED faults and their subclasses (e.g. NoAnalysableLayerError), as the failures
+    table records them (`error_type`: the root cause's class name, also for faults a batch worker reported)."""
+    names: set[str] = set()
+    todo = list(SETTLED)
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ not in names:
+            names.add(cls.__name__)
+            todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
+def skips_rescan(error_type: str, recorded_by: str, *, running: str) -> bool:
+    """Whether a scan skips a revision (with the same options) whose last recorded attempt failed with
+    `error_type`, recorded by ww-spectral version `recorded_by`, when version `running` scans.
+
+    The rule: skip only a settled fault (SETTLED: no weights, a damaged or unanalysable checkpoint, an
+    unsupported dtype, a bad option) recorded by this very version, because only then can the attempt not
+    succeed: the revision's bytes and the options are the same, and the fault cannot depend on credentials,
+    the machine or the network. Gated/not-found repos (a token may be supplied), transient and unexpected
+    faults, and failures an older or newer version recorded (its readers may differ) are attempted again.
+    Judged by the recorded class name, so failures rows stored before this rule existed count too.
+    """
+    return recorded_by == running and error_type in settled_error_types()
 
 
 def retry_if_transient(task, task_run, state) -> bool:

@@ -1,6 +1,8 @@
-"""The body every scan flow shares: list -> skip stored -> analyse on Ray -> compact + catalog -> scans row.
+"""The body every scan flow shares: list -> skip stored (and failed for good) -> analyse on Ray -> compact +
+catalog -> scans row.
 
-`run_scan` returns the scan summary dict: scan_id, source, requested, done, skipped, failed, seconds,
+`run_scan` returns the scan summary dict: scan_id, source, requested, done, skipped (already stored),
+skipped_failed (last attempt failed for good: pipelines/faults.py skips_rescan), failed, seconds,
 fanout_seconds (wall time of the analysis phase: first task submitted to last one finished),
 models_per_minute, failures (list of final failure rows), models (per model analysed by a model task of
 its own: seconds, chunks, worker_pids, max_chunk_memory, ray_seconds; batched models are only counted),
@@ -20,12 +22,14 @@ from collections.abc import Callable
 
 from catalogs.catalog import build_catalog
 from catalogs.compact import compact
+from catalogs.schema import writer_version
 from ww_spectral.errors import OptionError, WWSpectralError
 from ww_spectral.progress import safe_text
 
 from . import ray_runtime
 from .batch import is_batchable, make_batches
 from .dispatch import ChunkRunner, driver_node_id
+from .faults import skips_rescan
 from .listing import Listed, WorkItem
 from .scan_state import ScanState, describe_error
 from .settings import ScanSettings
@@ -47,8 +51,10 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
     todo = _select(state, *listed)
     del listed
     t1 = _lap(timings, "select", t1)
+    failed_before = (f"{state.skipped_failed} skipped for a failure recorded before (--retry-failed tries them "
+                     "again), " if state.skipped_failed else "")
     state.say(f"scan {source}: {state.total} model revision(s), {state.skipped} already in the store, "
-              f"{len(todo)} to analyse")
+              f"{failed_before}{len(todo)} to analyse")
     slots = _analyse(state, todo, timings) if todo else 0
     seconds = time.perf_counter() - t0
     if not state.store.remote:
@@ -59,7 +65,8 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
     # the store's files when queried, so they include this row all the same.
     state.store.write_scan({
         "scan_id": state.scan_id, "source": source, "filters": filters, "options_hash": settings.fingerprint,
-        "n_requested": state.total, "n_done": state.done, "n_skipped": state.skipped, "n_failed": state.failed,
+        "n_requested": state.total, "n_done": state.done, "n_skipped": state.skipped,
+        "n_skipped_failed": state.skipped_failed, "n_failed": state.failed,
         "seconds": seconds, "started_at": started_at, "finished_at": _dt.datetime.now(_dt.UTC),
         **health_columns(state, timings, slots),
     })
@@ -69,6 +76,7 @@ def run_scan(*, source: str, filters: dict, list_fn: Callable[[], Listed], setti
         "requested": state.total,
         "done": state.done,
         "skipped": state.skipped,
+        "skipped_failed": state.skipped_failed,
         "failed": state.failed,
         "seconds": round(seconds, 3),
         "fanout_seconds": round(timings.get("fanout", 0.0), 3),
@@ -95,6 +103,9 @@ def publish_summary(state: ScanState, summary: dict) -> None:
              "| stage | seconds (summed over models) |", "|---|---|",
              *(f"| {k} | {v:.1f} |" for k, v in st["stage_seconds"].items()), "",
              f"bytes downloaded: {st['bytes_downloaded']:,}"]
+    if summary["skipped_failed"]:
+        lines += ["", f"skipped for a failure recorded before: {summary['skipped_failed']} "
+                      "(`ww-spectral scan --retry-failed` tries them again)"]
     lines += [f"- failed [{f['stage']}] {safe_text(f['repo_id'])}: {safe_text(f['error_type'])}"
               for f in summary["failures"][:50]]
     try:
@@ -133,8 +144,9 @@ def _timed(timings: dict, name: str, fn: Callable[[], object]):
 
 
 def _select(state: ScanState, items: list[WorkItem], listing_failures: list) -> list[WorkItem]:
-    """Record listing failures, drop duplicates and revisions already stored with these options; the rest
-    in a deterministic order (sorted by repo id and revision)."""
+    """Record listing failures, drop duplicates, revisions already stored with these options and (unless
+    settings.retry_failed) revisions whose last attempt with these options failed for good; the rest in a
+    deterministic order (sorted by repo id and revision)."""
     unique, seen = [], set()
     for item in sorted(items, key=lambda it: (it.repo_id, it.revision or "")):
         if item.key not in seen:  # the same revision may be listed twice (e.g. a folder and its cache entry)
@@ -147,7 +159,19 @@ def _select(state: ScanState, items: list[WorkItem], listing_failures: list) -> 
     todo = [it for it in unique
             if it.revision is None or not state.store.has_model(it.repo_id, it.revision, fingerprint)]
     state.skipped = len(unique) - len(todo)
-    return todo
+    if all(it.revision is None for it in todo):
+        return todo
+    # One read of the failures table for the whole listing (10,000 revisions: one query, not 10,000).
+    last = state.store.last_failures(fingerprint, repo_ids={it.repo_id for it in todo if it.revision is not None})
+    running = writer_version()
+    settled = {it.key: f["attempt"] for it in todo
+               if (f := last.get(it.key)) is not None
+               and skips_rescan(f["error_type"], f["ww_spectral_version"], running=running)}
+    if state.settings.retry_failed:
+        state.attempts_before = settled
+        return todo
+    state.skipped_failed = len(settled)
+    return [it for it in todo if it.key not in settled]
 
 
 def _analyse(state: ScanState, todo: list[WorkItem], timings: dict) -> int:

@@ -4,12 +4,17 @@
     ww-spectral scan --hub [--author A] [--library L] [--pipeline-tag T] [--min-downloads N]
                      [--min-params N] [--max-params N] [--sort S] [--limit N] [--endpoint URL] --data ROOT
     ww-spectral scan --models ID[@REV] ... --data ROOT
-    each with [--ray-address ADDR] [--workers N] [--options NAME|"FLAGS"] [analysis flags of analyze]
+    each with [--ray-address ADDR] [--workers N] [--options NAME|"FLAGS"] [--retry-failed]
+    [analysis flags of analyze]
 
 The analysis options: the flags of `ww-spectral analyze` (--randomize --mp-fit --fit ... --seed N), and/or
 --options with an option set name (pipelines/settings.py OPTION_SETS) or flags in one string; a flag given
 on its own wins over --options. Results are stored under the options' fingerprint (options_hash), so a
-rescan with the same options skips and one with other options analyses again, beside the first.
+rescan with the same options skips and one with other options analyses again, beside the first. A rescan
+also skips a revision whose last attempt with these options failed for good (no weights, a damaged or
+unanalysable checkpoint, an unsupported dtype, a bad option: pipelines/faults.py skips_rescan), recorded by
+this ww-spectral version; --retry-failed attempts those again. Gated, not-found and transient failures are
+always attempted again.
 
 Progress goes to stderr (one line per model: done / failed / skipped counts and models per minute),
 then a closing summary; Prefect's and Ray's log lines only with the global --verbose. Exit 0 when the scan ran, even if some models failed (they are in `failures`).
@@ -86,6 +91,10 @@ def register(subparsers) -> None:
                      "(RAY_AUTH_TOKEN or ~/.ray/auth_token)")
     ray.add_argument("--workers", type=_positive_int, metavar="N",
                      help="concurrent Ray tasks (default: all CPUs of the local machine / cluster)")
+    ray.add_argument("--retry-failed", action="store_true",
+                     help="also attempt revisions whose last attempt with these options failed for good (no "
+                     "weights, damaged checkpoint, unsupported dtype, bad option); by default a rescan skips them "
+                     "(env WW_SCAN_RETRY_FAILED=1)")
     ray.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(handler=run)
 
@@ -101,6 +110,8 @@ def run(args) -> int:
     # Progress lines on: the flows read it with their other settings (pipelines/settings.py); it is not a
     # flow parameter, because the deployments' parameters are the flows' contract (infra/prefect/prefect.yaml).
     os.environ["WW_SCAN_PROGRESS"] = "1"
+    if args.retry_failed:  # read with the other settings, like WW_SCAN_PROGRESS (not a flow parameter)
+        os.environ["WW_SCAN_RETRY_FAILED"] = "1"
     from . import flows  # sets the quiet telemetry defaults before it imports prefect
 
     # Our progress lines report each failure once; Prefect's own task-failure tracebacks would repeat them.
@@ -126,10 +137,13 @@ def run(args) -> int:
 
 
 def format_summary(summary: dict) -> str:
+    failed_before = summary.get("skipped_failed") or 0
     lines = [
         f"scan {summary['scan_id']} ({summary['source']}): {summary['requested']} model revision(s): "
-        f"{summary['done']} analysed, {summary['skipped']} skipped (already stored), {summary['failed']} failed "
-        f"in {summary['seconds']:.1f} s ({summary['models_per_minute']:.1f} models/min)",
+        f"{summary['done']} analysed, {summary['skipped']} skipped (already stored), "
+        + (f"{failed_before} skipped (failed for good before; --retry-failed tries them again), "
+           if failed_before else "")
+        + f"{summary['failed']} failed in {summary['seconds']:.1f} s ({summary['models_per_minute']:.1f} models/min)",
     ]
     for f in summary.get("failures", []):
         # Names and messages come from outside (folder names, hub ids, error texts): one line each.

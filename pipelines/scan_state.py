@@ -38,6 +38,8 @@ class ScanState:
 
     settings: the scan's configuration; scan_id; store: where results and failures go;
     chunks: the ChunkRunner once Ray is up (None while listing); total: model revisions in the scan.
+    skipped: revisions already stored; skipped_failed: revisions whose last attempt failed for good (not
+    attempted: pipelines/faults.py skips_rescan), both counted when the scan selects what to analyse.
     results: per-model detail of the models analysed by their own model task (large models, retried ones);
     models analysed in batches are only counted (stage totals, bytes), so memory does not grow with them.
     Counters, results and failures change only under `lock`.
@@ -55,10 +57,15 @@ class ScanState:
         self.done = 0
         self.failed = 0
         self.skipped = 0
+        self.skipped_failed = 0
         self.started = time.monotonic()
         self.results: list[dict] = []
         self.failures: list[dict] = []
         self._failed_keys: set[tuple[str, str | None]] = set()
+        # Revisions attempted again although their last attempt failed for good (settings.retry_failed): the
+        # attempt recorded before, so this scan's attempts are new failures rows (last + 1, ...) rather than
+        # rewrites of the old ones (same record_key), which compaction would drop as already compacted.
+        self.attempts_before: dict[tuple[str, str | None], int] = {}
         # Work done per stage, summed over every analysed model (seconds of the process that did it).
         self.stage_seconds = dict.fromkeys(CLOCK_STAGES, 0.0)
         self.analysis_seconds = 0.0  # of which inside the layer analysis proper (analyze_chunk)
@@ -79,9 +86,10 @@ class ScanState:
         with self.lock:
             setattr(self, status, getattr(self, status) + 1)
             elapsed = max(time.monotonic() - self.started, 1e-9)
-            line = (f"scan {self.done + self.failed + self.skipped}/{self.total}: done {self.done} | failed "
-                    f"{self.failed} | skipped {self.skipped} | {60.0 * self.done / elapsed:.1f} models/min  "
-                    f"{status:7s} {safe_text(item.label)} {detail}")
+            failed_before = f" (+{self.skipped_failed} failed before)" if self.skipped_failed else ""
+            line = (f"scan {self.done + self.failed + self.skipped + self.skipped_failed}/{self.total}: done "
+                    f"{self.done} | failed {self.failed} | skipped {self.skipped}{failed_before} | "
+                    f"{60.0 * self.done / elapsed:.1f} models/min  {status:7s} {safe_text(item.label)} {detail}")
         self.say(line)
 
     def warn(self, text: str) -> None:
@@ -107,7 +115,7 @@ class ScanState:
     def retrying(self, item: WorkItem, exc: BaseException, attempt: int) -> None:
         """A failed attempt that will be retried: one `failures` row for it (the catalog's failures view
         marks it resolved once the revision is stored), and a progress line."""
-        row = self._write_failure(item, exc, attempt)
+        row = self._write_failure(item, exc, self._numbered(item, attempt))
         with self.lock:
             self.retried += 1
             self.fault_counts["retried"][(row["stage"], row["error_type"])] += 1
@@ -120,6 +128,7 @@ class ScanState:
 
     def fail(self, item: WorkItem, exc: BaseException, attempt: int) -> dict:
         """Record a model that failed for good: one `failures` row (once per model per scan), counted."""
+        attempt = self._numbered(item, attempt)
         row = failure_row(item, exc, attempt)
         with self.lock:
             if item.key in self._failed_keys:
@@ -130,6 +139,11 @@ class ScanState:
         self._write_failure(item, exc, attempt)
         self._count("failed", item, f"[{row['stage']}] {describe_error(exc)}")
         return row
+
+    def _numbered(self, item: WorkItem, attempt: int) -> int:
+        """This scan's attempt `attempt` (1-based) as the failures table numbers it: after the attempts an
+        earlier scan recorded for a revision attempted again with --retry-failed, else as it is."""
+        return self.attempts_before.get(item.key, 0) + attempt
 
     def _write_failure(self, item: WorkItem, exc: BaseException, attempt: int) -> dict:
         row = failure_row(item, exc, attempt)

@@ -16,6 +16,8 @@ Ray workers included. A flag given explicitly (not None) wins over the environme
     WW_SCAN_BATCH_MODELS     most models per batch (default 64)
     WW_SCAN_BATCH_PARAMS     most parameters per batch, summed (default 200M)
     WW_SCAN_PROGRESS         "1": one progress line per model on stderr (the CLI turns it on)
+    WW_SCAN_RETRY_FAILED     "1": also attempt revisions whose last attempt failed for good (pipelines/faults.py
+                             skips_rescan; `scan --retry-failed` turns it on); default: they are skipped
     WW_SCAN_GPU_TASKS        "1"/"0": Ray tasks request GPUs (default: when the options ask for device cuda)
     WW_SCAN_GPU_LARGE_BYTES  a chunk whose largest layer needs at least this much gets a whole GPU, smaller
                              ones a quarter of one (default 256 MiB)
@@ -110,6 +112,9 @@ class ScanSettings:
     batch_params: int = 200_000_000
     # One progress line per model on stderr ("[ww-spectral] scan 3/10 ...").
     progress: bool = False
+    # Attempt again the revisions whose last recorded attempt (same options) failed for good; by default a
+    # scan skips them (pipelines/faults.py skips_rescan: the same bytes, options and code fail the same way).
+    retry_failed: bool = False
     # The analysis options; their fingerprint is the identity under which results are stored and skipped.
     options: AnalysisOptions = field(default_factory=AnalysisOptions)
     # Hub client settings (timeout, attempts, back-off: WW_HUB_*), passed to every hub call of the scan.
@@ -171,6 +176,7 @@ class ScanSettings:
             "gpu_tasks": _flag(env, "WW_SCAN_GPU_TASKS"),
             "gpu_large_bytes": _number(env, "WW_SCAN_GPU_LARGE_BYTES", int),
             "progress": _flag(env, "WW_SCAN_PROGRESS"),
+            "retry_failed": _flag(env, "WW_SCAN_RETRY_FAILED"),
             "hub": HubSettings.from_env(env),
         }
         values.update(flags)

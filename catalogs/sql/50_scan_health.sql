@@ -7,10 +7,13 @@
 --   mb_downloaded    weights and config of the analysed models (1 MB = 10^6 bytes); mb_per_s over fanout_s
 --   orchestration_ms_per_model
 --                    the fan-out's wall time beyond the models' own work spread over the slots, per model
---                    analysed or failed: (fanout_s - work / slots) / (n_requested - n_skipped), where work =
---                    download + plan + analysis + assemble + write seconds summed over models (prefetch is
---                    download overlapped with other models' work, so not counted) - what Prefect tasks, Ray
---                    dispatch and idle slots cost (benchmarks/bench_rehearsal.py reports the same figure)
+--                    analysed or failed: (fanout_s - work / slots) / (n_requested - n_skipped -
+--                    n_skipped_failed), where work = download + plan + analysis + assemble + write seconds
+--                    summed over models (prefetch is download overlapped with other models' work, so not
+--                    counted) - what Prefect tasks, Ray dispatch and idle slots cost (benchmarks/bench_rehearsal.py
+--                    reports the same figure)
+--   n_skipped_failed revisions not attempted because their last attempt failed for good (pipelines/faults.py
+--                    skips_rescan; `scan --retry-failed` attempts them); NULL in rows of older scans
 --   list_s .. catalog_s   wall seconds of each scan phase
 --   download_s .. write_s seconds of each model stage summed over the models (in the Ray workers, or the
 --                    flow for large models); analyze_s is the model tasks' wait for their layers' Ray
@@ -45,6 +48,7 @@ SELECT
     n_requested,
     n_done,
     n_skipped,
+    n_skipped_failed,
     n_failed,
     n_retried,
     round(60 * n_done / nullif(seconds + coalesce(catalog_s, 0), 0), 1) AS models_per_min,
@@ -52,7 +56,7 @@ SELECT
     round(bytes_downloaded / 1e6, 1) AS mb_downloaded,
     round(bytes_downloaded / 1e6 / nullif(fanout_s, 0), 2) AS mb_per_s,
     round(1000 * (fanout_s - (download_s + plan_s + analysis_seconds + assemble_s + write_s) / nullif(slots, 0))
-          / nullif(n_requested - n_skipped, 0), 2) AS orchestration_ms_per_model,
+          / nullif(n_requested - n_skipped - coalesce(n_skipped_failed, 0), 0), 2) AS orchestration_ms_per_model,
     array_to_string(list_transform(list_sort(list_transform(list_filter(faults, lambda f: f.failed > 0),
         lambda f: {'n': -f.failed, 'text': f.error_type || ' [' || f.stage || '] ' || f.failed})), lambda x: x.text),
         ', ') AS failures_by_type,

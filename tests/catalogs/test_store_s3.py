@@ -67,6 +67,10 @@ def test_write_has_model_and_noop_on_s3(s3, root):
     assert write(store, "org/a", [9.0]) is False
     assert {o["Key"]: o["ETag"] for o in s3["client"].list_objects_v2(Bucket="wwdata")["Contents"]} == etags
     assert store.read("models").column("alpha").to_pylist() == [3.5]
+    # The last failure per revision: one dataset read of the failures files through the store's s3fs.
+    store.write_failure(repo_id="org/b", revision="r1", stage="read", error_type="CheckpointError", message="m",
+                        options_hash="opt0")
+    assert {k: v["error_type"] for k, v in store.last_failures("opt0").items()} == {("org/b", "r1"): "CheckpointError"}
 
 
 def test_catalog_over_s3_ranks_and_shows(s3, root, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import duckdb
 import pytest
 from support.catalog_data import fail, killed_after, layer_rows, prov, summary, write
 
+from catalogs.schema import writer_version
 from catalogs.store import ResultStore, owner_of
 
 
@@ -99,6 +101,38 @@ def test_failures_and_scans(tmp_path):
     s = store.read("scans").to_pylist()[0]
     assert (s["n_done"], s["n_skipped"], s["n_failed"], s["seconds"]) == (2, 1, 0, 1.25)
     assert json.loads(s["filters_json"]) == {"author": "org", "limit": 3}
+
+
+def test_last_failures_is_the_newest_row_per_revision_of_these_options(tmp_path):
+    """One read of the failures table: per (repo_id, revision) the newest row by failed_at (then attempt),
+    only rows of the options asked for, also when a compacted file and a later rewrite of its row (same
+    record_key) are both on disk; repo_ids limits the read to their owners' partitions."""
+    from catalogs.compact import compact
+
+    store = ResultStore(tmp_path)
+    t0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+    def at(repo, day, error_type, *, stage="read", attempt=1, options_hash="fp", revision="r1"):
+        store.write_failure(repo_id=repo, revision=revision, stage=stage, error_type=error_type, message="m",
+                            attempt=attempt, options_hash=options_hash, failed_at=t0 + dt.timedelta(days=day))
+
+    assert store.last_failures("fp") == {}  # no failures folder yet
+    at("org/a", 0, "CheckpointError")
+    at("org/a", 1, "TransientHubError", stage="download", attempt=4)  # a later night: the last attempt
+    at("org/b", 0, "TransientHubError", attempt=2)
+    at("org/b", 0, "TransientHubError", attempt=1)  # same failed_at: the higher attempt is the last
+    at("org/c", 0, "NoWeightsError", options_hash="other")  # other options: not asked for
+    at("solo", 0, "CheckpointError")
+    compact(str(tmp_path))
+    at("solo", 2, "UnsupportedDtypeError")  # rewrites the compacted row's record_key, newer
+    last = store.last_failures("fp")
+    assert sorted(last) == [("org/a", "r1"), ("org/b", "r1"), ("solo", "r1")]
+    assert (last[("org/a", "r1")]["error_type"], last[("org/a", "r1")]["attempt"]) == ("TransientHubError", 4)
+    assert last[("org/b", "r1")]["attempt"] == 2
+    assert last[("solo", "r1")]["error_type"] == "UnsupportedDtypeError"
+    assert last[("solo", "r1")]["ww_spectral_version"] == writer_version()
+    assert sorted(store.last_failures("fp", repo_ids=["org/zzz"])) == [("org/a", "r1"), ("org/b", "r1")]
+    assert store.last_failures("fp", repo_ids=["nobody/x"]) == {}
 
 
 _KILLED_WRITER = """
