@@ -6,11 +6,29 @@ symmetric rank-k update (BLAS ?syrk computes one triangle: half the flops of W^T
 eigensolver that never forms eigenvectors.
 
 Backends:
-- "numpy": scipy BLAS ?syrk + LAPACK ?syevd (scipy.linalg.eigh(driver="evd", eigvals_only=True));
-- "torch": CPU: the same ?syrk, then torch.linalg.eigvalsh (fastest CPU eigensolver measured here);
+- "numpy": scipy BLAS ?syrk, then the eigensolver rule below (_two_stage);
+- "torch": CPU: the same ?syrk, then torch.linalg.eigvalsh (MKL ?syevd);
   CUDA (device="cuda"): matmul + eigvalsh on the GPU.
 Precision: "float32" (default; Gram and eigensolve in float32, about 1e-7 * lambda_max absolute error)
 or "float64" (about 1e-16 * lambda_max).
+
+The eigensolver rule (numpy backend; one place: _two_stage). Gram matrices of TWO_STAGE_MIN_BYTES
+(32 MiB: m >= 2897 in float32, m >= 2048 in float64) and more take LAPACK's two-stage reduction
+(ww_spectral/lapack2stage.py: ?sytrd_sy2sb + ?sytrd_sb2st + ?sterf, the Gram's lower triangle); smaller
+ones, or where scipy's LAPACK lacks those routines, scipy.linalg.eigh(driver="evd", eigvals_only=True)
+(LAPACK ?syevd: ?sytrd + ?sterf). The one-stage ?sytrd streams the trailing matrix from memory once per
+column: cheap while the matrix fits in the last-level cache, slow above it. Measured CPU ms of one
+eigensolve, one BLAS thread, AMD EPYC with 32 MiB L3, scipy 1.17 / OpenBLAS 0.3.30, machine shared
+(load 4-6; tables from benchmarks/bench_big_model.py --eigensolvers):
+  float32  m:     2048   2560   3072   3584   4096
+           evd     291    492   1189   1687   3167
+           2-stage 410    544    956   1302   1969
+           torch   381    642    996   1339   2247
+  float64  m:     1536   2048   2560   3072   4096
+           evd     258    658   1277   2569   6488
+           2-stage 247    539    941   1506   3293
+Both paths agree within noise_floor (float32 differences ~2e-6 * lambda_max at m = 4096, float64 ~1e-15);
+each is deterministic (same input, same bits on one host). Small matrices keep ?syevd bit for bit.
 """
 
 from __future__ import annotations
@@ -19,18 +37,21 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg import blas
 
+from . import lapack2stage
+
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+TWO_STAGE_MIN_BYTES = 32 * 2**20  # Gram matrices this large or larger: two-stage (see the docstring)
 
 
 class NonFiniteSpectrumError(ValueError):
     """W^T W has NaN/Inf entries: NaN/Inf weights, or overflow of the Gram products in float32."""
 
 
-def gram(W: np.ndarray, *, precision: str = "float32") -> np.ndarray:
+def gram(W: np.ndarray, *, precision: str = "float32", lower: bool = False) -> np.ndarray:
     """The smaller Gram matrix of W (a x b): W^T W (b x b) if b <= a else W W^T (a x a).
 
-    Only the upper triangle is meaningful (?syrk output); returned in Fortran order, shape (m, m),
-    dtype float32/float64 by precision.
+    Only the upper triangle (lower=True: the lower one) is meaningful (?syrk output); returned in Fortran
+    order, shape (m, m), dtype float32/float64 by precision.
     """
     dtype = _DTYPES[precision]
     A = np.asarray(W, dtype=dtype)
@@ -46,12 +67,25 @@ def gram(W: np.ndarray, *, precision: str = "float32") -> np.ndarray:
     want_small_cols = cols <= rows  # W^T W (cols x cols) is the smaller Gram
     # X = A^T: A^T A = X X^T (trans=0), A A^T = X^T X (trans=1); X = A: the other way round.
     trans = int(want_small_cols != xt)
-    return syrk(1.0, X, trans=trans, lower=0)
+    return syrk(1.0, X, trans=trans, lower=int(lower))
 
 
-def _eigvalsh_numpy(G: np.ndarray) -> np.ndarray:
+def _two_stage(m: int, dtype: type, min_bytes: int | None) -> lapack2stage.Routines | None:
+    """THE eigensolver rule: LAPACK's two-stage routines for an m x m Gram of this dtype, or None for ?syevd."""
+    if min_bytes is None or m < 2 or m * m * np.dtype(dtype).itemsize < min_bytes:
+        return None
+    return lapack2stage.find(dtype)
+
+
+def _eigvalsh_numpy(
+    G: np.ndarray, *, lower: bool = False, two_stage_min_bytes: int | None = TWO_STAGE_MIN_BYTES
+) -> np.ndarray:
+    """Eigenvalues of the Gram G (F-ordered, the triangle named by `lower` set; overwritten), by the rule."""
+    routines = _two_stage(G.shape[0], G.dtype, two_stage_min_bytes)
+    if routines is not None:
+        return lapack2stage.eigvalsh(routines, G, lower=lower)
     return scipy.linalg.eigh(
-        G, eigvals_only=True, driver="evd", lower=False, overwrite_a=True, check_finite=False
+        G, eigvals_only=True, driver="evd", lower=lower, overwrite_a=True, check_finite=False
     )
 
 
@@ -74,18 +108,32 @@ def _eigenvalues_cuda(W: np.ndarray, precision: str) -> np.ndarray:
 
 
 def eigenvalues(
-    W: np.ndarray, *, backend: str = "numpy", precision: str = "float32", device: str = "cpu"
+    W: np.ndarray,
+    *,
+    backend: str = "numpy",
+    precision: str = "float32",
+    device: str = "cpu",
+    two_stage_min_bytes: int | None = TWO_STAGE_MIN_BYTES,
 ) -> np.ndarray:
-    """Eigenvalues of the smaller Gram matrix of W (a x b): min(a, b) values, ascending, float64, >= 0."""
+    """Eigenvalues of the smaller Gram matrix of W (a x b): min(a, b) values, ascending, float64, >= 0.
+
+    two_stage_min_bytes: the numpy backend's eigensolver threshold (module docstring); None: ?syevd always.
+    """
     if backend == "torch" and device == "cuda":
         ev = _eigenvalues_cuda(W, precision)
     else:
-        G = gram(W, precision=precision)
+        # The two-stage reduction is faster on the lower triangle (4096, float32: 1.9 s vs 2.3 s upper).
+        lower = backend == "numpy" and _two_stage(min(np.shape(W), default=0), _DTYPES[precision],
+                                                  two_stage_min_bytes) is not None
+        G = gram(W, precision=precision, lower=lower)
         # Checking the m x m Gram (not the n x m weights) is cheaper and also catches overflow; LAPACK
         # must never see NaN (some ?syevd builds loop on it).
         if not np.isfinite(G).all():
             raise NonFiniteSpectrumError("W^T W has NaN/Inf entries")
-        ev = _eigvalsh_torch(G) if backend == "torch" else _eigvalsh_numpy(G)
+        if backend == "torch":
+            ev = _eigvalsh_torch(G)
+        else:
+            ev = _eigvalsh_numpy(G, lower=lower, two_stage_min_bytes=two_stage_min_bytes)
     ev = np.asarray(ev, dtype=np.float64)
     np.maximum(ev, 0.0, out=ev)
     ev.sort()
