@@ -4,8 +4,8 @@ Definitions (read from weightwatcher 0.7.7: WeightWatcher.apply_random_esd, rand
 apply_mp_fit(random=True), RMT_Util.jensen_shannon_distance):
 
 - The randomized matrix of a slice W: its entries uniformly permuted (a uniform random permutation of
-  the flattened matrix, drawn by a two-level shuffle that is exact and cache-friendly: `permute`; it
-  keeps every value, so the Frobenius norm). Its ESD is taken exactly like the
+  the flattened matrix, drawn by an exact, compiled, cache-friendly shuffle: ww_spectral/permutation.py
+  `permute`; it keeps every value, so the Frobenius norm). Its ESD is taken exactly like the
   layer's (eigenvalues of the smaller Gram matrix, conv2d slices pooled and scaled by 0.5).
 - replicas: 5 independent shuffles of every slice when the layer has fewer than 100 eigenvalues
   (WW: num_components < 100), else 1. rand_evals: all replicas pooled, ascending (WW's `rand_evals`,
@@ -54,15 +54,13 @@ from scipy.special import rel_entr
 
 from .errors import OptionError
 from .mp_fit import MPFit, mp_fit
+from .permutation import permute
 from .spectrum import eigenvalues, gram, noise_floor
 
 SMALL_LAYER_EVALS = 100  # WW: num_components < 100 -> several replicas ...
 SMALL_LAYER_REPLICAS = 5  # ... of the shuffle, pooled
 _COMPUTE_DTYPES = {"float32": np.float32, "float64": np.float64}
 _DENSE_TRAPS = 1024  # up to this smaller side, trap singular vectors come from a dense eigensolve
-BUCKET_ENTRIES = 1 << 15  # permute: entries per bucket on average (128 KiB of float32: fits in L2)
-TWO_LEVEL_MIN = 1 << 22  # permute: smaller arrays get one Fisher-Yates shuffle (measured break-even 2-4 Mi)
-_GROUP_CHUNK = 1 << 16  # permute: source entries grouped at a time (their labels, indices and values in cache)
 
 RAND_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",
                 "num_traps", "rand_sigma_mp", "rand_mp_softrank", "rand_W_scale", "rand_bulk_max",
@@ -159,49 +157,6 @@ class _Draw:
     replica: int
     slice: int
     evals: np.ndarray  # ascending, scaled like the layer's ESD
-
-
-def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_ENTRIES,
-            min_size: int = TWO_LEVEL_MIN) -> np.ndarray:
-    """A uniformly random permutation of the 1-D array `flat`, as a new array (flat is not modified).
-
-    Rao and Sandelius' two-level shuffle: every entry draws a bucket uniformly at random (iid, at most 256
-    buckets, `bucket` entries each on average), the entries are grouped by bucket (a stable counting sort,
-    64 Ki source entries at a time, so reads and writes stay in cache), then every bucket is shuffled by
-    numpy's Fisher-Yates (recursively, while a bucket is larger than 8 * `bucket`). The result is exactly a
-    uniform random permutation: given the bucket sizes, the set of entries in each bucket is a uniform
-    random subset and its order a uniform random order. Same as one Fisher-Yates shuffle in distribution,
-    about twice as fast as one global shuffle on matrices much larger than the CPU cache, where that is one
-    cache miss per entry. Arrays of fewer than `min_size` entries (16 MiB of float32: they mostly stay in
-    cache) get one Fisher-Yates shuffle, which is faster there. The draws depend on flat.size only (numpy's
-    shuffle draws the same for any item size), so permuting np.arange(flat.size) with a generator in the
-    same state gives the positions: out = flat[that].
-    """
-    n = flat.size
-    buckets = min(256, n // max(int(bucket), 1))
-    if buckets < 2 or n < min_size:
-        out = flat.copy()
-        rng.shuffle(out)
-        return out
-    labels = rng.integers(0, buckets, n, dtype=np.uint8)
-    counts = np.bincount(labels, minlength=buckets)
-    ends = np.cumsum(counts)
-    fill = ends - counts  # next free slot of each bucket in `out`
-    out = np.empty_like(flat)
-    for start in range(0, n, _GROUP_CHUNK):
-        lab = labels[start:start + _GROUP_CHUNK]
-        cnt = np.bincount(lab, minlength=buckets)
-        dest = np.repeat(fill - (np.cumsum(cnt) - cnt), cnt)  # slot of the k-th entry in label order ...
-        dest += np.arange(lab.size)  # ... = its bucket's next slot + its rank within the bucket
-        out[dest] = flat[start:start + lab.size][np.argsort(lab, kind="stable")]
-        fill += cnt
-    for stop, size in zip(ends.tolist(), counts.tolist()):
-        part = out[stop - size:stop]
-        if size > 8 * bucket:
-            part[...] = permute(part, rng, bucket=bucket, min_size=min_size)
-        else:
-            rng.shuffle(part)
-    return out
 
 
 def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:

@@ -6,9 +6,9 @@ parity is on what does not depend on them. WeightWatcher runs ONCE for this modu
   unusually large elements in random matrices: dense, a small layer WW shuffles 5 times, a conv
   kernel) and a clean random layer: both find the same number of traps in the same layers, every seed;
   ours also names the planted elements' positions;
-- its own random_eigenvalues / jensen_shannon_distance / mp_fit over 16 seeds on two 400 x 200 layers:
-  the distributions of rand_bulk_max, max_rand_eval and rand_distance agree (means within 4 standard
-  errors, spreads within a factor 2).
+- its own random_eigenvalues / jensen_shannon_distance / mp_fit over 100 seeds on two 400 x 200 layers:
+  the distributions of rand_bulk_max, max_rand_eval and rand_distance agree (medians within 4 standard
+  errors, spreads within a factor 2: `_compare`).
 Reproducibility: the same seed gives the same numbers in any layer order, with any number of worker
 processes and any PYTHONHASHSEED.
 """
@@ -21,7 +21,6 @@ import math
 import os
 import subprocess
 import sys
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -34,14 +33,13 @@ from ww_spectral.randomize import (
     RAND_COLUMNS,
     SMALL_LAYER_REPLICAS,
     jensen_shannon_distance,
-    permute,
     randomize_layer,
     shuffle_rng,
 )
 from ww_spectral.spectrum import eigenvalues
 
 SEEDS = range(2)  # analyze(randomize=True) runs per implementation
-DIST_SEEDS = range(16)  # draws for the distribution comparison
+DIST_SEEDS = range(100)  # draws for the distribution comparison
 
 _CHILD = r"""
 import json, sys, warnings, io, contextlib, logging
@@ -140,10 +138,20 @@ def test_traps_found_by_both_in_the_same_layers(oracle):
 
 
 def _compare(ours: np.ndarray, ww: np.ndarray, what: str) -> str:
-    se = math.sqrt(ours.var(ddof=1) / ours.size + ww.var(ddof=1) / ww.size)
-    assert abs(ours.mean() - ww.mean()) <= 4 * se + 1e-12, (what, ours.mean(), ww.mean(), se)
-    assert 0.5 <= ours.std() / ww.std() <= 2.0, (what, ours.std(), ww.std())
-    return f"{what}: ours {ours.mean():.5g} +- {ours.std():.2g}, WW {ww.mean():.5g} +- {ww.std():.2g}"
+    """Same distribution over seeds: medians within 4 standard errors, spreads within a factor 2. Robust
+    statistics (median; spread = interquartile range / 1.349, the standard deviation of a normal sample): a
+    shuffle that puts two planted elements in one row or column (about 2 % of draws with three traps in
+    400 x 200) roughly doubles max_rand_eval, so the mean and standard deviation of a few dozen draws say mostly
+    whether such a draw happened. With 100 draws a spread estimate is good to about 12 %."""
+    def centre_spread(x: np.ndarray) -> tuple[float, float]:
+        q1, q2, q3 = np.percentile(x, [25, 50, 75])
+        return float(q2), float(q3 - q1) / 1.349
+
+    (mo, so), (mw, sw) = centre_spread(ours), centre_spread(ww)
+    se = 1.2533 * math.sqrt(so**2 / ours.size + sw**2 / ww.size)  # standard error of a median
+    assert abs(mo - mw) <= 4 * se + 1e-12, (what, mo, mw, se)
+    assert 0.5 <= so / sw <= 2.0, (what, so, sw)
+    return f"{what}: ours {mo:.5g} +- {so:.2g}, WW {mw:.5g} +- {sw:.2g} (median +- IQR/1.349)"
 
 
 @pytest.mark.parity
@@ -207,25 +215,7 @@ def test_seed_derivation_does_not_use_python_hash(tmp_path):
     assert outs == {str(ref.integers(0, 2**62, 4).tolist()) + "\n"}
 
 
-def test_permute_is_a_uniform_permutation_the_traps_can_replay():
-    # the two-level path on tiny arrays (bucket=1: 4 buckets for 4 entries): all 24 orders equally likely
-    rng = np.random.default_rng(0)
-    seen = Counter(tuple(permute(np.arange(4), rng, bucket=1, min_size=0).tolist()) for _ in range(6000))
-    assert len(seen) == 24 and scipy.stats.chisquare(list(seen.values())).pvalue > 1e-4
-    # with recursion (2100 entries in 256 buckets of 8 on average: larger ones are split again): an entry
-    # from any block of 100 positions lands in any block alike, and the order of entries is lost
-    moves = np.zeros((21, 21))
-    for _ in range(200):
-        out = permute(np.arange(2100), rng, bucket=1, min_size=0)
-        np.add.at(moves, (out // 100, np.arange(2100) // 100), 1)
-        assert abs(scipy.stats.spearmanr(out, np.arange(2100)).statistic) < 5 / math.sqrt(2100)
-    assert np.array_equal(np.sort(out), np.arange(2100))
-    assert scipy.stats.chisquare(moves.ravel()).pvalue > 1e-4
-    # the draws depend on the size only: permuting positions with the same generator state replays it
-    W = np.random.default_rng(1).standard_normal((300, 250)).astype(np.float32)
-    flat = permute(W.ravel(), shuffle_rng(1, "x", 0, 0), bucket=1000, min_size=0)
-    positions = permute(np.arange(W.size), shuffle_rng(1, "x", 0, 0), bucket=1000, min_size=0)
-    assert np.array_equal(flat, W.ravel()[positions]) and not np.array_equal(flat, W.ravel())
+def test_negative_seed_is_an_option_error():
     with pytest.raises(OptionError):
         shuffle_rng(-1, "x", 0, 0)
 
