@@ -1,7 +1,8 @@
 """A Llama-2-7B-shaped model on CPU: time and peak memory of the whole model, extrapolated per block and the
 extrapolation checked against a run on more blocks.
 
-    nice -n 10 .venv/bin/python -u benchmarks/bench_big_model.py [--blocks 2,6] [--threads 2] [--dir DIR]
+    nice -n 10 .venv/bin/python -u benchmarks/bench_big_model.py [--blocks 2,6] [--threads 2] [--dir DIR] [--code DIR]
+    .venv/bin/python -u benchmarks/bench_big_model.py --eigensolvers
 
 Real Llama-2-7B shapes (hidden 4096, MLP 11008, vocab 32000, 32 blocks): per block q/k/v/o 4096 x 4096,
 gate/up 11008 x 4096, down 4096 x 11008 and two RMS norms; embed_tokens and lm_head 32000 x 4096. Synthetic
@@ -16,6 +17,15 @@ forked layer workers of one BLAS thread; peak PSS of the process tree sampled ev
 Per block = (T(B1) - T(fixed)) / B1; predicted T(B2) = T(fixed) + B2 * per block, checked against the
 measured T(B2); the whole model = T(fixed) + 32 * per block (per block from the largest B). Targets: the
 whole 7B model <= 10 minutes on 2 cores; peak memory <= 3 x the largest float64 matrix + 300 MB (issue 2).
+
+--code DIR analyses with the ww_spectral package of another checkout (the children run in DIR with DIR on
+PYTHONPATH), e.g. the commit before a change for a before/after table in one session:
+    git archive <commit> ww_spectral | tar -x -C /tmp/ww-before
+--eigensolvers times the CPU eigensolvers of ww_spectral/spectrum.py side by side instead (one BLAS thread,
+CPU seconds of one solve, best of --repeat, interleaved): ?syevd, the two-stage reduction
+(ww_spectral/lapack2stage.py) and torch.linalg.eigvalsh, on Gram matrices of heavy-tailed weights (Llama-7B
+q_proj-like, float32 and float64) of the sizes around the rule's threshold, and their largest difference
+relative to lambda_max.
 """
 
 from __future__ import annotations
@@ -114,14 +124,28 @@ def tree_memory(pid: int) -> tuple[int, int]:
     return pss, anon
 
 
-def run(folder: Path, threads: int, backend: str) -> dict:
+def child_env(code: Path | None) -> dict:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def package_path(code: Path | None) -> str:
+    """Where the children import ww_spectral from (the check that --code took effect)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", "import ww_spectral; print(ww_spectral.__file__)"],
+                          env=child_env(code), cwd=code, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run(folder: Path, threads: int, backend: str, code: Path | None = None) -> dict:
     """`analyze_model` in a fresh process (one BLAS thread per layer worker), its tree's memory sampled."""
     import subprocess
 
     out = folder.parent / f"{folder.name}.result.json"
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    child = subprocess.Popen([sys.executable, "-c", _OURS, str(folder), str(threads), backend, str(out)], env=env,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", _OURS, str(folder), str(threads), backend, str(out)],
+                             env=child_env(code), cwd=code, stderr=subprocess.PIPE, text=True)
     peak = peak_anon = 0
     while child.poll() is None:
         pss, anon = tree_memory(child.pid)
@@ -134,6 +158,43 @@ def run(folder: Path, threads: int, backend: str) -> dict:
             "analysed": result["n"]}
 
 
+EIGEN_SIZES = {"float32": (2048, 3072, 3328, 3584, 4096), "float64": (1536, 2048, 2304, 2560, 4096)}
+
+
+def eigensolver_table(repeat: int) -> str:
+    """CPU seconds of one eigensolve per path and size, one BLAS thread (see the module docstring)."""
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from ww_spectral import spectrum
+
+    torch.set_num_threads(1)
+    paths = {"evd": lambda G, lower: spectrum._eigvalsh_numpy(G, lower=lower, two_stage_min_bytes=None),
+             "2-stage": lambda G, lower: spectrum._eigvalsh_numpy(G, lower=lower, two_stage_min_bytes=0),
+             "torch": lambda G, lower: spectrum._eigvalsh_torch(G)}
+    lines = ["| precision | m | ?syevd (evd) CPU s | two-stage CPU s | torch CPU s | max diff / lambda_max |",
+             "|---|---|---|---|---|---|"]
+    with threadpool_limits(1):
+        for precision, sizes in EIGEN_SIZES.items():
+            for m in sizes:
+                W = heavy_tailed((HIDDEN, m), seed=m).float().numpy()
+                grams = {lower: spectrum.gram(W, precision=precision, lower=lower) for lower in (False, True)}
+                best, evs = dict.fromkeys(paths, float("inf")), {}
+                for _ in range(repeat):
+                    for name, solve in paths.items():
+                        lower = name == "2-stage"  # each path on the triangle spectrum.eigenvalues gives it
+                        G = grams[lower].copy(order="F")
+                        t = time.process_time()
+                        evs[name] = np.sort(solve(G, lower).astype(np.float64))
+                        best[name] = min(best[name], time.process_time() - t)
+                diff = max(float(np.abs(ev - evs["evd"]).max()) for ev in evs.values()) / evs["evd"][-1]
+                lines.append(f"| {precision} | {m} | {best['evd']:.3f} | {best['2-stage']:.3f} | "
+                             f"{best['torch']:.3f} | {diff:.1e} |")
+                print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blocks", default="2,6", help="two block counts: extrapolate from the first, check on the second")
@@ -141,7 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
     ap.add_argument("--dir", help="where the shards go (default: a temp folder, deleted afterwards)")
     ap.add_argument("--out", help="also append the table (markdown) to this file")
+    ap.add_argument("--code", type=Path, help="analyse with the ww_spectral package in this folder (default: this one)")
+    ap.add_argument("--eigensolvers", action="store_true", help="only time the CPU eigensolvers side by side")
+    ap.add_argument("--repeat", type=int, default=2, help="--eigensolvers: best of this many solves")
     args = ap.parse_args(argv)
+    if args.eigensolvers:
+        text = eigensolver_table(args.repeat)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(text + "\n")
+        return 0
+    code = args.code.resolve() if args.code else None
+    print(f"ww_spectral: {package_path(code)}", flush=True)
     b1, b2 = (int(x) for x in args.blocks.split(","))
 
     tmp = tempfile.TemporaryDirectory(prefix="ww-bench-7b-") if args.dir is None else None
@@ -154,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoints written in {time.perf_counter() - t:.0f} s ({size:.1f} GB for {b2} blocks)", flush=True)
     runs = {}
     for n, folder in folders.items():
-        runs[n] = run(folder, args.threads, args.backend)
+        runs[n] = run(folder, args.threads, args.backend, code)
         print(f"  {n} blocks: {runs[n]['seconds']:.1f} s wall, {runs[n]['cpu']:.1f} s CPU, "
               f"peak PSS {runs[n]['peak_pss'] / 2**20:.0f} MB", flush=True)
     if tmp is not None:
@@ -181,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         f"### bench_big_model: Llama-2-7B shapes ({params / 1e9:.2f}B parameters), bf16, {args.backend} backend, "
         f"{args.threads} layer workers",
         "",
+        f"- ww_spectral: {package_path(code)}",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores, load average at end "
         f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}",
         "",

@@ -13,22 +13,27 @@ Precision: "float32" (default; Gram and eigensolve in float32, about 1e-7 * lamb
 or "float64" (about 1e-16 * lambda_max).
 
 The eigensolver rule (numpy backend; one place: _two_stage). Gram matrices of TWO_STAGE_MIN_BYTES
-(32 MiB: m >= 2897 in float32, m >= 2048 in float64) and more take LAPACK's two-stage reduction
-(ww_spectral/lapack2stage.py: ?sytrd_sy2sb + ?sytrd_sb2st + ?sterf, the Gram's lower triangle); smaller
+(40 MiB: m >= 3239 in float32, m >= 2291 in float64) and more take LAPACK's two-stage reduction
+(ww_spectral/lapack2stage.py: ?sytrd_sy2sb + ?sytrd_sb2st + ?sterf, on the Gram's lower triangle); smaller
 ones, or where scipy's LAPACK lacks those routines, scipy.linalg.eigh(driver="evd", eigvals_only=True)
 (LAPACK ?syevd: ?sytrd + ?sterf). The one-stage ?sytrd streams the trailing matrix from memory once per
-column: cheap while the matrix fits in the last-level cache, slow above it. Measured CPU ms of one
-eigensolve, one BLAS thread, AMD EPYC with 32 MiB L3, scipy 1.17 / OpenBLAS 0.3.30, machine shared
-(load 4-6; tables from benchmarks/bench_big_model.py --eigensolvers):
-  float32  m:     2048   2560   3072   3584   4096
-           evd     291    492   1189   1687   3167
-           2-stage 410    544    956   1302   1969
-           torch   381    642    996   1339   2247
-  float64  m:     1536   2048   2560   3072   4096
-           evd     258    658   1277   2569   6488
-           2-stage 247    539    941   1506   3293
-Both paths agree within noise_floor (float32 differences ~2e-6 * lambda_max at m = 4096, float64 ~1e-15);
-each is deterministic (same input, same bits on one host). Small matrices keep ?syevd bit for bit.
+column: cheap while the matrix fits in the last-level cache, slow above it; the crossover sits near
+32-36 MiB here (a machine with a smaller cache would gain from a lower threshold). CPU ms of one
+eigensolve, one BLAS thread, best of 3 interleaved, AMD EPYC 2 cores with 32 MiB L3, scipy 1.17 /
+OpenBLAS 0.3.30, torch 2.13 / MKL, machine shared (load 4-6); heavy-tailed weights
+(benchmarks/bench_big_model.py --eigensolvers --repeat 3):
+  float32  m:     2048   3072   3328   3584   4096
+           evd     258   1009   1370   1642   2615
+           2-stage 304    971   1080   1273   1891
+           torch   313    988   1172   1335   1981
+  float64  m:     1536   2048   2304   2560   4096
+           evd     190    504    875   1369   5844
+           2-stage 234    498    709    943   3222
+           torch   242    567    772   1056   3569
+The paths agree within noise_floor (largest difference 2.9e-6 * lambda_max in float32, 5.8e-15 in
+float64); each is deterministic (same input, same bits on one host) and runs on the BLAS threads the
+caller allows (threadpoolctl limits the same OpenBLAS). Below the threshold results are ?syevd's, bit for
+bit as before.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from scipy.linalg import blas
 from . import lapack2stage
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-TWO_STAGE_MIN_BYTES = 32 * 2**20  # Gram matrices this large or larger: two-stage (see the docstring)
+TWO_STAGE_MIN_BYTES = 40 * 2**20  # Gram matrices this large or larger: two-stage (see the docstring)
 
 
 class NonFiniteSpectrumError(ValueError):
