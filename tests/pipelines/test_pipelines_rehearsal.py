@@ -149,15 +149,20 @@ def test_rehearsal_batches_small_models_and_keeps_one_failure_row_per_failed_mod
     assert health["fanout_s"] == pytest.approx(summary["fanout_seconds"], abs=0.01)
     assert health["orchestration_ms_per_model"] is not None and health["write_s"] > 0
 
-    # Second night: the stored models are skipped from the listing alone; the failed ones are tried again.
+    # Second night: the stored models are skipped from the listing alone, and so are the broken and empty ones
+    # (they failed for good: pipelines/faults.py skips_rescan); the gated ones are tried again (a token may
+    # have been set since).
     good = next(r for r, (k, _) in repos.items() if k == "good")
     before = len(server.requests_to(f"/{good}/resolve/"))
     again = nightly_scan(data_root=data, limit=1000, workers=2, endpoint=server.endpoint)
-    assert (again["skipped"], again["done"], again["failed"]) == (len(stored), 0, len(failed))
+    gated = {r for r, (k, _) in repos.items() if k == "gated"}
+    assert (again["skipped"], again["skipped_failed"], again["done"], again["failed"]) == (
+        len(stored), len(failed - gated), 0, len(gated))
     assert len(server.requests_to(f"/{good}/resolve/")) == before
     assert store.read("models").num_rows == len(stored)
     newest, first = _scan_health(data)
-    assert (newest["n_skipped"], newest["n_done"], newest["failures_by_type"]) == (len(stored), 0, _by_type(final))
+    assert (newest["n_skipped"], newest["n_skipped_failed"], newest["n_done"], newest["failures_by_type"]) == (
+        len(stored), len(failed - gated), 0, _by_type([r for r in final if r["repo_id"] in gated]))
     assert first["scan_id"] == health["scan_id"]
 
 
