@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -325,9 +326,15 @@ def test_nightly_deployment_served_by_a_worker_and_a_crashed_run_resumed(prefect
             data1 = tmp_path / "data1"
             params = {"data_root": str(data1), "endpoint": hub.endpoint, "limit": 50, "min_downloads": 0}
             first = trigger(env, params, start_in="2 seconds")
-            assert flow_run(url, first)["state_type"] == "SCHEDULED"
+            # Created as a run due 2 s later (its state may already be PENDING when read back: on a busy
+            # machine the CLI that created it takes longer than that to exit), and not started before it was
+            # due, less the worker's 1 s prefetch window.
+            created = flow_run(url, first)
+            due = datetime.fromisoformat(created["expected_start_time"])
+            assert due - datetime.fromisoformat(created["created"]) >= timedelta(seconds=1.5), created
             done = wait_state(url, first, {"COMPLETED", "FAILED", "CRASHED"}, timeout=240)
             assert done["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+            assert datetime.fromisoformat(done["start_time"]) >= due - timedelta(seconds=1), done
             assert sorted(r["repo_id"] for r in ResultStore(str(data1)).read("models").to_pylist()) == repos, (
                 (tmp_path / "worker.log").read_text()[-4000:])
 
