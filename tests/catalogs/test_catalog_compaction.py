@@ -184,9 +184,9 @@ from catalogs import store as st
 from catalogs.compact import compact
 
 st._CHUNK_BYTES = 512
-def slow(n):  # block between chunks of the compacted file so the parent can kill us mid-write
+def slow(n):  # a compacted file is half-written: block until the parent kills us (it reads this line)
     print("chunk", n, flush=True)
-    time.sleep(0.2)
+    time.sleep(600)
 
 compact({root!r}, on_progress=slow)
 print("finished", flush=True)

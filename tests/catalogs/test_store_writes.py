@@ -141,9 +141,12 @@ from support.catalog_data import layer_rows, prov, summary
 from catalogs import store as st
 
 st._CHUNK_BYTES = 4096
-def slow(n):  # block between chunks so the parent can kill us mid-file
+chunks = []
+def slow(n):  # two chunks in the temp file: block there until the parent kills us (it reads both lines)
     print("chunk", n, flush=True)
-    time.sleep(0.2)
+    chunks.append(n)
+    if len(chunks) == 2:
+        time.sleep(600)
 
 s = st.ResultStore({root!r}, on_chunk=slow)
 alphas = [2.0 + (i % 40) / 10 for i in range(3000)]
