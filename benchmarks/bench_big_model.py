@@ -20,7 +20,7 @@ whole 7B model <= 10 minutes on 2 cores; peak memory <= 3 x the largest float64 
 
 --code DIR analyses with the ww_spectral package of another checkout (the children run in DIR with DIR on
 PYTHONPATH), e.g. the commit before a change for a before/after table in one session:
-    git archive <commit> ww_spectral | tar -x -C /tmp/ww-before
+    mkdir -p /tmp/ww-before && git archive <commit> ww_spectral | tar -x -C /tmp/ww-before
 --eigensolvers times the CPU eigensolvers of ww_spectral/spectrum.py side by side instead (one BLAS thread,
 CPU seconds of one solve, best of --repeat, interleaved): ?syevd, the two-stage reduction
 (ww_spectral/lapack2stage.py) and torch.linalg.eigvalsh, on Gram matrices of heavy-tailed weights (Llama-7B
