@@ -103,7 +103,7 @@ def test_a_query_past_the_time_limit_is_stopped(hostile, capsys):
     sql = "SELECT sum(hash(range)) FROM range(100000000000)"
     t0 = time.monotonic()
     assert run_cli(["sql", "--data", hostile["root"], "--timeout", "0.5", sql]) == 2
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 120  # the query alone would run for hours; a busy machine adds seconds
     assert "time limit" in capsys.readouterr().err
 
 

@@ -31,9 +31,10 @@ from catalogs.store import ResultStore
 
 RAY = str(Path(sys.executable).with_name("ray"))
 N_MODELS = 32
-# The scan's bound (process start, Ray Client, the models, the lost node, catalog): a hang fails the test.
-# Measured here: ~60 s on a quiet machine, up to ~100 s with 6 other jobs on the 2 cores.
-BOUND_S = 150
+# The scan's bound (process start, Ray Client, the models, the lost node, catalog): only a hang fails the
+# test. Measured here: ~60 s on a quiet machine, up to ~100 s with 6 other jobs on the 2 cores; a CI machine
+# at load 10 can take several times that. Cluster start-up (its own bounds) + this stay under pytest's 600 s.
+BOUND_S = 400
 
 
 def _free_port() -> int:
@@ -63,7 +64,7 @@ class LocalCluster:
              "--disable-usage-stats", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
-    def start(self, workers: int = 2, timeout: float = 60) -> None:
+    def start(self, workers: int = 2, timeout: float = 90) -> None:
         # A fixed runtime-env agent port: with the default (chosen later) Ray's client server is told port 0
         # and every Ray Client job with a runtime_env fails to start (Ray 2.60; infra/README.md).
         self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard",
@@ -98,6 +99,18 @@ class LocalCluster:
             return [top, *top.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+
+    def runs_task(self, name: str, title: str) -> bool:
+        """Whether a process of the node has a title starting with `title` (Ray names a busy worker after its task).
+        Workers come and go while we look: one that exited (or is a zombie) in between is simply not it."""
+        for p in self.node_processes(name):
+            try:
+                cmd = p.cmdline()
+            except psutil.Error:
+                continue
+            if cmd and cmd[0].startswith(title):
+                return True
+        return False
 
     def kill_node(self, name: str) -> list[psutil.Process]:
         """SIGKILL the node's whole process tree; the processes killed."""
@@ -154,8 +167,7 @@ def test_killing_a_whole_worker_node_mid_scan_stores_every_model_once(cluster, p
             victim = None
             while victim is None and scan.poll() is None and time.monotonic() - t0 < BOUND_S:
                 # A batch running on worker1: a `ray::ww-batch` process below that node's raylet.
-                if any(p.cmdline()[:1] and p.cmdline()[0].startswith("ray::ww-batch")
-                       for p in cluster.node_processes("worker1") if p.is_running()):
+                if cluster.runs_task("worker1", "ray::ww-batch"):
                     time.sleep(0.3)
                     victim = cluster.kill_node("worker1")
                 time.sleep(0.1)
@@ -165,10 +177,11 @@ def test_killing_a_whole_worker_node_mid_scan_stores_every_model_once(cluster, p
                 scan.kill()
                 out, err = scan.communicate()
     assert victim, f"no batch was seen running on worker1 (scan exit {scan.returncode}): {err[-3000:]}"
-    time.sleep(1)
     for p in victim:  # the node's raylet and workers are gone (or zombies waiting for init to reap them)
+        # is_running() is False once the process is reaped, also when its pid was since reused (pid_max may
+        # be 32768: a busy machine wraps it); a zombie still "runs".
         with contextlib.suppress(psutil.NoSuchProcess):
-            assert p.status() == psutil.STATUS_ZOMBIE, p
+            assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE, p
     assert scan.returncode == 0, err[-3000:]
     summary = json.loads(out)
     assert (summary["requested"], summary["done"], summary["failed"]) == (N_MODELS, N_MODELS, 0), summary["failures"]
@@ -184,4 +197,3 @@ def test_killing_a_whole_worker_node_mid_scan_stores_every_model_once(cluster, p
     assert {(r["stage"], r["attempt"]) for r in rows} == {("analyze", 1)}
     assert {r["repo_id"] for r in rows} <= set(repos)
     assert all(r["error_type"].endswith("Error") and r["error_type"] != "GatedRepoError" for r in rows)
-    assert time.monotonic() - t0 < BOUND_S

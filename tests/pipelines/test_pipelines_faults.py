@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from pipelines_zoo import make_big_model
 
@@ -18,21 +19,32 @@ from catalogs.store import ResultStore
 from pipelines.flows import scan_folder
 
 
-def _chunk_worker_pids(prefix: bytes = b"ray::ww-chunk") -> list[int]:
+def _chunk_workers(prefix: bytes = b"ray::ww-chunk") -> list[psutil.Process]:
     """Ray workers of THIS test session's Ray (descendants of this process: ray_local's raylet is our child)
     busy with one of our tasks (Ray titles them 'ray::<task name>'): chunks by default. Never a process of
     another job on the machine that runs the same code."""
-    import psutil
-
-    pids = []
+    procs = []
     for child in psutil.Process().children(recursive=True):
         try:
             cmd = Path(f"/proc/{child.pid}/cmdline").read_bytes()
         except OSError:
             continue
         if cmd.startswith(prefix):
-            pids.append(child.pid)
-    return sorted(pids)
+            procs.append(child)
+    return sorted(procs, key=lambda p: p.pid)
+
+
+def _chunk_worker_pids(prefix: bytes = b"ray::ww-chunk") -> list[int]:
+    return [p.pid for p in _chunk_workers(prefix)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Still running: not reaped, not a zombie. psutil.Process knows its start time, so a pid reused by a
+    new process (pid_max may be 32768; a busy machine wraps it) does not count as ours."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _assert_each_once(data: str, names: list[str], tensors_per_model: int) -> None:
@@ -65,16 +77,19 @@ def test_killing_a_ray_worker_mid_scan_still_analyses_every_model_once(ray_local
     deadline = time.monotonic() + 120
     killed = None
     while killed is None and time.monotonic() < deadline and scan.is_alive():
-        pids = _chunk_worker_pids(task)
-        if pids:
+        procs = _chunk_workers(task)
+        if procs:
             time.sleep(0.3)  # let it get into the eigensolver
-            if pids[0] in _chunk_worker_pids(task):
-                os.kill(pids[0], signal.SIGKILL)
-                killed = pids[0]
+            if procs[0].pid in _chunk_worker_pids(task):
+                try:
+                    procs[0].send_signal(signal.SIGKILL)  # psutil: never a process that reused the pid
+                except psutil.NoSuchProcess:
+                    continue  # it exited in between: look again
+                killed = procs[0]
         time.sleep(0.05)
     scan.join(timeout=300)
     assert killed is not None, "no chunk task was seen running"
-    assert not Path(f"/proc/{killed}").exists()
+    assert not _alive(killed)
     assert (out["done"], out["failed"]) == (3, 0), out["failures"]
     _assert_each_once(data, names, tensors_per_model=6)
     rows = ResultStore(data).read("failures").to_pylist()
@@ -139,4 +154,11 @@ def test_a_model_past_its_timeout_is_retried_then_recorded(ray_local, prefect_ap
     assert [(r["repo_id"], r["stage"], r["error_type"], r["attempt"]) for r in rows] == [
         ("slow", "analyze", "TimeoutError", 1), ("slow", "analyze", "TimeoutError", 2)]
     assert summary["failures"][0]["attempt"] == 2
-    assert not _chunk_worker_pids()  # the timed-out chunks were cancelled
+    # The timed-out chunks were cancelled (force: their worker processes are killed). ray.cancel only asks:
+    # a worker still running a chunk when the scan returns must be gone soon after, where a chunk left
+    # running would finish and leave its worker alive (idle).
+    running = _chunk_workers()
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in running) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in running if _alive(p)]

@@ -47,8 +47,9 @@ def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*")) if folder.exists() else []
 
 
-def _finishes(fn, *, seconds: float = 10.0, unblock: Path | None = None):
-    """fn() run in a thread; the test fails (instead of hanging) when it has not returned in `seconds`.
+def _finishes(fn, *, seconds: float = 60.0, unblock: Path | None = None):
+    """fn() run in a thread; the test fails (instead of hanging) when it has not returned in `seconds`
+    (generous: these calls take milliseconds, but a CI machine at load 10 can stall a thread for seconds).
     unblock: a FIFO opened for writing afterwards, so a reader stuck on it can end."""
     box: dict = {}
 
