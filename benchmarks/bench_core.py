@@ -102,23 +102,22 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 from ww_spectral.checkpoint import open_checkpoint
-from ww_spectral.spectrum import gram, _eigvalsh_numpy, _eigvalsh_torch
+from ww_spectral.spectrum import eigenvalues
 path, threads, backend = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if backend == "torch":
     import torch
     torch.set_num_threads(1)
-solve = _eigvalsh_torch if backend == "torch" else _eigvalsh_numpy
 with open_checkpoint(path) as ck:
     mats = [ck.read(i.name) for i in ck.tensors() if len(i.shape) == 2]
 def job(i):
     with threadpool_limits(1):
-        return solve(gram(mats[i], precision="float32")).size
+        return eigenvalues(mats[i], backend=backend).size  # the Gram + eigensolver rule of spectrum.py
 def cpu_all():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 order = sorted(range(len(mats)), key=lambda i: -min(mats[i].shape) ** 2 * max(mats[i].shape))
 with threadpool_limits(1):
-    solve(gram(np.ones((64, 32), np.float32), precision="float32"))
+    eigenvalues(np.ones((64, 32), np.float32), backend=backend)
 t, c = time.perf_counter(), cpu_all()
 if threads == 1:
     [job(i) for i in order]
