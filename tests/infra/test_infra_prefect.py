@@ -271,7 +271,7 @@ def flow_run_processes(worker: subprocess.Popen) -> list:
 @pytest.mark.slow
 @needs_flows
 def test_nightly_deployment_served_by_a_worker_and_a_crashed_run_resumed(prefect_server, prefect_yaml, tmp_path):
-    """The nightly deployment served by a real process worker: a scheduled run (start in 2 s) completes; a
+    """The nightly deployment served by a real process worker: a scheduled run (start in 6 s) completes; a
     second run is SIGKILLed mid-scan (flow-run process and its Ray), reported Crashed, retried with
     `prefect flow-run retry`, and finishes with every model stored exactly once."""
     import psutil
@@ -322,16 +322,18 @@ def test_nightly_deployment_served_by_a_worker_and_a_crashed_run_resumed(prefect
 
         worker = start_worker()
         try:
-            # 1. A scheduled run (due in 2 s), picked up by the worker, completed.
+            # 1. A scheduled run (due in 6 s), picked up by the worker, completed.
             data1 = tmp_path / "data1"
             params = {"data_root": str(data1), "endpoint": hub.endpoint, "limit": 50, "min_downloads": 0}
-            first = trigger(env, params, start_in="2 seconds")
-            # Created as a run due 2 s later (its state may already be PENDING when read back: on a busy
-            # machine the CLI that created it takes longer than that to exit), and not started before it was
-            # due, less the worker's 1 s prefetch window.
+            first = trigger(env, params, start_in="6 seconds")
+            # Created as a run due 6 s after the CLI read its clock (its state may already be PENDING when
+            # read back: on a busy machine the CLI takes longer than that to exit), and not started before it
+            # was due, less the worker's 1 s prefetch window. The CLI reads its clock, then parses the time and
+            # makes three API calls before the server stamps `created`: 6 s leaves a busy machine 4 s for that,
+            # and a run that ignored --start-in would be due before it was created.
             created = flow_run(url, first)
             due = datetime.fromisoformat(created["expected_start_time"])
-            assert due - datetime.fromisoformat(created["created"]) >= timedelta(seconds=1.5), created
+            assert due - datetime.fromisoformat(created["created"]) >= timedelta(seconds=2), created
             done = wait_state(url, first, {"COMPLETED", "FAILED", "CRASHED"}, timeout=240)
             assert done["state_type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
             assert datetime.fromisoformat(done["start_time"]) >= due - timedelta(seconds=1), done
