@@ -44,6 +44,9 @@ def hub_env(monkeypatch, tmp_path):
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
     monkeypatch.setenv("WW_HUB_MAX_ATTEMPTS", "1")
+    # One attempt per call, and the failures rows are counted exactly: a loopback answer slowed past the
+    # default 5 s read timeout by a busy machine (the server shares this process) must not add a lost attempt.
+    monkeypatch.setenv("WW_HUB_TIMEOUT_S", "60")
     monkeypatch.setenv("WW_SCAN_RETRY_DELAY_S", "0.2")
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
