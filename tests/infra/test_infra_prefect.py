@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from support.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWS = REPO / "pipelines" / "flows.py"
@@ -105,12 +105,6 @@ def test_entrypoints_exist_and_parameters_match_flow_signatures(prefect_yaml):
         assert required <= set(params) | {"model_ids", "folder"}, f"{d['name']}: required {required}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def api(url: str, path: str, body: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
@@ -121,7 +115,7 @@ def api(url: str, path: str, body: dict | None = None):
 @pytest.fixture
 def prefect_server(tmp_path):
     """A real `prefect server start` on a free port with its own PREFECT_HOME; always stopped."""
-    port = free_port()
+    (port,) = free_ports(1)  # the server binds it seconds later: outside the ephemeral range
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect"),

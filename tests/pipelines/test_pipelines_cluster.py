@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import pytest
 from pipelines_zoo import model_tensors
 from support.checkpoints import write_hf_model_folder
 from support.hub_server import HubServer
+from support.ports import free_ports
 
 from catalogs.store import ResultStore
 
@@ -35,12 +35,6 @@ N_MODELS = 32
 # test. Measured here: ~60 s on a quiet machine, up to ~100 s with 6 other jobs on the 2 cores; a CI machine
 # at load 10 can take several times that. Cluster start-up (its own bounds) + this stay under pytest's 600 s.
 BOUND_S = 400
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalCluster:
@@ -54,7 +48,8 @@ class LocalCluster:
         self.ip = get_node_ip_address()  # what Ray binds to (it ignores 127.0.0.1 for the GCS)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PREFECT_"))}
         self.env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
-        self.port, self.client_port = _free_port(), _free_port()
+        # Ports the nodes bind seconds from now: outside the kernel's ephemeral range (tests/support/ports.py).
+        self.port, self.client_port, self.agent_port = free_ports(3)
         self.nodes: dict[str, subprocess.Popen] = {}
 
     def _start(self, name: str, args: list[str]) -> None:
@@ -69,7 +64,7 @@ class LocalCluster:
         # and every Ray Client job with a runtime_env fails to start (Ray 2.60; infra/README.md).
         self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard",
                              "false", "--ray-client-server-port", str(self.client_port),
-                             "--runtime-env-agent-port", str(_free_port())])
+                             "--runtime-env-agent-port", str(self.agent_port)])
         self._wait(1, timeout)
         for i in range(workers):
             self._start(f"worker{i}", ["--address", f"{self.ip}:{self.port}", "--num-cpus", "1",
