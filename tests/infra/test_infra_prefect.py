@@ -156,7 +156,9 @@ def prefect_server(tmp_path):
 
 
 def run(args: list[str], env: dict, cwd: Path = REPO) -> str:
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    # A hang guard only: each call starts a Python that imports Prefect (`deploy`: every flow's modules too),
+    # which a machine at load 10 slows several-fold.
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (
         f"{' '.join(args)} -> {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     )
