@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             r1 = scan(zoo, 1, work / "data1")
             r2 = scan(zoo, 2, work / "data2")
             rounds.append((r1["fanout_seconds"] / r2["fanout_seconds"], os.getloadavg()[0]))
+            cpu2 = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r2["cpu"].items()))
             print(f"  round {len(rounds)}: fan-out {r1['fanout_seconds']:.1f} s (1 worker), {r2['fanout_seconds']:.1f} s "
-                  f"(2 workers): {rounds[-1][0]:.2f}x, load {rounds[-1][1]:.1f}", flush=True)
+                  f"(2 workers): {rounds[-1][0]:.2f}x, load {rounds[-1][1]:.1f}; 2-worker scan CPU s: {cpu2}",
+                  flush=True)
             bare = b if bare is None or sum(b) < sum(bare) else bare
             s1 = r1 if s1 is None or r1["fanout_seconds"] < s1["fanout_seconds"] else s1
             s2 = r2 if s2 is None or r2["fanout_seconds"] < s2["fanout_seconds"] else s2
