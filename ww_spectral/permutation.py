@@ -1,32 +1,34 @@
 """Uniform random permutations of large 1-D arrays, fast: the shuffle behind `randomize` (ww_spectral/randomize.py).
 
 `permute(flat, rng)` returns a new array holding flat's entries in a uniformly random order (flat is not
-modified). It is exact (every order equally likely, given uniform random words from `rng`) and a function of
+modified). It is exact (every order equally likely, given uniform random words) and a function of
 (flat.size, the generator's state) only, never of the values or their dtype: permuting np.arange(flat.size)
 with a generator in the same state gives the positions, out = flat[those].
 
 How (compiled with numba, because the work is one data-dependent swap or store per entry, which numpy can only
 do one call per entry; measured here at 13 ns per entry for numpy's Generator.shuffle in cache and 35 ns per
-entry for our earlier numpy two-level shuffle on an 11.7 M entry embedding, against about 3 and 5 ns compiled):
+entry for our first numpy two-level shuffle on an 11.7 M entry embedding, against 2 and 4 ns compiled):
 
-- Fisher-Yates from the last entry down: swap entry i with entry j, j uniform in [0, i], drawn from 32-bit
-  words by Lemire's multiply-shift with rejection (exactly uniform: a word whose low product half falls
-  below 2^32 mod (i+1) is rejected and the next word used).
-- Arrays larger than the CPU cache (`TWO_LEVEL_MIN` entries and up): Rao and Sandelius' two-level shuffle.
-  Every entry draws one of B = 256 buckets (a power of two <= 256, about `BUCKET_ENTRIES` entries each)
-  independently and uniformly; a counting sort groups the entries by bucket, keeping their order (one
-  sequential read, B sequential write streams); then every bucket is shuffled by Fisher-Yates (recursively
-  two-level while a bucket is still larger than 8 * BUCKET_ENTRIES). Given the bucket sizes, each bucket holds
-  a uniform random subset in a uniform random order: exactly a uniform permutation, with the random accesses
-  of each bucket's shuffle inside the cache.
+- Random words: xoshiro256** (Blackman and Vigna; 256-bit state, period 2^256 - 1), run inside the kernels,
+  seeded with four raw 64-bit outputs of `rng` (its PCG64 stream: the seed of the draws). Each 64-bit output
+  gives two 32-bit words, low half first. Generating the words in the kernel instead of drawing arrays of
+  them from numpy saves a memory round trip and an allocation per bucket (about 1.5 ns per entry).
+- Fisher-Yates from the last entry down: swap entry i with entry j, j uniform in [0, i], by Lemire's
+  multiply-shift with rejection (exactly uniform: a word whose low product half falls below 2^32 mod (i+1)
+  is rejected and the next word used).
+- Arrays larger than the CPU's L2 cache (`TWO_LEVEL_MIN` entries and up): Rao and Sandelius' two-level
+  shuffle. Every entry draws one of B buckets (B a power of two <= 256, about `BUCKET_ENTRIES` entries each)
+  independently and uniformly: one byte of the stream per entry, masked to log2(B) bits. A counting sort
+  groups the entries by bucket, keeping their order (the labels are drawn twice from the same state, once
+  to count and once to place, instead of being stored: one sequential read, B sequential write streams);
+  then every bucket is shuffled by Fisher-Yates (a bucket still larger than 8 * BUCKET_ENTRIES by the
+  two-level shuffle again). Given the bucket sizes, each bucket holds a uniform random subset in a uniform
+  random order: exactly a uniform permutation, with the random accesses of each bucket's shuffle inside
+  the cache.
 
-Random words: the generator's raw 64-bit outputs (`random_raw`), each split into two 32-bit words (low half
-first), drawn per bucket, so at most a bucket's worth of words (plus a few for rejections) is held at once.
-Bucket labels: one byte of those words per entry, masked to log2(B) bits. The order of draws is fixed (labels, then the buckets in
-order, each bucket's words before its recursion), so one seed gives one permutation on every host.
-
-The compiled kernels are built on first use (numba, `cache=True`: later processes load them from numba's
-cache) and accept float32, float64, int32, int64 and uint64 arrays.
+The order of draws is fixed (the labels, then the buckets in order, each bucket's draws before the next's),
+so one seed gives one permutation on every host. The kernels are built on first use (numba, `cache=True`:
+later processes load them from numba's cache) and accept float32, float64, int32, int64 and uint64 arrays.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import numpy as np
 
 BUCKET_ENTRIES = 1 << 15  # entries per bucket on average (128 KiB of float32: fits in L2)
 TWO_LEVEL_MIN = 1 << 21  # smaller arrays: one Fisher-Yates pass (8 MiB of float32 mostly stays in cache)
-MAX_BUCKETS = 256
-_SPARE_WORDS = 64  # words drawn beyond one per swap, for rejections (refilled if ever used up)
+MAX_BUCKETS = 256  # one byte of the stream per label
+_ZERO_STATE_FIX = 0x9E3779B97F4A7C15  # xoshiro's all-zero state is its one fixed point (chance 2^-256)
 
 
 @cache
@@ -46,97 +48,142 @@ def _kernels():
     """The numba kernels (compiled on first call; numba's on-disk cache makes later processes fast)."""
     import numba
 
+    u64 = numba.uint64
+    mask32 = np.uint64(0xFFFFFFFF)
+
+    @numba.njit(cache=True, inline="always")
+    def rotl(x, k):  # pragma: no cover - compiled
+        return (x << u64(k)) | (x >> u64(64 - k))
+
+    @numba.njit(cache=True, inline="always")
+    def step(s0, s1, s2, s3):  # pragma: no cover - compiled
+        """xoshiro256**: (output, next state)."""
+        result = rotl(s1 * u64(5), 7) * u64(9)
+        t = s1 << u64(17)
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = rotl(s3, 45)
+        return result, s0, s1, s2, s3
+
     @numba.njit(cache=True, nogil=True)
-    def fisher_yates(a, top, words):  # pragma: no cover - compiled
-        """Shuffle a[0:top+1] in place from index `top` down; returns the index reached: 0 when done, else the
-        index whose draw ran out of words (the caller continues there with fresh words)."""
-        used = 0
-        n_words = words.size
-        i = top
+    def fisher_yates(a, state):  # pragma: no cover - compiled
+        """Shuffle a (1-D) in place from its last index down; state (uint64[4]) is advanced."""
+        s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+        spare = u64(0)
+        have_spare = False
+        i = a.size - 1
         while i > 0:
-            s = np.uint64(i + 1)
-            if used >= n_words:
-                return i
-            m = np.uint64(words[used]) * s
-            used += 1
-            low = m & np.uint64(0xFFFFFFFF)
-            if low < s:
-                threshold = (np.uint64(1 << 32) - s) % s
-                while low < threshold:
-                    if used >= n_words:
-                        return i  # this index draws again from fresh words
-                    m = np.uint64(words[used]) * s
-                    used += 1
-                    low = m & np.uint64(0xFFFFFFFF)
-            j = np.int64(m >> np.uint64(32))
+            bound = u64(i + 1)
+            while True:
+                if have_spare:
+                    word = spare
+                    have_spare = False
+                else:
+                    r, s0, s1, s2, s3 = step(s0, s1, s2, s3)
+                    word = r & mask32
+                    spare = r >> u64(32)
+                    have_spare = True
+                m = word * bound
+                low = m & mask32
+                if low >= bound or low >= (u64(0x100000000) - bound) % bound:
+                    break  # accepted (low >= bound already implies low >= 2^32 mod bound)
+            j = np.int64(m >> u64(32))
             tmp = a[i]
             a[i] = a[j]
             a[j] = tmp
             i -= 1
-        return 0
+        state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
     @numba.njit(cache=True, nogil=True)
-    def group(flat, labels, buckets, out):  # pragma: no cover - compiled
-        """Stable counting sort of flat by labels (each < buckets) into out; returns the bucket sizes."""
+    def group(flat, out, state, buckets):  # pragma: no cover - compiled
+        """Stable counting sort of flat into out by one random label per entry (each < buckets, a power of two:
+        byte b of the k-th output labels entry 8k + b); returns the bucket sizes; state is advanced past the
+        labels. The labels are drawn twice from the same state (count, then place) rather than stored."""
+        n = flat.size
+        lab_mask = u64(buckets - 1)
         counts = np.zeros(buckets, dtype=np.int64)
-        for k in range(labels.size):
-            counts[labels[k]] += 1
+        s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+        k = 0
+        while k < n:
+            r, s0, s1, s2, s3 = step(s0, s1, s2, s3)
+            for b in range(min(8, n - k)):
+                counts[(r >> u64(8 * b)) & lab_mask] += 1
+            k += 8
         starts = np.zeros(buckets, dtype=np.int64)
         for b in range(1, buckets):
             starts[b] = starts[b - 1] + counts[b - 1]
-        for k in range(flat.size):
-            b = labels[k]
-            out[starts[b]] = flat[k]
-            starts[b] += 1
+        s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+        k = 0
+        while k < n:
+            r, s0, s1, s2, s3 = step(s0, s1, s2, s3)
+            for b in range(min(8, n - k)):
+                lab = (r >> u64(8 * b)) & lab_mask
+                out[starts[lab]] = flat[k + b]
+                starts[lab] += 1
+            k += 8
+        state[0], state[1], state[2], state[3] = s0, s1, s2, s3
         return counts
 
-    return fisher_yates, group
+    @numba.njit(cache=True, nogil=True)
+    def shuffle_buckets(out, counts, first, state, largest):  # pragma: no cover - compiled
+        """Fisher-Yates on each bucket of out (sizes `counts`, laid out in order) from bucket `first` on; stops
+        at a bucket larger than `largest` entries and returns its index (len(counts) when all are done)."""
+        start = 0
+        for b in range(first):
+            start += counts[b]
+        for b in range(first, counts.size):
+            if counts[b] > largest:
+                return b
+            fisher_yates(out[start:start + counts[b]], state)
+            start += counts[b]
+        return counts.size
+
+    return fisher_yates, group, shuffle_buckets
 
 
-def _words(rng: np.random.Generator, count: int) -> np.ndarray:
-    """`count` (rounded up to even) uniform 32-bit words: the generator's raw 64-bit outputs, low half first."""
-    return rng.bit_generator.random_raw((count + 1) // 2).view("<u4")
+def seed_state(rng: np.random.Generator) -> np.ndarray:
+    """The xoshiro256** state (uint64[4]) that `permute` draws from: four raw 64-bit outputs of rng."""
+    state = np.asarray(rng.bit_generator.random_raw(4), dtype=np.uint64)
+    if not state.any():
+        state[0] = _ZERO_STATE_FIX
+    return state
 
 
-def _shuffle_in_place(part: np.ndarray, rng: np.random.Generator) -> None:
-    """Fisher-Yates on part (1-D, contiguous), words from rng."""
-    fisher_yates, _ = _kernels()
-    top = part.size - 1
-    while top > 0:
-        # With rejection, Fisher-Yates needs `top` words plus a few: the spare ones almost always suffice.
-        top = fisher_yates(part, top, _words(rng, top + _SPARE_WORDS))
-
-
-def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_ENTRIES,
-            min_size: int = TWO_LEVEL_MIN) -> np.ndarray:
-    """A uniformly random permutation of the 1-D array `flat`, as a new array (see the module docstring).
-
-    flat: 1-D float32/float64/int32/int64/uint64 array; rng: consumed; bucket, min_size: the two-level
-    shuffle's average bucket size and the size from which it is used (entries).
-    Memory: the result plus, above min_size, one byte per entry (the labels) and a bucket's words at a time.
-    """
-    if flat.ndim != 1:
-        raise ValueError(f"permute needs a 1-D array, got shape {flat.shape}")
+def _permute(flat: np.ndarray, state: np.ndarray, bucket: int, min_size: int) -> np.ndarray:
+    fisher_yates, group, shuffle_buckets = _kernels()
     n = flat.size
     buckets = MAX_BUCKETS
     while buckets > 1 and n // buckets < bucket:
         buckets //= 2
     if buckets < 2 or n < min_size:
         out = np.array(flat, copy=True, order="C")
-        _shuffle_in_place(out, rng)
+        if n > 1:
+            fisher_yates(out, state)
         return out
-    # Bucket labels: one random byte per entry, masked to log2(buckets) bits (uniform: buckets is a power of 2).
-    labels = _words(rng, (n + 3) // 4).view(np.uint8)[:n]
-    labels &= np.uint8(buckets - 1)
     out = np.empty_like(flat)
-    _, group = _kernels()
-    counts = group(np.ascontiguousarray(flat), labels, buckets, out)
-    del labels
-    ends = np.cumsum(counts)
-    for stop, size in zip(ends.tolist(), counts.tolist()):
-        part = out[stop - size:stop]
-        if size > 8 * bucket:
-            part[...] = permute(part, rng, bucket=bucket, min_size=min_size)
-        else:
-            _shuffle_in_place(part, rng)
+    counts = group(np.ascontiguousarray(flat), out, state, buckets)
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    b = 0
+    while b < buckets:
+        b = shuffle_buckets(out, counts, b, state, 8 * bucket)
+        if b < buckets:  # a bucket too large for the cache: two-level again, then on with the next
+            part = out[starts[b]:starts[b + 1]]
+            part[...] = _permute(part, state, bucket, min_size)
+            b += 1
     return out
+
+
+def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_ENTRIES,
+            min_size: int = TWO_LEVEL_MIN) -> np.ndarray:
+    """A uniformly random permutation of the 1-D array `flat`, as a new array (see the module docstring).
+
+    flat: 1-D float32/float64/int32/int64/uint64 array; rng: four raw outputs are consumed (`seed_state`);
+    bucket, min_size: the two-level shuffle's average bucket size and the size from which it is used (entries).
+    Memory: the result only.
+    """
+    if flat.ndim != 1:
+        raise ValueError(f"permute needs a 1-D array, got shape {flat.shape}")
+    return _permute(flat, seed_state(rng), bucket, min_size)

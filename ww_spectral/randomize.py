@@ -28,8 +28,9 @@ extra Gram + eigensolve would cost a third of the randomized analysis).
 
 Where the traps are (ours; WW reports only the count): the spikes of every (replica, slice) draw
 beyond the edge are that draw's k largest eigenvalues; for each, the draw's singular vectors (u, v)
-give the entry of the randomized matrix where |u_i v_j| is largest, mapped back through the
-permutation to its position (row, col) in the original slice. A trap made by one large element has
+give the entry of the randomized matrix where |u_i v_j| is largest, mapped back to its position
+(row, col) in the original slice: the one entry with the same bits, or, where several share them, through
+the permutation itself (replayed from the draw's seed). A trap made by one large element has
 |u_i v_j| ~ 1 there (`localization`). One row per trap: num_traps rows per layer.
 
 Reproducibility: each layer's permutations come from numpy's PCG64 seeded by SeedSequence(entropy=
@@ -42,9 +43,10 @@ eigenvalues then carry the float round-off of the default analysis (same Gram + 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +62,9 @@ from .spectrum import eigenvalues, gram, noise_floor
 SMALL_LAYER_EVALS = 100  # WW: num_components < 100 -> several replicas ...
 SMALL_LAYER_REPLICAS = 5  # ... of the shuffle, pooled
 _COMPUTE_DTYPES = {"float32": np.float32, "float64": np.float64}
-_DENSE_TRAPS = 1024  # up to this smaller side, trap singular vectors come from a dense eigensolve
+KEEP_SHUFFLED_BYTES = 64 * 2**20  # a layer of several draws keeps its shuffled matrices up to this size in all
+_DENSE_TRAPS = 1024
+_TRAP_CANDIDATES = 8  # rows and columns searched for a trap's entry (_trap_entry)  # up to this smaller side, trap singular vectors come from a dense eigensolve
 
 RAND_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",
                 "num_traps", "rand_sigma_mp", "rand_mp_softrank", "rand_W_scale", "rand_bulk_max",
@@ -157,6 +161,7 @@ class _Draw:
     replica: int
     slice: int
     evals: np.ndarray  # ascending, scaled like the layer's ESD
+    shuffled: np.ndarray | None  # the shuffled matrix, kept for trap location (None: shuffled again if needed)
 
 
 def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
@@ -164,22 +169,10 @@ def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
     return permute(np.ascontiguousarray(W, dtype=dtype).ravel(), rng).reshape(W.shape)
 
 
-def _replay(W: np.ndarray, rng: np.random.Generator, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(the shuffled matrix `_shuffle` made with a generator in this state, positions): positions[p] is the
-    original flat index of the shuffled entry p. Only for layers with traps.
-
-    float32: one permutation of 64-bit words (position << 32 | the value's bits) gives both without a random
-    gather; float64: the positions are permuted, then the values gathered."""
-    n = W.size
-    if dtype == np.float32 and n < 2**31:
-        words = np.arange(n, dtype="<u8")
-        words <<= np.uint64(32)
-        words |= np.ascontiguousarray(W, dtype="<f4").ravel().view("<u4")
-        halves = permute(words, rng).view("<u4")
-        values = np.ascontiguousarray(halves[0::2]).view("<f4")
-        return values.reshape(W.shape), halves[1::2]
-    positions = permute(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), rng)
-    return np.ascontiguousarray(W, dtype=dtype).ravel()[positions].reshape(W.shape), positions
+def _positions(size: int, rng: np.random.Generator) -> np.ndarray:
+    """positions[p]: the original flat index of entry p of the matrix `_shuffle` makes with a generator in this
+    state (the draws depend on the size only: ww_spectral/permutation.py)."""
+    return permute(np.arange(size, dtype=np.int32 if size < 2**31 else np.int64), rng)
 
 
 def _floored(evals: np.ndarray, mats: Sequence[np.ndarray], precision: str) -> np.ndarray:
@@ -219,19 +212,45 @@ def _top_singular_vectors(Wr: np.ndarray, k: int, precision: str) -> tuple[np.nd
     return vecs, (Wr.T @ vecs) / sv
 
 
-def _trap_elements(W: np.ndarray, Wr: np.ndarray, positions: np.ndarray, k: int,
+def _trap_entry(Wr: np.ndarray, u: np.ndarray, v: np.ndarray, candidates: int = _TRAP_CANDIDATES) -> tuple[int, int]:
+    """The entry (i, j) of Wr behind a spike with singular vectors u, v: the largest term |u_i Wr_ij v_j| of
+    the singular value u^T Wr v among the rows and columns where |u| and |v| are largest. (Taking
+    argmax |u| and argmax |v| separately can pair the row of one planted element with the column of
+    another where two near-equal spikes mix their vectors.)"""
+    au, av = np.abs(u), np.abs(v)
+    rows = np.argpartition(au, -min(candidates, au.size))[-candidates:]
+    cols = np.argpartition(av, -min(candidates, av.size))[-candidates:]
+    terms = np.abs(Wr[np.ix_(rows, cols)] * np.outer(u[rows], v[cols]))
+    a, b = np.unravel_index(int(np.argmax(terms)), terms.shape)
+    return int(rows[a]), int(cols[b])
+
+
+def _trap_elements(W: np.ndarray, Wr: np.ndarray, replay: Callable[[], np.ndarray], k: int,
                    precision: str) -> list[tuple[int, int, float, float, float]]:
-    """(row, col, weight, weight_z, localization) behind the k largest singular values of Wr, the shuffled
-    W; positions[p] is the original flat index of the shuffled entry p."""
+    """(row, col, weight, weight_z, localization) behind the k largest singular values of Wr, the shuffled W.
+
+    Where an entry of Wr came from: the one entry of W with the same bits, or, where several share them (as
+    in low-precision weights), `replay()`'s positions (positions[p]: the original flat index of Wr's entry p).
+    """
     orig = np.ascontiguousarray(W, dtype=Wr.dtype).ravel()
+    bits = orig.view(np.uint32 if orig.dtype == np.float32 else np.uint64)
+    shuffled = Wr.ravel()
     cols = Wr.shape[1]
     u, v = _top_singular_vectors(Wr, k, precision)
     mean, std = float(np.mean(orig, dtype=np.float64)), float(np.std(orig, dtype=np.float64))
+    positions = None
     out = []
     for t in range(k):
-        i, j = int(np.argmax(np.abs(u[:, t]))), int(np.argmax(np.abs(v[:, t])))
-        r, c = divmod(int(positions[i * cols + j]), cols)
-        w = float(orig[r * cols + c])
+        i, j = _trap_entry(Wr, u[:, t], v[:, t])
+        p = i * cols + j
+        same = np.flatnonzero(bits == shuffled[p:p + 1].view(bits.dtype)[0]) if positions is None else ()
+        if len(same) == 1:
+            source = int(same[0])
+        else:
+            positions = replay() if positions is None else positions
+            source = int(positions[p])
+        r, c = divmod(source, cols)
+        w = float(orig[source])
         out.append((r, c, w, (w - mean) / std if std > 0 else math.nan, abs(float(u[i, t]) * float(v[j, t]))))
     return out
 
@@ -249,6 +268,7 @@ def randomize_layer(
     precision: str = "float32",
     device: str = "cpu",
     locate_traps: bool = True,
+    keep_shuffled_bytes: int = KEEP_SHUFFLED_BYTES,
 ) -> RandomizedESD:
     """Randomized ESD statistics and correlation traps of one layer (see the module docstring).
 
@@ -256,26 +276,32 @@ def randomize_layer(
     ESD as the fit sees it (ascending float64, num_evals values); N, M: the layer's sides (as in its
     row); seed: non-negative int; tensor_name: the checkpoint key (part of the seed); scale,
     backend, precision, device: as for spectrum.layer_spectrum (scale 0.5 for conv2d);
-    locate_traps: find the elements behind the traps (a slice with a trap is shuffled again, with the same
-    draws, to learn where its entries came from; without it only the count is reported).
-    Memory beyond the caller's matrices (float32): at most 9 bytes per entry of the slice being shuffled and
-    its Gram formed (a float32 copy if the weights are stored otherwise, the shuffled copy, 1-byte bucket
-    labels above permute's min_size); up to 16 bytes per entry while the traps of a slice are located.
+    locate_traps: find the elements behind the traps (without it only the count is reported);
+    keep_shuffled_bytes: a layer of several draws (conv2d slices, small-layer replicas) keeps its shuffled
+    matrices for trap location while they take at most this many bytes in all, else a draw with a trap is
+    shuffled again from its seed (a one-draw layer always keeps its one).
+    Memory beyond the caller's matrices (float32): 8 bytes per entry of the slice being shuffled (a float32
+    copy if the weights are stored otherwise, the shuffled copy) plus its Gram matrix, and up to
+    keep_shuffled_bytes of kept draws; 4 more bytes per entry where a trap's element is found by replay.
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64).ravel())
     if not evals.size or not mats:
         raise ValueError(f"{tensor_name}: no eigenvalues / matrices to randomize")
     dtype = _COMPUTE_DTYPES[precision]
     replicas = SMALL_LAYER_REPLICAS if evals.size < SMALL_LAYER_EVALS else 1
+    # Keep the shuffled matrices for trap location when that costs little memory: always for one draw (it is
+    # alive during its own ESD anyway), else up to keep_shuffled_bytes in all; others are shuffled again.
+    draw_bytes = replicas * sum(W.size for W in mats) * np.dtype(dtype).itemsize
+    keep = locate_traps and (replicas * len(mats) == 1 or draw_bytes <= keep_shuffled_bytes)
     draws: list[_Draw] = []
     for r in range(replicas):
         for s, W in enumerate(mats):
             Wr = _shuffle(W, shuffle_rng(seed, tensor_name, r, s), dtype)
             ev = eigenvalues(Wr, backend=backend, precision=precision, device=device)
-            del Wr
             if scale != 1.0:
                 ev *= scale
-            draws.append(_Draw(r, s, ev))
+            draws.append(_Draw(r, s, ev, Wr if keep else None))
+            del Wr
     rand_evals = _floored(np.sort(np.concatenate([d.evals for d in draws])), mats, precision)
     first = _floored(np.sort(np.concatenate([d.evals for d in draws if d.replica == 0])), mats, precision)
     top, rtop = float(evals[-1]), float(first[-1])
@@ -287,13 +313,16 @@ def randomize_layer(
             spikes = np.sort(d.evals[mp.is_spike(d.evals)])[::-1]
             if spikes.size:
                 W = mats[d.slice]
-                Wr, positions = _replay(W, shuffle_rng(seed, tensor_name, d.replica, d.slice), dtype)
-                elements = _trap_elements(W, Wr, positions, spikes.size, precision)
+                Wr = d.shuffled if d.shuffled is not None else _shuffle(W, shuffle_rng(seed, tensor_name, d.replica,
+                                                                                     d.slice), dtype)
+                replay = functools.partial(_positions, W.size, shuffle_rng(seed, tensor_name, d.replica, d.slice))
+                elements = _trap_elements(W, Wr, replay, spikes.size, precision)
                 found += [(float(ev), d.replica, d.slice, el) for ev, el in zip(spikes, elements)]
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         traps = [CorrelationTrap(trap=i, replica=rep, slice=sl, rand_eval=ev, row=el[0], col=el[1], weight=el[2],
                                  weight_z=el[3], localization=el[4])
                  for i, (ev, rep, sl, el) in enumerate(found)]
+    del draws
     return RandomizedESD(
         seed=int(seed),
         replicas=replicas,

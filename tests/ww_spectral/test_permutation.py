@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ww_spectral.permutation import _kernels, permute
+from ww_spectral.permutation import _kernels, permute, seed_state
 from ww_spectral.randomize import shuffle_rng
 
 
@@ -49,24 +49,103 @@ def test_draws_depend_on_the_size_only_so_positions_replay_them(dtype):
     assert np.array_equal(W, original)  # the input is never modified
 
 
-def test_fisher_yates_continues_where_its_words_ran_out():
-    # The kernel stops at the index whose draw had no word left; continuing there with the remaining words
-    # gives exactly the shuffle of one call with all of them.
-    fisher_yates, _ = _kernels()
-    words = np.random.default_rng(3).integers(0, 2**32, 200, dtype=np.uint32)
-    whole = np.arange(100)
-    assert fisher_yates(whole, 99, words) == 0
-    pieces = np.arange(100)
-    reached = fisher_yates(pieces, 99, words[:40])
-    assert reached == 59  # 40 words: indices 99..60 drew (none of these words is rejected)
-    assert fisher_yates(pieces, reached, words[40:]) == 0
-    assert np.array_equal(whole, pieces)
-    # Rejection: with i + 1 = 3, the word whose low product half is below 2**32 mod 3 = 1 is redrawn.
+_MASK64 = (1 << 64) - 1
+
+
+class _Xoshiro:
+    """xoshiro256** in Python integers, from its authors' reference C code: the words the kernels must draw."""
+
+    def __init__(self, state):
+        self.s = [int(x) for x in state]
+
+    def next64(self) -> int:
+        s = self.s
+        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & _MASK64  # noqa: E731
+        result = (rotl((s[1] * 5) & _MASK64, 7) * 9) & _MASK64
+        t = (s[1] << 17) & _MASK64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return result
+
+
+def _reference_fisher_yates(a: list, gen: _Xoshiro) -> None:
+    spare = None
+    for i in range(len(a) - 1, 0, -1):
+        bound = i + 1
+        while True:
+            if spare is not None:
+                word, spare = spare, None
+            else:
+                r = gen.next64()
+                word, spare = r & 0xFFFFFFFF, r >> 32
+            m = word * bound
+            if (m & 0xFFFFFFFF) >= (1 << 32) % bound:  # Lemire: reject the few low halves below 2^32 mod bound
+                break
+        j = m >> 32
+        a[i], a[j] = a[j], a[i]
+
+
+def _reference_permute(n: int, state, bucket: int, min_size: int) -> list:
+    gen = _Xoshiro(state)
+
+    def perm(items: list) -> list:
+        buckets = 256
+        while buckets > 1 and len(items) // buckets < bucket:
+            buckets //= 2
+        if buckets < 2 or len(items) < min_size:
+            out = list(items)
+            _reference_fisher_yates(out, gen)
+            return out
+        labels = []
+        while len(labels) < len(items):
+            r = gen.next64()
+            labels += [(r >> (8 * b)) & (buckets - 1) for b in range(8)]
+        groups = [[x for x, lab in zip(items, labels) if lab == g] for g in range(buckets)]
+        out = []
+        for g in groups:
+            if len(g) > 8 * bucket:
+                out += perm(g)
+            else:
+                _reference_fisher_yates(g, gen)
+                out += g
+        return out
+
+    return perm(list(range(n)))
+
+
+@pytest.mark.parametrize(("n", "bucket", "min_size"), [(1, 1, 0), (2, 8, 1 << 30), (37, 8, 1 << 30), (1000, 2, 0),
+                                                       (2100, 1, 0), (5000, 64, 0)])
+def test_the_kernels_draw_exactly_the_reference_algorithm(n, bucket, min_size):
+    # xoshiro256** seeded from the generator, Lemire's bounded draws with rejection, the labels (one byte per
+    # entry, drawn twice in the kernel), the buckets in order, recursion: the same permutation as a plain
+    # Python reading of the docstring
+    rng = np.random.default_rng(n)
+    state = seed_state(np.random.default_rng(n))
+    ours = permute(np.arange(n), rng, bucket=bucket, min_size=min_size)
+    assert ours.tolist() == _reference_permute(n, state, bucket, min_size)
+
+
+def test_rejection_redraws_with_the_next_word():
+    # A state whose first output is 0x7FFFFFFF_00000000: the first word is 0, which Lemire's method rejects for
+    # bound 3 (low half 0 < 2^32 mod 3 = 1); the next word (0x7FFFFFFF) then gives j = 0x7FFFFFFF * 3 >> 32 = 1.
+    first = 0x7FFFFFFF << 32
+    inv = lambda odd: pow(odd, -1, 1 << 64)  # noqa: E731
+    x = (first * inv(9)) & _MASK64
+    s1 = ((((x >> 7) | (x << 57)) & _MASK64) * inv(5)) & _MASK64
+    state = np.array([1, s1, 2, 3], dtype=np.uint64)
+    assert _Xoshiro(state).next64() == first
+    fisher_yates, _, _ = _kernels()
     a = np.arange(3)
-    assert fisher_yates(a, 2, np.array([0, 2**31, 0], dtype=np.uint32)) == 0  # word 0: low half 0 < 1 -> next
-    # i = 2: 2**31 * 3 >> 32 = 1, swap a[2] and a[1] -> [0, 2, 1]; i = 1: 0 * 2 >> 32 = 0 (2**32 mod 2 = 0:
-    # nothing rejected), swap a[1] and a[0] -> [2, 0, 1]
-    assert a.tolist() == [2, 0, 1]
+    fisher_yates(a, state.copy())
+    expected = list(range(3))
+    _reference_fisher_yates(expected, _Xoshiro(state))
+    # i = 2 swaps with j = 1 (not 0, which accepting the zero word would give), and i = 1 never touches a[2]
+    assert a.tolist() == expected and a[2] == 1
+    assert seed_state(np.random.Generator(np.random.PCG64(0))).dtype == np.uint64
 
 
 def test_not_1d_is_refused():

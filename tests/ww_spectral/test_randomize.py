@@ -32,6 +32,7 @@ from ww_spectral.errors import OptionError
 from ww_spectral.randomize import (
     RAND_COLUMNS,
     SMALL_LAYER_REPLICAS,
+    _trap_entry,
     jensen_shannon_distance,
     randomize_layer,
     shuffle_rng,
@@ -223,12 +224,43 @@ def test_negative_seed_is_an_option_error():
 def test_float32_and_float64_runs_draw_the_same_permutation():
     sd, planted = _trap_model()
     W = sd["traps.weight"]
-    a = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=9, tensor_name="t")  # traps: packed 64-bit words
+    a = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=9, tensor_name="t")
     b = randomize_layer([W], eigenvalues(W, precision="float64"), N=400, M=200, seed=9, tensor_name="t",
-                        precision="float64")  # traps: positions permuted, values gathered
+                        precision="float64")
     np.testing.assert_allclose(a.rand_evals, b.rand_evals, rtol=1e-5, atol=1e-6 * b.rand_evals[-1])
     assert [(t.row, t.col) for t in a.traps] == [(t.row, t.col) for t in b.traps]
     assert {(t.row, t.col, t.slice) for t in b.traps} == planted["traps.weight"]
+
+
+def test_kept_and_replayed_draws_locate_the_same_traps():
+    # A layer of several draws (5 replicas of a small layer, 9 conv slices) keeps its shuffled matrices up to
+    # keep_shuffled_bytes, else a draw with a trap is shuffled again from its seed: the same traps either way.
+    sd, planted = _trap_model()
+    for name in ("small.weight", "conv.weight"):
+        kept = _randomize(name, sd[name], 3)
+        replayed = _randomize(name, sd[name], 3, keep_shuffled_bytes=0)
+        assert kept.traps and kept.traps == replayed.traps
+        assert {(t.row, t.col, t.slice) for t in kept.traps} == planted[name]
+    # Planted elements of one value: their bits do not tell them apart, so the permutation is replayed
+    W = sd["traps.weight"].copy()
+    for r, c, _ in planted["traps.weight"]:
+        W[r, c] = 70.0
+    cells = {(r, c) for r, c, _ in planted["traps.weight"]}
+    for seed in range(4):
+        traps = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=seed, tensor_name="t").traps
+        assert len(traps) == 3 and {(t.row, t.col) for t in traps} <= cells and all(t.weight == 70.0 for t in traps)
+
+
+def test_trap_entry_pairs_the_row_and_column_of_one_element():
+    # Two planted elements (1, 2) and (5, 7) whose spikes mixed: u weighs row 1 most, v weighs column 7 most,
+    # but the entry (1, 7) is small; the largest term of u^T W v is a planted element's.
+    W = np.full((8, 9), 0.01)
+    W[1, 2], W[5, 7] = 3.0, 2.9
+    u, v = np.zeros(8), np.zeros(9)
+    u[1], u[5] = 0.72, 0.69
+    v[2], v[7] = 0.69, 0.72
+    assert _trap_entry(W, u, v) in {(1, 2), (5, 7)}
+    assert _trap_entry(W, u, v, candidates=1) == (1, 7)  # what argmax |u|, argmax |v| alone would pick
 
 
 def test_columns_replicas_and_norm():
