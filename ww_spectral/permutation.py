@@ -152,18 +152,22 @@ def seed_state(rng: np.random.Generator) -> np.ndarray:
     return state
 
 
-def _permute(flat: np.ndarray, state: np.ndarray, bucket: int, min_size: int) -> np.ndarray:
+def _permute(flat: np.ndarray, state: np.ndarray, bucket: int, min_size: int,
+             out: np.ndarray | None = None) -> np.ndarray:
     fisher_yates, group, shuffle_buckets = _kernels()
     n = flat.size
     buckets = MAX_BUCKETS
     while buckets > 1 and n // buckets < bucket:
         buckets //= 2
     if buckets < 2 or n < min_size:
-        out = np.array(flat, copy=True, order="C")
+        if out is None:
+            out = np.array(flat, copy=True, order="C")
+        else:
+            out[...] = flat
         if n > 1:
             fisher_yates(out, state)
         return out
-    out = np.empty_like(flat)
+    out = np.empty_like(flat) if out is None else out
     counts = group(np.ascontiguousarray(flat), out, state, buckets)
     starts = np.concatenate(([0], np.cumsum(counts)))
     b = 0
@@ -177,13 +181,18 @@ def _permute(flat: np.ndarray, state: np.ndarray, bucket: int, min_size: int) ->
 
 
 def permute(flat: np.ndarray, rng: np.random.Generator, *, bucket: int = BUCKET_ENTRIES,
-            min_size: int = TWO_LEVEL_MIN) -> np.ndarray:
-    """A uniformly random permutation of the 1-D array `flat`, as a new array (see the module docstring).
+            min_size: int = TWO_LEVEL_MIN, out: np.ndarray | None = None) -> np.ndarray:
+    """A uniformly random permutation of the 1-D array `flat`, as a new array or in `out` (see the module docstring).
 
     flat: 1-D float32/float64/int32/int64/uint64 array; rng: four raw outputs are consumed (`seed_state`);
-    bucket, min_size: the two-level shuffle's average bucket size and the size from which it is used (entries).
+    bucket, min_size: the two-level shuffle's average bucket size and the size from which it is used (entries);
+    out: where to write the result (1-D, contiguous, flat's size and dtype, not overlapping flat), e.g. a buffer
+    reused from call to call (fresh memory costs a page fault per 4 KiB page on first touch).
     Memory: the result only.
     """
     if flat.ndim != 1:
         raise ValueError(f"permute needs a 1-D array, got shape {flat.shape}")
-    return _permute(flat, seed_state(rng), bucket, min_size)
+    if out is not None and (out.shape != flat.shape or out.dtype != flat.dtype or not out.flags.c_contiguous
+                            or np.shares_memory(out, flat)):
+        raise ValueError("out must be a contiguous array of flat's shape and dtype that does not overlap it")
+    return _permute(flat, seed_state(rng), bucket, min_size, out)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,11 +58,13 @@ from scipy.special import rel_entr
 from .errors import OptionError
 from .mp_fit import MPFit, mp_fit
 from .permutation import permute
-from .spectrum import eigenvalues, gram, noise_floor
+from .spectrum import Tridiagonal, eigenvalues, eigenvalues_and_reduction, gram, noise_floor
 
 SMALL_LAYER_EVALS = 100  # WW: num_components < 100 -> several replicas ...
 SMALL_LAYER_REPLICAS = 5  # ... of the shuffle, pooled
 _COMPUTE_DTYPES = {"float32": np.float32, "float64": np.float64}
+SCRATCH_MAX_BYTES = 64 * 2**20  # per thread and dtype: shuffles up to this size reuse one buffer (_scratch)
+_THREAD_SCRATCH = threading.local()
 KEEP_SHUFFLED_BYTES = 64 * 2**20  # a layer of several draws keeps its shuffled matrices up to this size in all
 _DENSE_TRAPS = 1024
 _TRAP_CANDIDATES = 8  # rows and columns searched for a trap's entry (_trap_entry)  # up to this smaller side, trap singular vectors come from a dense eigensolve
@@ -162,11 +165,28 @@ class _Draw:
     slice: int
     evals: np.ndarray  # ascending, scaled like the layer's ESD
     shuffled: np.ndarray | None  # the shuffled matrix, kept for trap location (None: shuffled again if needed)
+    reduction: Tridiagonal | None  # its Gram's reduction, kept for the trap's singular vectors (None: recomputed)
 
 
-def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
-    """W (in the compute dtype) with its entries uniformly permuted (`permute`), same shape."""
-    return permute(np.ascontiguousarray(W, dtype=dtype).ravel(), rng).reshape(W.shape)
+def _scratch(size: int, dtype) -> np.ndarray | None:
+    """This thread's reusable buffer of `size` entries of dtype, or None above SCRATCH_MAX_BYTES. Reused from
+    layer to layer (and model to model), so a shuffle writes into memory already faulted in rather than into
+    fresh pages (the kernel zeroes each on first touch: measurable beside a shuffle of ~2 ns per entry)."""
+    dtype = np.dtype(dtype)
+    if size * dtype.itemsize > SCRATCH_MAX_BYTES:
+        return None
+    buffers = _THREAD_SCRATCH.__dict__.setdefault("buffers", {})
+    buf = buffers.get(dtype)
+    if buf is None or buf.size < size:
+        buf = buffers[dtype] = np.empty(size, dtype)
+    return buf[:size]
+
+
+def _shuffle(W: np.ndarray, rng: np.random.Generator, dtype, *, scratch: bool = False) -> np.ndarray:
+    """W (in the compute dtype) with its entries uniformly permuted (`permute`), same shape; scratch: written
+    into this thread's scratch buffer (valid until the next scratch shuffle) where it is small enough."""
+    flat = np.ascontiguousarray(W, dtype=dtype).ravel()
+    return permute(flat, rng, out=_scratch(flat.size, dtype) if scratch else None).reshape(W.shape)
 
 
 def _positions(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -184,16 +204,22 @@ def _floored(evals: np.ndarray, mats: Sequence[np.ndarray], precision: str) -> n
     return np.where(evals > floor, evals, 0.0)
 
 
-def _top_singular_vectors(Wr: np.ndarray, k: int, precision: str) -> tuple[np.ndarray, np.ndarray]:
+def _top_singular_vectors(Wr: np.ndarray, k: int, precision: str,
+                          reduction: Tridiagonal | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k leading singular vector pairs (u: rows x k, v: cols x k) of Wr, largest first.
 
-    Eigenvectors of the smaller Gram matrix: dense (LAPACK ?syevr on the top k) up to _DENSE_TRAPS,
+    Eigenvectors of the smaller Gram matrix: from its kept reduction to tridiagonal form where the draw's
+    eigensolve left one (spectrum.Tridiagonal), else dense (LAPACK ?syevr on the top k) up to _DENSE_TRAPS,
     Lanczos (ARPACK, fixed start vector: deterministic) on the implicit Gram above it, where forming
     W^T W would cost as much as the randomized ESD itself.
     """
     rows, cols = Wr.shape
     m = min(rows, cols)
-    if m <= _DENSE_TRAPS or k >= m // 2:
+    if reduction is not None:
+        vals, vecs = reduction.top_eigenpairs(k)
+        vals = vals[::-1]  # ascending, like the solvers below
+        vecs = vecs[:, ::-1]
+    elif m <= _DENSE_TRAPS or k >= m // 2:
         G = gram(Wr, precision=precision)
         vals, vecs = scipy.linalg.eigh(G, lower=False, subset_by_index=[m - k, m - 1], driver="evr",
                                        check_finite=False)
@@ -225,8 +251,8 @@ def _trap_entry(Wr: np.ndarray, u: np.ndarray, v: np.ndarray, candidates: int = 
     return int(rows[a]), int(cols[b])
 
 
-def _trap_elements(W: np.ndarray, Wr: np.ndarray, replay: Callable[[], np.ndarray], k: int,
-                   precision: str) -> list[tuple[int, int, float, float, float]]:
+def _trap_elements(W: np.ndarray, Wr: np.ndarray, replay: Callable[[], np.ndarray], k: int, precision: str,
+                   reduction: Tridiagonal | None = None) -> list[tuple[int, int, float, float, float]]:
     """(row, col, weight, weight_z, localization) behind the k largest singular values of Wr, the shuffled W.
 
     Where an entry of Wr came from: the one entry of W with the same bits, or, where several share them (as
@@ -236,7 +262,7 @@ def _trap_elements(W: np.ndarray, Wr: np.ndarray, replay: Callable[[], np.ndarra
     bits = orig.view(np.uint32 if orig.dtype == np.float32 else np.uint64)
     shuffled = Wr.ravel()
     cols = Wr.shape[1]
-    u, v = _top_singular_vectors(Wr, k, precision)
+    u, v = _top_singular_vectors(Wr, k, precision, reduction)
     mean, std = float(np.mean(orig, dtype=np.float64)), float(np.std(orig, dtype=np.float64))
     positions = None
     out = []
@@ -278,10 +304,12 @@ def randomize_layer(
     backend, precision, device: as for spectrum.layer_spectrum (scale 0.5 for conv2d);
     locate_traps: find the elements behind the traps (without it only the count is reported);
     keep_shuffled_bytes: a layer of several draws (conv2d slices, small-layer replicas) keeps its shuffled
-    matrices for trap location while they take at most this many bytes in all, else a draw with a trap is
-    shuffled again from its seed (a one-draw layer always keeps its one).
+    matrices and their Grams' tridiagonal reductions for trap location while they take at most this many
+    bytes in all, else a draw with a trap is shuffled again from its seed and its top singular vectors
+    computed anew (a one-draw layer always keeps its own: they are alive during its eigensolve anyway).
     Memory beyond the caller's matrices (float32): 8 bytes per entry of the slice being shuffled (a float32
-    copy if the weights are stored otherwise, the shuffled copy) plus its Gram matrix, and up to
+    copy if the weights are stored otherwise, the shuffled copy: this thread's reused scratch buffer up to
+    SCRATCH_MAX_BYTES, which stays allocated for the next layer) plus its Gram matrix, and up to
     keep_shuffled_bytes of kept draws; 4 more bytes per entry where a trap's element is found by replay.
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64).ravel())
@@ -291,16 +319,22 @@ def randomize_layer(
     replicas = SMALL_LAYER_REPLICAS if evals.size < SMALL_LAYER_EVALS else 1
     # Keep the shuffled matrices for trap location when that costs little memory: always for one draw (it is
     # alive during its own ESD anyway), else up to keep_shuffled_bytes in all; others are shuffled again.
-    draw_bytes = replicas * sum(W.size for W in mats) * np.dtype(dtype).itemsize
-    keep = locate_traps and (replicas * len(mats) == 1 or draw_bytes <= keep_shuffled_bytes)
+    draw_bytes = replicas * sum(W.size + min(W.shape) ** 2 for W in mats) * np.dtype(dtype).itemsize
+    single = replicas * len(mats) == 1
+    keep = locate_traps and (single or draw_bytes <= keep_shuffled_bytes)
     draws: list[_Draw] = []
     for r in range(replicas):
         for s, W in enumerate(mats):
-            Wr = _shuffle(W, shuffle_rng(seed, tensor_name, r, s), dtype)
-            ev = eigenvalues(Wr, backend=backend, precision=precision, device=device)
+            # One draw at a time in the scratch buffer unless several are kept for trap location.
+            Wr = _shuffle(W, shuffle_rng(seed, tensor_name, r, s), dtype, scratch=single or not keep)
+            if backend == "numpy":  # the same eigenvalues whether the reduction is kept or not
+                ev, reduction = eigenvalues_and_reduction(Wr, precision=precision)
+                reduction = reduction if keep else None
+            else:
+                ev, reduction = eigenvalues(Wr, backend=backend, precision=precision, device=device), None
             if scale != 1.0:
                 ev *= scale
-            draws.append(_Draw(r, s, ev, Wr if keep else None))
+            draws.append(_Draw(r, s, ev, Wr if keep else None, reduction))
             del Wr
     rand_evals = _floored(np.sort(np.concatenate([d.evals for d in draws])), mats, precision)
     first = _floored(np.sort(np.concatenate([d.evals for d in draws if d.replica == 0])), mats, precision)
@@ -313,10 +347,10 @@ def randomize_layer(
             spikes = np.sort(d.evals[mp.is_spike(d.evals)])[::-1]
             if spikes.size:
                 W = mats[d.slice]
-                Wr = d.shuffled if d.shuffled is not None else _shuffle(W, shuffle_rng(seed, tensor_name, d.replica,
-                                                                                     d.slice), dtype)
+                Wr = d.shuffled if d.shuffled is not None else _shuffle(
+                    W, shuffle_rng(seed, tensor_name, d.replica, d.slice), dtype, scratch=True)
                 replay = functools.partial(_positions, W.size, shuffle_rng(seed, tensor_name, d.replica, d.slice))
-                elements = _trap_elements(W, Wr, replay, spikes.size, precision)
+                elements = _trap_elements(W, Wr, replay, spikes.size, precision, d.reduction)
                 found += [(float(ev), d.replica, d.slice, el) for ev, el in zip(spikes, elements)]
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         traps = [CorrelationTrap(trap=i, replica=rep, slice=sl, rand_eval=ev, row=el[0], col=el[1], weight=el[2],

@@ -38,6 +38,8 @@ scipy.linalg.eigh's), bit for bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.linalg import blas, lapack
 
@@ -81,22 +83,61 @@ def _two_stage(m: int, dtype: type, min_bytes: int | None) -> lapack2stage.Routi
     return lapack2stage.find(dtype)
 
 
-def _one_stage(G: np.ndarray, *, lower: bool) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class Tridiagonal:
+    """A Gram matrix G (m x m) reduced by ?sytrd on its lower triangle, G = Q T Q^T, kept to give eigenvectors
+    after its eigenvalues: reflectors (m x m, F-ordered; Householder vectors below the subdiagonal), tau (m - 1),
+    d, e (T's diagonal, m, and off-diagonal, m - 1). Memory: one m x m matrix."""
+
+    reflectors: np.ndarray
+    tau: np.ndarray
+    d: np.ndarray
+    e: np.ndarray
+
+    def top_eigenpairs(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the k largest eigenvalues, descending, float64; their unit eigenvectors, m x k, G's dtype): bisection
+        (?stebz) and inverse iteration (?stein) on T, then Q applied (?ormqr on the reflectors, as ?ormtr does for
+        a lower reduction). O(m^2 k) flops instead of another reduction."""
+        m = self.d.size
+        k = max(0, min(int(k), m))
+        if m <= 1 or k == 0:
+            return np.asarray(self.d[m - k:], np.float64)[::-1].copy(), np.eye(m, k, dtype=self.d.dtype)
+        stebz, stein, ormqr = lapack.get_lapack_funcs(("stebz", "stein", "ormqr"), (self.d,))
+        found, w, iblock, isplit, info = stebz(self.d, self.e, 2, 0.0, 0.0, m - k + 1, m, 0.0, b"B")
+        if info != 0 or found != k:
+            raise np.linalg.LinAlgError(f"?stebz: {found} of the {k} largest eigenvalues (info={info})")
+        z, info = stein(self.d, self.e, w[:k], iblock, isplit)  # iblock: m long, its first k used
+        if info != 0:
+            raise np.linalg.LinAlgError(f"?stein: {info} eigenvectors did not converge")
+        z = np.asfortranarray(z)
+        q, _, info = ormqr(b"L", b"N", self.reflectors[1:, :m - 1], self.tau[:m - 1], z[1:, :],
+                           lwork=64 * k + 65 * 64)
+        if info != 0:  # an illegal argument: a bug here, never the input
+            raise RuntimeError(f"?ormqr rejected argument {-info}")
+        z[1:, :] = q
+        order = np.argsort(w[:k], kind="stable")[::-1]
+        return np.asarray(w[:k], np.float64)[order], z[:, order]
+
+
+def _one_stage(G: np.ndarray, *, lower: bool, keep: bool = False) -> tuple[np.ndarray, Tridiagonal | None]:
     """Eigenvalues of the Gram G (F-ordered, the triangle named by `lower` set; overwritten), ascending: ?sytrd
     (blocked, with its optimal workspace) then ?sterf - the steps of ?syevd(jobz='N'), the same bits, without
-    its extra passes and scipy.linalg.eigh's wrapping (m = 384 float32: 3.6 ms instead of 4.1)."""
+    its extra passes and scipy.linalg.eigh's wrapping (m = 384 float32: 3.6 ms instead of 4.1); keep (lower
+    only): also the reduction, for eigenvectors later."""
     m = G.shape[0]
     if m <= 1:  # nothing to reduce (and scipy's ?sterf wrapper refuses an empty off-diagonal)
-        return np.array(G[:m, :m].diagonal())
+        ev = np.array(G[:m, :m].diagonal())
+        return ev, Tridiagonal(G, np.empty(0, G.dtype), ev.copy(), np.empty(0, G.dtype)) if keep else None
     sytrd, sytrd_lwork, sterf = lapack.get_lapack_funcs(("sytrd", "sytrd_lwork", "sterf"), (G,))
     lwork, _ = sytrd_lwork(m, lower=int(lower))
-    _, d, e, _, info = sytrd(G, lower=int(lower), lwork=max(1, int(lwork)), overwrite_a=1)
+    reflectors, d, e, tau, info = sytrd(G, lower=int(lower), lwork=max(1, int(lwork)), overwrite_a=1)
     if info < 0:  # an illegal argument: a bug here, never the input
         raise RuntimeError(f"?sytrd rejected argument {-info}")
+    kept = Tridiagonal(reflectors, tau, d.copy(), e.copy()) if keep and lower else None
     ev, info = sterf(d, e)
     if info != 0:
         raise np.linalg.LinAlgError(f"?sterf: {info} off-diagonal elements did not converge")
-    return ev
+    return ev, kept
 
 
 def _eigvalsh_numpy(
@@ -106,7 +147,7 @@ def _eigvalsh_numpy(
     routines = _two_stage(G.shape[0], G.dtype, two_stage_min_bytes)
     if routines is not None:
         return lapack2stage.eigvalsh(routines, G, lower=lower)
-    return _one_stage(G, lower=lower)
+    return _one_stage(G, lower=lower)[0]
 
 
 def _eigvalsh_torch(G: np.ndarray) -> np.ndarray:
@@ -154,10 +195,29 @@ def eigenvalues(
             ev = _eigvalsh_torch(G)
         else:
             ev = _eigvalsh_numpy(G, lower=lower, two_stage_min_bytes=two_stage_min_bytes)
+    return _ascending(ev)
+
+
+def _ascending(ev: np.ndarray) -> np.ndarray:
+    """Computed eigenvalues of a Gram matrix as returned: float64, clipped at 0 (round-off), ascending."""
     ev = np.asarray(ev, dtype=np.float64)
     np.maximum(ev, 0.0, out=ev)
     ev.sort()
     return ev
+
+
+def eigenvalues_and_reduction(W: np.ndarray, *, precision: str = "float32") -> tuple[np.ndarray, Tridiagonal | None]:
+    """eigenvalues(W) on the numpy backend and, where its one-stage path applies (Grams under
+    TWO_STAGE_MIN_BYTES), the reduction to tridiagonal form, kept for Tridiagonal.top_eigenpairs (eigenvectors
+    of the same Gram without a second reduction); None on the two-stage path. The Gram's lower triangle is
+    reduced (eigenvalues() reduces the upper one below the threshold: the two agree within noise_floor)."""
+    if _two_stage(min(np.shape(W), default=0), _DTYPES[precision], TWO_STAGE_MIN_BYTES) is not None:
+        return eigenvalues(W, precision=precision), None
+    G = gram(W, precision=precision, lower=True)
+    if not np.isfinite(G).all():
+        raise NonFiniteSpectrumError("W^T W has NaN/Inf entries")
+    ev, kept = _one_stage(G, lower=True, keep=True)
+    return _ascending(ev), kept
 
 
 def layer_spectrum(

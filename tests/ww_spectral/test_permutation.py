@@ -148,6 +148,17 @@ def test_rejection_redraws_with_the_next_word():
     assert seed_state(np.random.Generator(np.random.PCG64(0))).dtype == np.uint64
 
 
+def test_out_receives_the_same_permutation():
+    flat = np.random.default_rng(4).standard_normal(5000).astype(np.float32)
+    for options in ({}, {"bucket": 64, "min_size": 0}):
+        buf = np.full(5000, np.nan, np.float32)
+        got = permute(flat, shuffle_rng(2, "o", 0, 0), out=buf, **options)
+        assert got is buf and np.array_equal(buf, permute(flat, shuffle_rng(2, "o", 0, 0), **options))
+    for bad in (np.empty(4999, np.float32), np.empty(5000, np.float64), np.empty(10000, np.float32)[::2], flat):
+        with pytest.raises(ValueError, match="out must be"):
+            permute(flat, np.random.default_rng(0), out=bad)
+
+
 def test_not_1d_is_refused():
     with pytest.raises(ValueError):
         permute(np.zeros((2, 2)), np.random.default_rng(0))

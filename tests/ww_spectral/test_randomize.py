@@ -239,7 +239,13 @@ def test_kept_and_replayed_draws_locate_the_same_traps():
     for name in ("small.weight", "conv.weight"):
         kept = _randomize(name, sd[name], 3)
         replayed = _randomize(name, sd[name], 3, keep_shuffled_bytes=0)
-        assert kept.traps and kept.traps == replayed.traps
+        assert kept.traps and np.array_equal(kept.rand_evals, replayed.rand_evals)
+        exact = [(t.trap, t.replica, t.slice, t.rand_eval, t.row, t.col, t.weight, t.weight_z) for t in kept.traps]
+        assert exact == [(t.trap, t.replica, t.slice, t.rand_eval, t.row, t.col, t.weight, t.weight_z)
+                         for t in replayed.traps]
+        # the singular vectors: from the kept reduction, or from a new eigensolve (float32 round-off apart)
+        np.testing.assert_allclose([t.localization for t in kept.traps], [t.localization for t in replayed.traps],
+                                   rtol=1e-4)
         assert {(t.row, t.col, t.slice) for t in kept.traps} == planted[name]
     # Planted elements of one value: their bits do not tell them apart, so the permutation is replayed
     W = sd["traps.weight"].copy()
@@ -249,6 +255,19 @@ def test_kept_and_replayed_draws_locate_the_same_traps():
     for seed in range(4):
         traps = randomize_layer([W], eigenvalues(W), N=400, M=200, seed=seed, tensor_name="t").traps
         assert len(traps) == 3 and {(t.row, t.col) for t in traps} <= cells and all(t.weight == 70.0 for t in traps)
+
+
+def test_the_reused_scratch_buffer_changes_no_number(monkeypatch):
+    from ww_spectral import randomize
+
+    sd, _ = _trap_model()
+    runs = []
+    for limit in (0, randomize.SCRATCH_MAX_BYTES):
+        monkeypatch.setattr(randomize, "SCRATCH_MAX_BYTES", limit)
+        runs.append([_randomize(name, sd[name], 4) for name in ("traps.weight", "gauss.weight", "conv.weight")])
+    for fresh, reused in zip(*runs):
+        assert np.array_equal(fresh.rand_evals, reused.rand_evals) and fresh.traps == reused.traps
+    assert randomize._scratch(10, np.float32).base is randomize._scratch(20, np.float32).base  # one buffer
 
 
 def test_trap_entry_pairs_the_row_and_column_of_one_element():

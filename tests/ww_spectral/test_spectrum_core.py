@@ -137,3 +137,33 @@ def test_two_stage_path_still_rejects_non_finite_grams():
     W[3, 4] = np.nan
     with pytest.raises(NonFiniteSpectrumError):
         eigenvalues(W, two_stage_min_bytes=0)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(120, 90), (90, 120), (7, 1), (2, 2)])
+def test_kept_reduction_gives_the_top_eigenpairs(precision, shape):
+    # planted singular values s: the Gram's eigenvalues are s^2, its top eigenvectors the top singular vectors
+    rng = np.random.default_rng(11)
+    m = min(shape)
+    s = np.linspace(0.5, 3.0, m)
+    W = matrix_with_singular_values(rng, *shape, s).astype(precision)
+    ev, reduction = spectrum.eigenvalues_and_reduction(W, precision=precision)
+    floor = noise_floor(s[-1] ** 2, m, precision)
+    np.testing.assert_allclose(ev, np.sort(s**2), rtol=0, atol=floor)
+    np.testing.assert_allclose(ev, eigenvalues(W, precision=precision), rtol=0, atol=floor)
+    k = min(3, m)
+    vals, vecs = reduction.top_eigenpairs(k)
+    np.testing.assert_allclose(vals, np.sort(s**2)[::-1][:k], rtol=0, atol=floor)
+    A = W.astype(np.float64)
+    G = A.T @ A if shape[1] <= shape[0] else A @ A.T
+    assert vecs.shape == (m, k)
+    np.testing.assert_allclose(G @ vecs, vecs * vals, rtol=0, atol=10 * floor)
+    np.testing.assert_allclose(vecs.T.astype(np.float64) @ vecs, np.eye(k), rtol=0, atol=1e-5)
+
+
+def test_no_reduction_is_kept_on_the_two_stage_path(monkeypatch):
+    _two_stage_or_skip(np.float32)
+    monkeypatch.setattr(spectrum, "TWO_STAGE_MIN_BYTES", 0)
+    W = np.random.default_rng(3).standard_normal((40, 30)).astype(np.float32)
+    ev, reduction = spectrum.eigenvalues_and_reduction(W)
+    assert reduction is None and ev.size == 30
