@@ -12,6 +12,8 @@ Measures:
             i.e. steady-state throughput (the workers are warmed before it, their first imports counted in
             Ray's start, unless --cold-workers); "end to end" adds Prefect's ephemeral API start, Ray start,
             listing and the catalog refresh (fixed costs per scan, not per model).
+  bare x2   the same models in 2 plain processes started together (no Ray, no Prefect; each its half):
+            the speed-up the machine itself gives two concurrent analyses, beside the scan's.
 Prints models/minute for each, the speed-up of 2 workers over 1 (target >= 1.7x on 2 cores) and the
 overhead per model of the 1-worker scan against bare analysis (target <= 10% for models >= 100 MB).
 With --repeat R, each round's speed-up (and the load average beside it) is printed too: the target is
@@ -70,6 +72,40 @@ def bare_seconds(folders: list[Path]) -> list[float]:
         analyze_model(str(folder), workers=1, threads=1)
         out.append(time.perf_counter() - t0)
     return out
+
+
+_BARE_CHILD = r"""
+import json, sys, time
+from ww_spectral.analysis import analyze_model
+analyze_model({"warm.weight": __import__("numpy").ones((16, 8), "float32")}, workers=1, threads=1)
+print("ready", flush=True)
+sys.stdin.readline()  # the parent starts every child's models at once
+t0 = time.perf_counter()
+for folder in sys.argv[1:]:
+    analyze_model(folder, workers=1, threads=1)
+print(json.dumps(time.perf_counter() - t0), flush=True)
+"""
+
+
+def bare_parallel_seconds(folders: list[Path], procs: int) -> float:
+    """The machine's own ceiling: `procs` plain processes (no Ray, no Prefect; one BLAS thread each), each
+    analysing its share of the models, started together; wall seconds until the last one is done."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    shares = [folders[i::procs] for i in range(procs)]
+    children = [subprocess.Popen([sys.executable, "-c", _BARE_CHILD, *map(str, share)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=env) for share in shares]
+    for child in children:  # imports and kernels loaded before the clock starts
+        if child.stdout.readline().strip() != "ready":
+            raise SystemExit("a bare analysis process did not start")
+    t0 = time.perf_counter()
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    for child in children:
+        child.communicate()
+    return time.perf_counter() - t0
 
 
 def scan(zoo: Path, workers: int, data_root: Path) -> dict:
@@ -161,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for _ in range(max(1, args.repeat)):  # interleaved rounds; the best of each kept (load drifts)
             b = bare_seconds(folders)
+            b2 = bare_parallel_seconds(folders, 2)
             r1 = scan(zoo, 1, work / "data1")
             r2 = scan(zoo, 2, work / "data2")
-            rounds.append((r1["fanout_seconds"] / r2["fanout_seconds"], os.getloadavg()[0]))
+            rounds.append((r1["fanout_seconds"] / r2["fanout_seconds"], os.getloadavg()[0], sum(b) / b2))
             cpu2 = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r2["cpu"].items()))
             print(f"  round {len(rounds)}: fan-out {r1['fanout_seconds']:.1f} s (1 worker), {r2['fanout_seconds']:.1f} s "
-                  f"(2 workers): {rounds[-1][0]:.2f}x, load {rounds[-1][1]:.1f}; 2-worker scan CPU s: {cpu2}",
-                  flush=True)
+                  f"(2 workers): {rounds[-1][0]:.2f}x, load {rounds[-1][1]:.1f}; bare, no Ray or Prefect: "
+                  f"{sum(b):.1f} s (1 process), {b2:.1f} s (2 processes): {rounds[-1][2]:.2f}x; "
+                  f"2-worker scan CPU s: {cpu2}", flush=True)
             bare = b if bare is None or sum(b) < sum(bare) else bare
             s1 = r1 if s1 is None or r1["fanout_seconds"] < s1["fanout_seconds"] else s1
             s2 = r2 if s2 is None or r2["fanout_seconds"] < s2["fanout_seconds"] else s2
@@ -220,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(local Ray start + listing + catalog); Prefect ephemeral API start, once per process: "
         f"{prefect_start:.1f} s",
         f"- rounds: {max(1, args.repeat)} (best of each configuration kept); speed-up of each round (load average "
-        f"beside it): " + ", ".join(f"{x:.2f}x ({load:.1f})" for x, load in rounds),
+        f"beside it): " + ", ".join(f"{x:.2f}x ({load:.1f})" for x, load, _ in rounds),
+        "- the machine's own ceiling, each round (the same models in 2 plain processes against 1, no Ray or "
+        "Prefect): " + ", ".join(f"{c:.2f}x" for _, _, c in rounds),
         "",
         "| workers | CPU s: flow (during fan-out) | Prefect API server | Ray workers | Ray core | fan-out x cores |",
         "|---|---|---|---|---|---|",
