@@ -5,8 +5,9 @@ apply_mp_fit(random=True), RMT_Util.jensen_shannon_distance):
 
 - The randomized matrix of a slice W: its entries uniformly permuted (a uniform random permutation of
   the flattened matrix, drawn by an exact, compiled, cache-friendly shuffle: ww_spectral/permutation.py
-  `permute`; it keeps every value, so the Frobenius norm). Its ESD is taken exactly like the
-  layer's (eigenvalues of the smaller Gram matrix, conv2d slices pooled and scaled by 0.5).
+  `permute`; it keeps every value, so the Frobenius norm). Its ESD is taken like the layer's
+  (eigenvalues of the smaller Gram matrix, conv2d slices pooled and scaled by 0.5; the one-stage reduction
+  runs on the Gram's lower triangle and is kept for the trap vectors: spectrum.eigenvalues_and_reduction).
 - replicas: 5 independent shuffles of every slice when the layer has fewer than 100 eigenvalues
   (WW: num_components < 100), else 1. rand_evals: all replicas pooled, ascending (WW's `rand_evals`,
   what get_ESD(random=True) returns).
@@ -28,17 +29,18 @@ extra Gram + eigensolve would cost a third of the randomized analysis).
 
 Where the traps are (ours; WW reports only the count): the spikes of every (replica, slice) draw
 beyond the edge are that draw's k largest eigenvalues; for each, the draw's singular vectors (u, v)
-give the entry of the randomized matrix where |u_i v_j| is largest, mapped back to its position
+give the entry of the randomized matrix with the largest term |u_i Wr_ij v_j| of the singular value
+(searched among the 8 rows and columns where |u| and |v| are largest: `_trap_entry`), mapped back to its position
 (row, col) in the original slice: the one entry with the same bits, or, where several share them, through
 the permutation itself (replayed from the draw's seed). A trap made by one large element has
 |u_i v_j| ~ 1 there (`localization`). One row per trap: num_traps rows per layer.
 
 Reproducibility: each layer's permutations come from numpy's PCG64 seeded by SeedSequence(entropy=
 [seed, the eight little-endian 32-bit words of SHA-256(tensor name as UTF-8)], spawn_key=(replica,
-slice)) - never Python's hash() - so the same
-seed gives the same permutations on any host, in any layer order and with any number of workers
-(numpy's stream-compatibility policy holds within a numpy version; constraints.txt pins it). The
-eigenvalues then carry the float round-off of the default analysis (same Gram + eigensolver).
+slice)) - never Python's hash() - whose first four raw outputs seed the shuffle's own generator
+(xoshiro256**, ww_spectral/permutation.py), so the same seed gives the same permutations on any host, in
+any layer order and with any number of workers (numpy's stream-compatibility policy holds within a numpy
+version; constraints.txt pins it). The eigenvalues then carry the float round-off of one-stage LAPACK.
 """
 
 from __future__ import annotations
