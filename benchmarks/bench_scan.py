@@ -108,7 +108,7 @@ def bare_parallel_seconds(folders: list[Path], procs: int) -> float:
     return time.perf_counter() - t0
 
 
-def scan(zoo: Path, workers: int, data_root: Path) -> dict:
+def scan(zoo: Path, workers: int, data_root: Path, *, profile_flow: bool = False) -> dict:
     """One folder scan; with the CPU every process spent (the flow process, Prefect's API server, Ray's
     workers and core processes: bench_rehearsal.FlowSampler) and where the flow process spent its CPU during
     the fan-out."""
@@ -118,12 +118,16 @@ def scan(zoo: Path, workers: int, data_root: Path) -> dict:
     from pipelines.flows import scan_folder
 
     shutil.rmtree(data_root, ignore_errors=True)
-    sampler = FlowSampler().start()
+    # The sampler runs in this (the flow's) process: every 20 ms it reads every thread's stack and /proc stat
+    # while profiling, which takes CPU from two busy workers (not from one: the second core is free then).
+    # Without --profile-flow it only reads the process tree's CPU and memory, every 0.5 s.
+    sampler = FlowSampler(period=0.02 if profile_flow else 0.5).start()
     real_fan_out = scan_mod._fan_out
     cpu = {}
 
     def probed(state, todo):
-        sampler.profiling.set()
+        if profile_flow:
+            sampler.profiling.set()
         c0 = time.process_time()
         try:
             return real_fan_out(state, todo)
@@ -180,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                          "workers before the fan-out, WW_SCAN_PREWARM=1, so the fan-out is the steady state)")
     ap.add_argument("--worker-niceness", type=int, default=0,
                     help="nice value of the Ray workers (default: 0, the flow's; Ray's own default is 15)")
+    ap.add_argument("--profile-flow", action="store_true",
+                    help="sample the flow process's threads every 20 ms during the fan-out (where its CPU goes, by "
+                         "package); the sampling itself costs the 2-worker scan CPU, so the speed-up reads lower")
     args = ap.parse_args(argv)
     os.environ["WW_SCAN_PREWARM"] = "0" if args.cold_workers else "1"
     os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # noqa: SIM112 - Ray spells it so; read by the local Ray each scan starts
@@ -198,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(max(1, args.repeat)):  # interleaved rounds; the best of each kept (load drifts)
             b = bare_seconds(folders)
             b2 = bare_parallel_seconds(folders, 2)
-            r1 = scan(zoo, 1, work / "data1")
-            r2 = scan(zoo, 2, work / "data2")
+            r1 = scan(zoo, 1, work / "data1", profile_flow=args.profile_flow)
+            r2 = scan(zoo, 2, work / "data2", profile_flow=args.profile_flow)
             rounds.append((r1["fanout_seconds"] / r2["fanout_seconds"], os.getloadavg()[0], sum(b) / b2))
             cpu2 = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r2["cpu"].items()))
             print(f"  round {len(rounds)}: fan-out {r1['fanout_seconds']:.1f} s (1 worker), {r2['fanout_seconds']:.1f} s "
@@ -268,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['cpu'].get('ray-worker', 0):.1f} | {r['cpu'].get('ray-core', 0):.1f} | "
           f"{r['fanout_seconds'] * (os.cpu_count() or 1):.1f} |" for w, r in ((1, s1), (2, s2))),
         "",
-        "- flow process CPU during the 2-worker fan-out, by package (sampled, CPU s): "
-        + ", ".join(f"{g} {t / os.sysconf('SC_CLK_TCK'):.1f}" for g, t in s2["flow_groups"]),
-        "",
+        *(["- flow process CPU during the 2-worker fan-out, by package (sampled, CPU s): "
+            + ", ".join(f"{g} {t / os.sysconf('SC_CLK_TCK'):.1f}" for g, t in s2["flow_groups"]), ""]
+          if args.profile_flow else []),
     ]
     text = "\n".join(lines)
     print(text)
