@@ -70,6 +70,8 @@ def gram(W: np.ndarray, *, precision: str = "float32", lower: bool = False) -> n
     else:
         X, xt = np.asfortranarray(A), False
     rows, cols = A.shape
+    if A.size == 0:  # min(rows, cols) = 0: an empty Gram (BLAS would reject the zero leading dimension, aloud)
+        return np.zeros((0, 0), dtype=dtype, order="F")
     want_small_cols = cols <= rows  # W^T W (cols x cols) is the smaller Gram
     # X = A^T: A^T A = X X^T (trans=0), A A^T = X^T X (trans=1); X = A: the other way round.
     trans = int(want_small_cols != xt)

@@ -167,3 +167,19 @@ def test_no_reduction_is_kept_on_the_two_stage_path(monkeypatch):
     W = np.random.default_rng(3).standard_normal((40, 30)).astype(np.float32)
     ev, reduction = spectrum.eigenvalues_and_reduction(W)
     assert reduction is None and ev.size == 30
+
+
+def test_an_empty_matrix_has_an_empty_spectrum_quietly():
+    # OpenBLAS reports a rejected zero leading dimension with printf (C stdio, flushed at exit), so the check runs
+    # in a child process and reads everything it wrote
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from ww_spectral.spectrum import eigenvalues, eigenvalues_and_reduction, gram\n"
+            "for shape in [(0, 3), (5, 0), (0, 0)]:\n"
+            "    W = np.zeros(shape, np.float32)\n"
+            "    assert gram(W).shape == (0, 0)\n"
+            "    assert eigenvalues(W).size == 0 and eigenvalues_and_reduction(W)[0].size == 0\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == "", (done.stdout, done.stderr)
