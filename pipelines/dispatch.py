@@ -26,6 +26,11 @@ from .work import Chunk, RemoteFile, analyze_chunk, plan_chunks
 # (pipelines/tasks.py), so the failures table tells what was retried.
 CHUNK_MAX_RETRIES = 3
 
+# Chunks per Ray slot a model is split into at least, with two slots or more (ChunkRunner.min_chunks). Measured
+# with benchmarks/bench_scan.py's zoo (6 models x 6 layers of 2048^2, 2 workers), interleaved A/B in one process,
+# 4 rounds: 2-worker speed-up 1.60/1.83/1.51/1.52x with 1 chunk per slot, 1.88/1.80/2.02/1.63x with 3.
+CHUNKS_PER_SLOT = 3
+
 # A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.
 WHOLE_FILE = 2**62
 
@@ -112,6 +117,13 @@ class ChunkRunner:
         self._batch = (ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(batch_entry) if self.streaming
                        else ray.remote(num_cpus=1, max_retries=0)(batch_list_entry))
 
+    @property
+    def min_chunks(self) -> int:
+        """The fewest chunks a safetensors model is split into (when it has that many analysed layers): one per
+        slot with one slot; CHUNKS_PER_SLOT per slot with more, so a worker that runs slower (the two share
+        caches and memory bandwidth) hands work to the others instead of finishing its share last."""
+        return self.slots if self.slots == 1 else CHUNKS_PER_SLOT * self.slots
+
     def _memory(self, wanted: int) -> int:
         return int(min(wanted, self.max_task_memory) if self.max_task_memory else wanted)
 
@@ -136,7 +148,7 @@ class ChunkRunner:
         over every slot, a pickle file stays one chunk. Each output carries its chunk's declared memory."""
         split = kind == "safetensors"
         chunks = plan_chunks(source, list(plans), chunk_bytes=self.chunk_bytes if split else WHOLE_FILE,
-                             min_chunks=self.slots if split else 1, fetch=fetch)
+                             min_chunks=self.min_chunks if split else 1, fetch=fetch)
         outs = self.run(chunks, deadline=deadline)
         return [{**out, "memory": chunks[out["index"]].memory} for out in outs]
 

@@ -153,3 +153,14 @@ def test_empty_folder_lists_nothing_and_a_model_folder_lists_itself(tmp_path):
     folder = write_hf_model_folder(tmp_path / "solo", model_tensors(0))
     items, failed = list_folder(str(folder))
     assert failed == [] and [it.repo_id for it in items] == ["solo"]
+
+
+def test_models_split_into_three_chunks_per_slot_with_two_slots_or_more():
+    from pipelines.dispatch import CHUNKS_PER_SLOT, ChunkRunner
+
+    assert ChunkRunner(slots=1, options=AnalysisOptions()).min_chunks == 1
+    runner = ChunkRunner(slots=2, options=AnalysisOptions())
+    assert runner.min_chunks == 2 * CHUNKS_PER_SLOT == 6
+    # a 6-layer model within one chunk's byte budget still spreads: one layer per chunk
+    chunks = plan_chunks("/m", _plans([(2048, 2048)] * 6), chunk_bytes=2**40, min_chunks=runner.min_chunks)
+    assert [len(c.plans) for c in chunks] == [1] * 6
