@@ -68,8 +68,8 @@ _COMPUTE_DTYPES = {"float32": np.float32, "float64": np.float64}
 SCRATCH_MAX_BYTES = 64 * 2**20  # per thread and dtype: shuffles up to this size reuse one buffer (_scratch)
 _THREAD_SCRATCH = threading.local()
 KEEP_SHUFFLED_BYTES = 64 * 2**20  # a layer of several draws keeps its shuffled matrices up to this size in all
-_DENSE_TRAPS = 1024
-_TRAP_CANDIDATES = 8  # rows and columns searched for a trap's entry (_trap_entry)  # up to this smaller side, trap singular vectors come from a dense eigensolve
+_DENSE_TRAPS = 1024  # up to this smaller side, trap singular vectors come from a dense eigensolve
+_TRAP_CANDIDATES = 8  # rows and columns searched for a trap's entry (_trap_entry)
 
 RAND_COLUMNS = ("max_rand_eval", "rand_distance", "ww_softrank", "ww_maxdist", "rand_num_spikes",
                 "num_traps", "rand_sigma_mp", "rand_mp_softrank", "rand_W_scale", "rand_bulk_max",
