@@ -27,8 +27,8 @@ from .work import Chunk, RemoteFile, analyze_chunk, plan_chunks
 CHUNK_MAX_RETRIES = 3
 
 # Chunks per Ray slot a model is split into at least, with two slots or more (ChunkRunner.min_chunks). Measured
-# with benchmarks/bench_scan.py's zoo (6 models x 6 layers of 2048^2, 2 workers), interleaved A/B in one process,
-# 4 rounds: 2-worker speed-up 1.60/1.83/1.51/1.52x with 1 chunk per slot, 1.88/1.80/2.02/1.63x with 3.
+# with benchmarks/bench_scan.py's zoo (6 models x 6 layers of 2048^2), interleaved A/B in one process, 4 rounds:
+# 2-worker fan-out 9.21/7.37/8.57/8.59 s with 1 chunk per slot, 8.06/7.65/7.32/8.26 s with 3 (mean 8.43 -> 7.82 s).
 CHUNKS_PER_SLOT = 3
 
 # A pickle (torch) checkpoint is loaded whole by each chunk: one chunk, however big.

@@ -16,7 +16,7 @@ entry for our first numpy two-level shuffle on an 11.7 M entry embedding, agains
 - Fisher-Yates from the last entry down: swap entry i with entry j, j uniform in [0, i], by Lemire's
   multiply-shift with rejection (exactly uniform: a word whose low product half falls below 2^32 mod (i+1)
   is rejected and the next word used).
-- Arrays larger than the CPU's L2 cache (`TWO_LEVEL_MIN` entries and up): Rao and Sandelius' two-level
+- Arrays larger than the CPU's caches hold well (`TWO_LEVEL_MIN` entries and up): Rao and Sandelius' two-level
   shuffle. Every entry draws one of B buckets (B a power of two <= 256, about `BUCKET_ENTRIES` entries each)
   independently and uniformly: one byte of the stream per entry, masked to log2(B) bits. A counting sort
   groups the entries by bucket, keeping their order (the labels are drawn twice from the same state, once
