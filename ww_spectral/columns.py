@@ -96,7 +96,7 @@ LAYER_COLUMNS: tuple[Column, ...] = (
     Column("part", "str", "gate | up for one half of a fused gate/up stack, else ''"),
     Column("quant_format", "str", "how the stored weights were dequantised (fp8_e4m3, fp8_e5m2, gptq_int2/4/8, "
                                   "awq_int4, bnb_int8, bnb_nf4, bnb_fp4, ct_<compressed-tensors format>, "
-                                  "gguf_<type>: ww_spectral/quant/plan.py); '' for full-precision weights"),
+                                  "mxfp4, gguf_<type>: ww_spectral/quant/plan.py); '' for full-precision weights"),
     Column("delta_kind", "str", "'' (the model's own weights) | base_delta (W - W_base) | lora_update "
                                 "((lora_alpha/r) B A) | lora_merged (W_base + (lora_alpha/r) B A)"),
     Column("base_ref", "str", "the base model of a delta row as repo_id@revision, else ''"),

@@ -253,13 +253,14 @@ def add_base_deltas(plan: ModelPlan, *, infos: Iterable[TensorInfo], base_infos:
         if own.read_kind == "lora_update":
             extra.append(adapters.merged_plan(own, base.get(own.tensor_name), infos=by_name, config=plan.ref.config,
                                               base_label=label, options=plan.options))
-        elif own.read_kind in DELTA_OF_KINDS:
+        elif own.read_kind in DELTA_OF_KINDS and not own.quant_format:
             match = base_name(own.tensor_name, base)
             extra.append(_delta_plan(own, by_name.get(own.tensor_name), base.get(match or ""), label))
-        else:
+        else:  # dequantised layers, quantised expert stacks (GGUF, MXFP4) included
+            what = f"{own.quant_format} quantised" if own.quant_format else repr(own.read_kind)
             extra.append(_skip(replace(own, read_kind="base_delta", delta_kind="base_delta", base_ref=label),
                                "base_delta_unsupported",
-                               f"no delta against the base for a {own.read_kind!r} layer in this version"))
+                               f"no delta against the base for a {what} layer in this version"))
     if not any(p.analysed for p in extra):
         codes = sorted({p.skip_code or "" for p in extra})
         raise BaseModelError(f"base model {safe_text(label)} shares no float tensor of the same name and shape "

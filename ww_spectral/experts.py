@@ -30,18 +30,19 @@ import dataclasses
 import math
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .layers import plan_layer
+from .quant import mxfp4
 from .records import AnalysisOptions, LayerPlan, TensorInfo
 from .roles import TensorRole, is_expert_stack, tensor_role
 
 __all__ = ["ExpertLayout", "ExpertMatrix", "expert_balanced_mean", "expert_byte_range", "expert_layout",
-           "expert_matrix", "is_expert_stack", "iter_expert_matrices", "plan_experts", "read_expert",
+           "expert_matrix", "is_expert_stack", "iter_expert_matrices", "plan_experts", "read_expert", "stack_layout",
            "split_expert_stacks"]
 
 ORIENTATIONS = ("out_in", "in_out")
@@ -99,6 +100,13 @@ def expert_layout(info: TensorInfo, config: Mapping | None = None) -> ExpertLayo
     return ExpertLayout("out_in", fused)
 
 
+def stack_layout(info: TensorInfo, config: Mapping | None, quant_format: str = "") -> ExpertLayout:
+    """The layout a stack's experts are read in: `expert_layout`, except an MXFP4 stack, whose dequantised
+    blocks are always [E, out, in] (ww_spectral/quant/mxfp4.py) whatever the model stores in bf16."""
+    layout = expert_layout(info, config)
+    return ExpertLayout("out_in", layout.fused) if quant_format == mxfp4.QUANT_FORMAT else layout
+
+
 def plan_experts(info: TensorInfo, layout: ExpertLayout, *, split_fused: bool = True) -> tuple[ExpertMatrix, ...]:
     """The matrices of a stack, from its header: E (or 2E for a split fused stack) entries, expert order."""
     experts, a, b = info.shape
@@ -153,10 +161,10 @@ def iter_expert_matrices(stack: np.ndarray, info: TensorInfo, layout: ExpertLayo
 
 def _expert_plan(stack: LayerPlan, info: TensorInfo, m: ExpertMatrix, options: AnalysisOptions) -> LayerPlan:
     """The plan of one expert matrix: plan_layer's rules (selection, dtype, size filter) on its 2-D shape."""
-    # A GGUF-quantised stack (quant/plan.py set its format) reads dequantised, one expert's slab at a time
-    # (Checkpoint.read_rows): its experts are planned as the float matrices they become.
-    gguf = stack.quant_format.startswith("gguf_")
-    flat = TensorInfo(name=info.name, shape=m.shape, dtype="F32" if gguf else info.dtype, file=info.file,
+    # A GGUF- or MXFP4-quantised stack (quant/plan.py set its format) reads dequantised, one expert's slab at
+    # a time (Checkpoint.read_rows / raw_rows): its experts are planned as the float matrices they become.
+    dequantised = stack.quant_format.startswith("gguf_") or stack.quant_format == mxfp4.QUANT_FORMAT
+    flat = TensorInfo(name=info.name, shape=m.shape, dtype="F32" if dequantised else info.dtype, file=info.file,
                       nbytes=info.nbytes // max(1, int(info.shape[0])))
     plan = plan_layer(flat, stack.layer_id, options)
     where = TensorRole(stack.block, m.role, m.expert, stack.stack)
@@ -177,11 +185,11 @@ def split_expert_stacks(plans: list[LayerPlan], *, infos: list[TensorInfo], conf
     by_name = {i.name: i for i in infos}
     out: list[LayerPlan] = []
     for p in plans:
-        info = by_name.get(p.tensor_name)
+        info = _planned_stack(p, by_name.get)
         if p.read_kind != "tensor" or info is None or not is_expert_stack(info):
             out.append(p)
             continue
-        layout = expert_layout(info, config)
+        layout = stack_layout(info, config, p.quant_format)
         out_size = info.shape[1] if layout.orientation == "out_in" else info.shape[2]
         if layout.fused and int(out_size) % 2:
             out.append(dataclasses.replace(p, skip_code="not_matrix", skip_reason=(
@@ -190,6 +198,16 @@ def split_expert_stacks(plans: list[LayerPlan], *, infos: list[TensorInfo], conf
             continue
         out.extend(_expert_plan(p, info, m, options) for m in plan_experts(info, layout))
     return out
+
+
+def _planned_stack(plan: LayerPlan, lookup: Callable[[str], TensorInfo | None]) -> TensorInfo | None:
+    """The header entry a plan splits: the stored tensor, or for an MXFP4 stack (stored as U8 blocks and
+    scales) the dequantised [E, out, in] float stack they make. lookup: header entry by name, or None."""
+    if plan.quant_format != mxfp4.QUANT_FORMAT:
+        return lookup(plan.tensor_name)
+    stored = [lookup(name) for name in mxfp4.stored_names(plan.tensor_name)]
+    stacks = mxfp4.find_mxfp4_stacks([i for i in stored if i is not None])
+    return stacks[0].logical_info() if stacks else None
 
 
 class _LastStacks:
@@ -245,11 +263,20 @@ def _stack_info(checkpoint: Any, name: str) -> TensorInfo:
     raise KeyError(f"no tensor named {name!r}")
 
 
+def _info_or_none(checkpoint: Any, name: str) -> TensorInfo | None:
+    try:
+        return _stack_info(checkpoint, name)
+    except KeyError:
+        return None
+
+
 def _read_layout(info: TensorInfo, plan: LayerPlan, config: Mapping | None) -> ExpertLayout:
     """The stack's layout as planned: the orientation the planned (out, in) shape implies where the stack's
     sides differ (config otherwise), the fused split from the config (GPT-OSS interleaves gate and up)."""
-    layout = expert_layout(info, config)
+    layout = stack_layout(info, config, plan.quant_format)
     fused = layout.fused if plan.part else ""
+    if plan.quant_format == mxfp4.QUANT_FORMAT:
+        return ExpertLayout(layout.orientation, fused)
     _, a, b = (int(s) for s in info.shape)
     out_f, in_f = plan.shape
     k = 2 if plan.part else 1
@@ -269,18 +296,30 @@ def read_expert(checkpoint: Any, plan: LayerPlan, *, dtype: np.dtype = np.float3
     returning None means "not for this tensor's reader"). Raises ValueError when the stored stack does not give
     the planned shape (the checkpoint changed since it was planned).
     """
+    config = getattr(getattr(checkpoint, "ref", None), "config", None)
+    if plan.quant_format == mxfp4.QUANT_FORMAT:
+        stack = _planned_stack(plan, lambda name: _info_or_none(checkpoint, name))
+        if stack is None or plan.expert is None or not 0 <= plan.expert < int(stack.shape[0]):
+            raise ValueError(f"{plan.tensor_name}: its stored MXFP4 blocks and scales have no expert {plan.expert}; "
+                             "the checkpoint changed since it was planned: analyse it again")
+        slab = mxfp4.read_expert_slab(checkpoint, plan.tensor_name, plan.expert)
+        return _checked_matrix(expert_matrix(slab, _read_layout(stack, plan, config), plan.part), plan, dtype)
     info = _stack_info(checkpoint, plan.tensor_name)
     if len(info.shape) == 2 and tuple(info.shape) == tuple(plan.shape):
         # one expert stored on its own (Mixtral's experts.E.w1): the tensor is the matrix
         return checkpoint.read(plan.tensor_name, dtype=dtype)
     if len(info.shape) != 3 or plan.expert is None or not 0 <= plan.expert < int(info.shape[0]):
         raise ValueError(f"{plan.tensor_name}: stored shape {tuple(info.shape)} has no expert {plan.expert}")
-    layout = _read_layout(info, plan, getattr(getattr(checkpoint, "ref", None), "config", None))
+    layout = _read_layout(info, plan, config)
     read_rows = getattr(checkpoint, "read_rows", None)
     slab = read_rows(plan.tensor_name, plan.expert, plan.expert + 1, dtype=dtype) if callable(read_rows) else None
     if slab is None:  # no partial read here (None: this tensor's reader has none)
         slab = _LAST_STACK.get(checkpoint, plan.tensor_name, dtype)[plan.expert]
-    matrix = expert_matrix(slab, layout, plan.part)
+    return _checked_matrix(expert_matrix(slab, layout, plan.part), plan, dtype)
+
+
+def _checked_matrix(matrix: np.ndarray, plan: LayerPlan, dtype: np.dtype) -> np.ndarray:
+    """An expert's matrix as `dtype` in its own memory, after checking it has the planned shape."""
     if tuple(matrix.shape) != tuple(plan.shape):
         raise ValueError(f"{plan.tensor_name}: expert {plan.expert} is {tuple(matrix.shape)}, the plan has "
                          f"{tuple(plan.shape)}; the checkpoint changed since it was planned: analyse it again")

@@ -17,6 +17,10 @@ tensors stay "tensor" plans. Every plan of a .gguf file gets the Llama-style HF 
 up with its original's. 3-D expert stacks (blk.N.ffn_*_exps) keep their plan, with quant_format set,
 for the experts step (ww_spectral/experts.py): Checkpoint.read of a GGUF stack returns it dequantised.
 
+MXFP4 expert stacks (quant/mxfp4.py: P_blocks + P_scales, GPT-OSS): the blocks' plan becomes the plan of the
+dequantised 3-D stack named P, quant_format "mxfp4", for the experts step (one plan per expert, each read by
+dequantising that expert's bytes alone); the scales give a quant_part row.
+
 bitsandbytes 4-bit stores its (out, in) only inside the quant_state tensor; the header gives the element
 count, so the plan takes the factor pair whose input side is config.json's hidden_size (intermediate_size
 for down projections). The read checks it against the state; a transposed guess is returned transposed
@@ -37,6 +41,7 @@ from ..layers import plan_layer
 from ..readers.gguf import hf_name
 from ..records import AnalysisOptions, LayerPlan, TensorInfo
 from ..roles import tensor_role
+from . import mxfp4
 from .detect import QuantizedLayer, dequantize_layer, find_quantized
 
 __all__ = ["QUANT_FORMATS", "plan_quantized", "quant_format", "read_dequant"]
@@ -44,7 +49,7 @@ __all__ = ["QUANT_FORMATS", "plan_quantized", "quant_format", "read_dequant"]
 # quant_format values (the layers table's column; documented in ww_spectral/columns.py).
 QUANT_FORMATS = ("fp8_e4m3", "fp8_e5m2", "gptq_int2", "gptq_int4", "gptq_int8", "awq_int4", "bnb_int8", "bnb_nf4",
                  "bnb_fp4", "ct_pack_quantized", "ct_int_quantized", "ct_naive_quantized", "ct_float_quantized",
-                 "gguf_<type>")
+                 "mxfp4", "gguf_<type>")
 SKIP_PART = "quant_part"
 SKIP_UNSUPPORTED = "unsupported_quant"
 GGUF_PREFIX = "GGUF_"
@@ -86,10 +91,12 @@ def _as_dense(info: TensorInfo, name: str, shape: tuple[int, int], layer_id: int
                       layer_id, options)
 
 
-def _part_plan(plan: LayerPlan, layer: QuantizedLayer, fmt: str) -> LayerPlan:
+def _part_plan(plan: LayerPlan, prefix: str, rows_of: str, fmt: str) -> LayerPlan:
+    """The skipped row of a stored part (scales, zeros, ...) of quantised layer `prefix`, analysed in the
+    row(s) of `rows_of`."""
     return dataclasses.replace(
         plan, skip_code=SKIP_PART, quant_format=fmt, row_count=1,
-        skip_reason=f"part of quantised layer {layer.prefix} ({fmt}): analysed in the row of {layer.tensor_name}")
+        skip_reason=f"part of quantised layer {prefix} ({fmt}): analysed in the row of {rows_of}")
 
 
 def _layer_plans(plans: list[LayerPlan], index: Mapping[str, int], infos: Mapping[str, TensorInfo],
@@ -120,7 +127,21 @@ def _layer_plans(plans: list[LayerPlan], index: Mapping[str, int], infos: Mappin
     for name in companions:
         j = index.get(name)
         if j is not None:
-            plans[j] = _part_plan(plans[j], layer, fmt)
+            plans[j] = _part_plan(plans[j], layer.prefix, layer.tensor_name, fmt)
+
+
+def _mxfp4_plans(plans: list[LayerPlan], index: Mapping[str, int], stack: mxfp4.Mxfp4Stack,
+                 options: AnalysisOptions) -> None:
+    """An MXFP4 stack's stored blocks become the plan of the dequantised [E, out, in] stack, named P (the
+    experts step splits it into one plan per expert, read_kind "expert"); its scales a quant_part row."""
+    i, j = index.get(stack.blocks.name), index.get(stack.scales.name)
+    if i is None:
+        return
+    logical = plan_layer(stack.logical_info(), plans[i].layer_id, options)
+    plans[i] = dataclasses.replace(logical, dtype=stack.blocks.dtype, quant_format=mxfp4.QUANT_FORMAT,
+                                   companions=(stack.blocks.name, stack.scales.name))
+    if j is not None:
+        plans[j] = _part_plan(plans[j], stack.prefix, f"{stack.prefix} (one per expert)", mxfp4.QUANT_FORMAT)
 
 
 def _gguf_plan(plan: LayerPlan, info: TensorInfo, options: AnalysisOptions) -> LayerPlan:
@@ -150,8 +171,11 @@ def plan_quantized(plans: list[LayerPlan], *, infos: Sequence[TensorInfo], confi
     out = list(plans)
     by_name = {info.name: info for info in infos}
     index = {p.tensor_name: k for k, p in enumerate(out)}
-    for layer in find_quantized([i for i in infos if not _is_gguf(i)], config):
+    stored = [i for i in infos if not _is_gguf(i)]
+    for layer in find_quantized(stored, config):
         _layer_plans(out, index, by_name, layer, config, options)
+    for stack in mxfp4.find_mxfp4_stacks(stored):
+        _mxfp4_plans(out, index, stack, options)
     for k, plan in enumerate(out):
         info = by_name.get(plan.tensor_name)
         if info is not None and _is_gguf(info) and plan.read_kind == "tensor":

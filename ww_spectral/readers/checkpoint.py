@@ -79,6 +79,15 @@ class Checkpoint:
                                         ".gguf files); skip it")
         return raw(name)
 
+    def raw_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Entries start..stop-1 along the first axis of tensor `name` as STORED (e.g. one expert's MXFP4
+        blocks): only their bytes where the reader can (safetensors), else the raw tensor sliced."""
+        reader = self._reader(name)
+        raw_rows = getattr(reader, "raw_rows", None)
+        if raw_rows is not None:
+            return raw_rows(name, start, stop)
+        return np.ascontiguousarray(self.raw(name)[start:stop])
+
     def info(self, name: str) -> TensorInfo:
         """The header entry of tensor `name` (KeyError when there is none)."""
         info = self._by_name.get(name)

@@ -198,12 +198,12 @@ def _raw_spec(by_name: dict[str, TensorInfo], name: str) -> tuple[np.dtype, Tens
 
 
 def _row_span(info: TensorInfo, span: tuple[int, int], start: int, stop: int) -> tuple[int, int, tuple[int, ...]]:
-    """(data begin, bytes per first-axis entry, result shape) of entries start..stop-1 of a tensor."""
+    """[lo, hi) in the data section and the result shape of entries start..stop-1 (first axis) of a tensor."""
     if len(info.shape) < 2 or not 0 <= start <= stop <= info.shape[0]:
         raise IndexError(f"tensor {info.name!r} of shape {tuple(info.shape)} has no entries {start}..{stop - 1}")
     begin, end = span
     per = (end - begin) // info.shape[0] if info.shape[0] else 0
-    return begin, per, (stop - start, *info.shape[1:])
+    return begin + per * start, begin + per * stop, (stop - start, *info.shape[1:])
 
 
 def _checked(by_name: dict[str, TensorInfo], name: str, dtype) -> tuple[np.dtype, TensorInfo]:
@@ -239,10 +239,8 @@ class _TensorBytes:
         """Entries start..stop-1 along the FIRST axis of tensor `name` (e.g. experts of a [E, out, in] stack),
         converted exactly to `dtype`: only their bytes are read."""
         target, info = _checked(self._by_name, name, dtype)
-        begin, per, shape = _row_span(info, self._spans[name], start, stop)
-        lo = begin + per * start
-        return self._stored(name, lo, lo + per * (stop - start), dtypes.spec(info.dtype).numpy,
-                            shape).astype(target, copy=True)
+        lo, hi, shape = _row_span(info, self._spans[name], start, stop)
+        return self._stored(name, lo, hi, dtypes.spec(info.dtype).numpy, shape).astype(target, copy=True)
 
     def raw(self, name: str) -> np.ndarray:
         """Tensor `name` in its STORED dtype and shape (int32, uint8, float8 via ml_dtypes, ...), a copy:
@@ -250,6 +248,13 @@ class _TensorBytes:
         np_dtype, info = _raw_spec(self._by_name, name)
         begin, end = self._spans[name]
         return self._stored(name, begin, end, np_dtype, info.shape).copy()
+
+    def raw_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Entries start..stop-1 along the FIRST axis of tensor `name`, in its stored dtype (a copy): one
+        expert of a quantised stack (ww_spectral/quant/mxfp4.py) without the others' bytes."""
+        np_dtype, info = _raw_spec(self._by_name, name)
+        lo, hi, shape = _row_span(info, self._spans[name], start, stop)
+        return self._stored(name, lo, hi, np_dtype, shape).copy()
 
 
 class SafetensorsReader(_TensorBytes):
