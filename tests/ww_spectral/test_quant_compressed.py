@@ -130,3 +130,55 @@ def test_quantised_heavy_tailed_model_keeps_alpha(fmt, kw, tol):
         deltas.append(alpha(deq) - alpha(torch.from_numpy(w).to(torch.bfloat16).float().numpy()))
     print(f"compressed-tensors {fmt} {kw['num_bits']}-bit {kw['strategy']}: delta alpha {np.round(deltas, 4)}")
     assert max(abs(d) for d in deltas) < tol
+
+
+def compress_nvfp4(w):
+    """(compressed state dict, the library's decompressed weight) for NVFP4 (its preset: FP4 e2m1 codes, fp8 scales
+    per 16 inputs, a float32 global scale from generate_gparam, as llm-compressor computes them)."""
+    from compressed_tensors.quantization import preset_name_to_scheme
+    from compressed_tensors.quantization.utils import generate_gparam
+
+    scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
+    wf = w.float()
+    gs = generate_gparam(wf.amin(), wf.amax())
+    groups = wf.reshape(wf.shape[0], -1, 16)
+    scale, _ = calculate_qparams(groups.amin(-1), groups.amax(-1), scheme.weights, global_scale=gs)
+    comp = BaseCompressor.load_from_registry("nvfp4-pack-quantized")
+    packed = comp.compress({"weight": w, "weight_scale": scale, "weight_global_scale": gs}, scheme)
+    return packed, comp.decompress(dict(packed), scheme)["weight"]
+
+
+@pytest.mark.parametrize("spread", [0.02, 30.0])
+def test_nvfp4_equals_library_decompress(spread):
+    torch.manual_seed(2)
+    w = (torch.randn(64, 256) * spread).to(torch.bfloat16)
+    w[0, :16] = 0  # an all-zero group: scale 0
+    packed, ref = compress_nvfp4(w)
+    assert packed["weight_packed"].dtype == torch.uint8 and packed["weight_scale"].dtype == torch.float8_e4m3fn
+    ours = dequantize_compressed("nvfp4-pack-quantized", {k: to_numpy(v) for k, v in packed.items()})
+    assert ours.dtype == np.float32 and ours.shape == (64, 256)
+    np.testing.assert_array_equal(ours.view(np.uint32), ref.float().numpy().view(np.uint32))
+
+
+def test_nvfp4_file_is_detected_and_keeps_alpha(tmp_path):
+    rng = np.random.default_rng(5)
+    tensors, dense = {}, {}
+    for i, a in enumerate((2.5, 4.0)):
+        w = torch.from_numpy(heavy_tailed(rng, 256, 512, alpha=a)).to(torch.bfloat16)
+        packed, _ = compress_nvfp4(w)
+        prefix = f"model.layers.{i}.mlp.up_proj"
+        tensors.update({f"{prefix}.{k}": v.contiguous() for k, v in packed.items()})
+        dense[prefix] = w.float().numpy()
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    config = {"quantization_config": {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"}}
+    raw = RawSafetensors(tmp_path / "model.safetensors")
+    layers = find_quantized(raw.tensors(), config)
+    assert [q.prefix for q in layers] == list(dense)
+    for q in layers:
+        assert q.format.name == "compressed-tensors:nvfp4-pack-quantized" and q.shape == (256, 512)
+        assert not q.skip_reason
+        deq = dequantize_layer(q, raw.raw)
+        delta = alpha(deq) - alpha(dense[q.prefix])
+        print(f"nvfp4 {q.prefix}: delta alpha {delta:+.4f}")
+        assert abs(delta) < 0.35
+    raw.close()

@@ -107,3 +107,18 @@ def expand_scale(scale: np.ndarray, shape: tuple[int, int], *, block: tuple[int,
     need(rows == -(-out_f // bh) and cols == -(-in_f // bw), what,
          f"block scale of shape {tuple(s.shape)} does not tile a {out_f} x {in_f} matrix in {bh} x {bw} blocks")
     return np.repeat(np.repeat(s, bh, axis=0), bw, axis=1)[:out_f, :in_f]
+
+
+# FP4 e2m1 code -> value (the OCP MX table: sign bit 3, then exponent and mantissa; code 8 is -0.0), as
+# transformers (integrations/mxfp4.py FP4_VALUES) and compressed-tensors (nvfp4 kE2M1ToFloat) decode it.
+FP4_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
+                    dtype=np.float32)
+
+
+def unpack_fp4(codes: np.ndarray) -> np.ndarray:
+    """float32 [..., 2 n] from uint8 [..., n] holding two FP4 e2m1 codes per byte, the low nibble first (the
+    order MXFP4 (GPT-OSS) and compressed-tensors' nvfp4 both pack)."""
+    values = np.empty((*codes.shape, 2), dtype=np.float32)
+    values[..., 0] = FP4_E2M1[codes & 0x0F]
+    values[..., 1] = FP4_E2M1[codes >> 4]
+    return values.reshape(*codes.shape[:-1], codes.shape[-1] * 2)

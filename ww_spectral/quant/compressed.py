@@ -8,9 +8,13 @@
   (`unpack_from_int32`). 2/4/8 bits (the widths whose layout every compressed-tensors version shares).
 - "int-quantized" / "naive-quantized": `weight` int8 (out, in) + `weight_scale` (+ `weight_zero_point`).
 - "float-quantized": `weight` float8 + `weight_scale` (ww_spectral.quant.fp8).
+- "nvfp4-pack-quantized": `weight_packed` uint8 (out, in / 2), two FP4 e2m1 codes per byte (low nibble
+  first), `weight_scale` float8 e4m3 (out, in / 16), `weight_global_scale` float32 (1,).
 Dequantised W = (q - zero_point) * scale computed in the scale's dtype:
 compressed_tensors/quantization/lifecycle/forward_helpers.py (`_dequantize`, `_process_group`, `_process_block`).
-Other formats (nvfp4/mxfp4/mxfp6/mxfp8-pack-quantized, sparse-*, marlin-24) are refused with their name.
+nvfp4 (compressors/nvfp4/base.py `decompress`): the codes unpacked to bfloat16, the group scale to bfloat16
+(exact), then `scale / global_scale` in float32, times the code, rounded once to bfloat16.
+Other formats (mxfp4/mxfp6/mxfp8-pack-quantized, sparse-*, marlin-24) are refused with their name.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import UnsupportedDtypeError
-from .common import as_float32, expand_scale, float_code, need, round_to, unpack_words
+from .common import as_float32, expand_scale, float_code, need, round_to, unpack_fp4, unpack_words
 from .fp8 import dequantize_fp8
 
-SUPPORTED = ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized")
+NVFP4 = "nvfp4-pack-quantized"
+SUPPORTED = ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized", NVFP4)
 
 
 def unpack_ct(packed: np.ndarray, bits: int, count: int, *, axis: int = 1) -> np.ndarray:
@@ -73,6 +78,8 @@ def dequantize_compressed(fmt: str, tensors: Mapping[str, np.ndarray], *, block:
     if fmt == "float-quantized":
         need(g_idx is None and tensors.get("weight_zero_point") is None, what, "float-quantized with zero points")
         return dequantize_fp8(tensors["weight"], scale, block=block, out_dtype=float_code(scale), what=what)
+    if fmt == NVFP4:
+        return _dequantize_nvfp4(tensors, scale, what)
     if fmt == "pack-quantized":
         packed, shape_t = tensors.get("weight_packed"), tensors.get("weight_shape")
         need(packed is not None and shape_t is not None, what, "weight_packed / weight_shape missing")
@@ -95,3 +102,18 @@ def dequantize_compressed(fmt: str, tensors: Mapping[str, np.ndarray], *, block:
     z = _zero_points(tensors.get("weight_zero_point"), shape, bits, g_idx, block, what)
     w = q.astype(np.float32) if z is None else q.astype(np.float32) - z
     return round_to(w * s, float_code(scale))
+
+
+def _dequantize_nvfp4(tensors: Mapping[str, np.ndarray], scale: np.ndarray, what: str) -> np.ndarray:
+    """float32 (out, in) of an nvfp4-pack-quantized layer (module docstring), bit for bit the library's bf16."""
+    packed, global_scale = tensors.get("weight_packed"), tensors.get("weight_global_scale")
+    need(packed is not None and global_scale is not None, what, "weight_packed / weight_global_scale missing")
+    need(tensors.get("weight_zero_point") is None and tensors.get("weight_g_idx") is None, what,
+         "nvfp4 with zero points or g_idx")
+    p, gs = np.asarray(packed), as_float32(global_scale, f"{what} weight_global_scale")
+    need(p.dtype == np.uint8 and p.ndim == 2 and gs.size == 1, what,
+         f"weight_packed {p.dtype} {p.shape} / weight_global_scale {gs.shape} are not uint8 (out, in/2) and one value")
+    shape = (int(p.shape[0]), 2 * int(p.shape[1]))
+    group_scale = expand_scale(scale, shape, what=f"{what} weight_scale")
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero global scale gives inf/NaN, as there
+        return round_to(unpack_fp4(p) * (group_scale / gs.reshape(())), "BF16")

@@ -13,7 +13,7 @@ Signatures (per module prefix P):
     P.weight U8 + P.weight.absmax + P.weight.quant_state.*     bitsandbytes 4-bit (nf4 / fp4)
     P.weight_packed I32 + P.weight_scale + P.weight_shape      compressed-tensors pack-quantized
     P.weight I8 + P.weight_scale                               compressed-tensors int-quantized
-    P.weight_packed U8 + P.weight_global_scale                 compressed-tensors nvfp4 (skipped, named)
+    P.weight_packed U8 + P.weight_scale + P.weight_global_scale   compressed-tensors nvfp4
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from ..records import TensorInfo
 from ..roles import natural_key
 from .awq import dequantize_awq
 from .bnb import dequantize_bnb_4bit, dequantize_bnb_int8, parse_bnb_state
-from .compressed import dequantize_compressed
+from .compressed import NVFP4, dequantize_compressed
+from .compressed import SUPPORTED as CT_SUPPORTED
 from .fp8 import FP8_DTYPES, dequantize_fp8
 from .gptq import dequantize_gptq
 
@@ -214,10 +215,11 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
         if fmt_name == "pack-quantized":
             bits = _ct_bits(qc)
             shape = (primary.shape[0], primary.shape[1] * 32 // bits)
+        elif fmt_name == NVFP4:
+            shape = (primary.shape[0], primary.shape[1] * 2)  # two FP4 codes per byte
         else:
             shape = (primary.shape[0], primary.shape[1])
-        skip = "" if fmt_name in ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized") else \
-            f"compressed-tensors format {fmt_name} is not supported"
+        skip = "" if fmt_name in CT_SUPPORTED else f"compressed-tensors format {fmt_name} is not supported"
         return _layer(prefix, primary.name, fmt, parts, shape, skip)
     if w is not None and w.dtype in FP8_DTYPES:
         parts = {k: p[k].name for k in ("weight", "weight_scale", "weight_scale_inv", *_ACTIVATION_TAILS) if k in p}

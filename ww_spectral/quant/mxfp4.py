@@ -5,7 +5,7 @@ Stored per stack P (e.g. ``model.layers.0.mlp.experts.gate_up_proj``), E experts
     P_blocks  U8 [E, R, G, 16]   two FP4 (e2m1) codes per byte: low nibble first, then high
     P_scales  U8 [E, R, G]       one E8M0 exponent per block: scale = 2 ** (byte - 127)
 (`P_bias` is a plain 2-D bias and stays the skipped row it already is.)
-Dequantised (`dequantize_mxfp4`): value = FP4_VALUES[code] * scale, expert e's matrix is [R, 32 G] = (out, in),
+Dequantised (`dequantize_mxfp4`): value = FP4_E2M1[code] * scale (quant/common.py), expert e's matrix is [R, 32 G] = (out, in),
 so the logical stack is [E, R, 32 G] in the "out_in" orientation of ww_spectral/experts.py. transformers'
 `convert_moe_packed_tensors` computes the same products in bfloat16 and returns the stack transposed to
 [E, in, out] (what GPT-OSS's bf16 checkpoints store): an FP4 value has at most 2 significant bits and the
@@ -24,10 +24,8 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..records import TensorInfo
+from .common import unpack_fp4
 
-# FP4 e2m1 code -> value (the OCP MX table; transformers.integrations.mxfp4.FP4_VALUES).
-FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
-                      dtype=np.float32)
 BLOCKS_SUFFIX, SCALES_SUFFIX = "_blocks", "_scales"
 QUANT_FORMAT = "mxfp4"
 SCALE_BIAS = 127
@@ -86,10 +84,8 @@ def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray, *, what: str = "mxf
     if blocks.dtype != np.uint8 or scales.dtype != np.uint8 or blocks.ndim < 2 or blocks.shape[:-1] != scales.shape:
         raise CheckpointError(f"{what}: MXFP4 blocks {blocks.dtype} {blocks.shape} and scales {scales.dtype} "
                               f"{scales.shape} do not match (uint8 [..., G, B] and uint8 [..., G])")
-    values = np.empty((*blocks.shape, 2), dtype=np.float32)
-    values[..., 0] = FP4_VALUES[blocks & 0x0F]
-    values[..., 1] = FP4_VALUES[blocks >> 4]
-    exponents = (scales.astype(np.int32) - SCALE_BIAS)[..., None, None]
+    values = unpack_fp4(blocks)  # [..., G, 2 B]
+    exponents = (scales.astype(np.int32) - SCALE_BIAS)[..., None]
     with np.errstate(over="ignore"):  # byte 255: 0.5 * 2**128 is finite, 1.5 * 2**128 is inf, as in the reference
         np.ldexp(values, exponents, out=values)  # in place: peak memory is the float32 matrix once
     return values.reshape(*blocks.shape[:-2], blocks.shape[-2] * blocks.shape[-1] * 2)
