@@ -31,7 +31,7 @@ from support.hub_server import HubServer  # noqa: E402
 from support.planted_models import heavy_tailed  # noqa: E402
 from test_gguf_reader import HOSTILE, write_gguf  # noqa: E402
 from test_quant_bnb import state_dict_4bit  # noqa: E402
-from test_quant_compressed import QArgs, compress, compress_nvfp4  # noqa: E402
+from test_quant_compressed import QArgs, compress, compress_fp4  # noqa: E402
 from test_quant_fp8 import quantise as fp8_quantise  # noqa: E402
 from test_quant_gptq_awq import AWQ_ORDER, gptq_tensors, pack_cols, ref_awq, ref_gptq, rtn  # noqa: E402
 
@@ -118,9 +118,11 @@ def _ct(fmt, args):
     return write
 
 
-def _ct_nvfp4(prefix, w):
-    packed, ref = compress_nvfp4(torch.from_numpy(w).bfloat16())
-    return {f"{prefix}.{k}": v for k, v in packed.items()}, f"{prefix}.weight_packed", ref.float().numpy()
+def _ct_fp4(fmt):
+    def write(prefix, w):
+        packed, ref, _ = compress_fp4(torch.from_numpy(w).bfloat16(), fmt)
+        return {f"{prefix}.{k}": v for k, v in packed.items()}, f"{prefix}.weight_packed", ref.float().numpy()
+    return write
 
 
 def _ct_config(fmt, args):
@@ -142,8 +144,8 @@ SAFETENSORS_FORMATS = {
     "bnb_fp4": (_bnb4("fp4"), {"quant_method": "bitsandbytes", "load_in_4bit": True}, 0.25),
     "ct_pack_quantized": (_ct("pack-quantized", CT_PACK), _ct_config("pack-quantized", CT_PACK), 0.2),
     "ct_float_quantized": (_ct("float-quantized", CT_FP8), _ct_config("float-quantized", CT_FP8), 0.1),
-    "ct_nvfp4_pack_quantized": (_ct_nvfp4, {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"},
-                                0.3),
+    **{f"ct_{fmt.replace('-', '_')}": (_ct_fp4(fmt), {"quant_method": "compressed-tensors", "format": fmt}, 0.3)
+       for fmt in ("nvfp4-pack-quantized", "mxfp4-pack-quantized")},
 }
 GGUF_FORMATS = {"gguf_q8_0": (Q.Q8_0, 0.02), "gguf_q5_1": (Q.Q5_1, 0.15), "gguf_q4_0": (Q.Q4_0, 0.25)}
 

@@ -132,53 +132,84 @@ def test_quantised_heavy_tailed_model_keeps_alpha(fmt, kw, tol):
     assert max(abs(d) for d in deltas) < tol
 
 
-def compress_nvfp4(w):
-    """(compressed state dict, the library's decompressed weight) for NVFP4 (its preset: FP4 e2m1 codes, fp8 scales
-    per 16 inputs, a float32 global scale from generate_gparam, as llm-compressor computes them)."""
+FP4_PRESETS = {"nvfp4-pack-quantized": "NVFP4A16", "mxfp4-pack-quantized": "MXFP4A16"}
+
+
+def compress_fp4(w, fmt="nvfp4-pack-quantized"):
+    """(compressed state dict, the library's decompressed weight, its decompress) for the library's FP4 presets:
+    FP4 e2m1 codes with fp8 scales per 16 inputs and a float32 global scale from generate_gparam (NVFP4), or
+    E8M0 exponents per 32 inputs (MXFP4), as llm-compressor computes them."""
     from compressed_tensors.quantization import preset_name_to_scheme
     from compressed_tensors.quantization.utils import generate_gparam
 
-    scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
+    scheme = preset_name_to_scheme(FP4_PRESETS[fmt], ["Linear"])
     wf = w.float()
-    gs = generate_gparam(wf.amin(), wf.amax())
-    groups = wf.reshape(wf.shape[0], -1, 16)
-    scale, _ = calculate_qparams(groups.amin(-1), groups.amax(-1), scheme.weights, global_scale=gs)
-    comp = BaseCompressor.load_from_registry("nvfp4-pack-quantized")
-    packed = comp.compress({"weight": w, "weight_scale": scale, "weight_global_scale": gs}, scheme)
-    return packed, comp.decompress(dict(packed), scheme)["weight"]
+    sd = {"weight": w}
+    if fmt == "nvfp4-pack-quantized":
+        sd["weight_global_scale"] = generate_gparam(wf.amin(), wf.amax())
+    groups = wf.reshape(wf.shape[0], -1, scheme.weights.group_size)
+    sd["weight_scale"], _ = calculate_qparams(groups.amin(-1), groups.amax(-1), scheme.weights,
+                                              global_scale=sd.get("weight_global_scale"))
+    comp = BaseCompressor.load_from_registry(fmt)
+    packed = comp.compress(sd, scheme)
+
+    def decompress(state):
+        return comp.decompress(dict(state), scheme)["weight"]
+
+    return packed, decompress(packed), decompress
 
 
+def compress_nvfp4(w):
+    packed, ref, _ = compress_fp4(w)
+    return packed, ref
+
+
+@pytest.mark.parametrize("fmt", list(FP4_PRESETS))
 @pytest.mark.parametrize("spread", [0.02, 30.0])
-def test_nvfp4_equals_library_decompress(spread):
+def test_fp4_formats_equal_library_decompress(fmt, spread):
     torch.manual_seed(2)
     w = (torch.randn(64, 256) * spread).to(torch.bfloat16)
-    w[0, :16] = 0  # an all-zero group: scale 0
-    packed, ref = compress_nvfp4(w)
-    assert packed["weight_packed"].dtype == torch.uint8 and packed["weight_scale"].dtype == torch.float8_e4m3fn
-    ours = dequantize_compressed("nvfp4-pack-quantized", {k: to_numpy(v) for k, v in packed.items()})
-    assert ours.dtype == np.float32 and ours.shape == (64, 256)
-    np.testing.assert_array_equal(ours.view(np.uint32), ref.float().numpy().view(np.uint32))
+    w[1, :32] = 0  # an all-zero group: scale 0 (nvfp4), the smallest exponent (mxfp4)
+    packed, ref, decompress = compress_fp4(w, fmt)
+    assert packed["weight_packed"].dtype == torch.uint8
+    assert packed["weight_scale"].dtype == (torch.float8_e4m3fn if fmt.startswith("nv") else torch.uint8)
+    cases = [(packed, ref)]
+    if fmt.startswith("mx"):  # every E8M0 exponent, 0 and 255 (inf; NaN for a zero code) included
+        exps = packed["weight_scale"].clone()
+        exps.view(-1)[:256] = torch.arange(256, dtype=torch.uint8)
+        cases.append((dict(packed, weight_scale=exps), decompress(dict(packed, weight_scale=exps))))
+    for state, want in cases:
+        ours = dequantize_compressed(fmt, {k: to_numpy(v) for k, v in state.items()})
+        assert ours.dtype == np.float32 and ours.shape == (64, 256)
+        ref_values = want.float().numpy()
+        nan = np.isnan(ref_values)  # NaN where the library has NaN (its payload bits are its own)
+        np.testing.assert_array_equal(np.isnan(ours), nan)
+        np.testing.assert_array_equal(ours[~nan].view(np.uint32), ref_values[~nan].view(np.uint32))
+    assert not fmt.startswith("mx") or np.isnan(ours).any() and np.isinf(ours).any()
 
 
-def test_nvfp4_file_is_detected_and_keeps_alpha(tmp_path):
+@pytest.mark.parametrize("fmt", list(FP4_PRESETS))
+@pytest.mark.parametrize("with_config", [True, False])
+def test_fp4_file_is_detected_and_keeps_alpha(tmp_path, fmt, with_config):
     rng = np.random.default_rng(5)
     tensors, dense = {}, {}
     for i, a in enumerate((2.5, 4.0)):
         w = torch.from_numpy(heavy_tailed(rng, 256, 512, alpha=a)).to(torch.bfloat16)
-        packed, _ = compress_nvfp4(w)
+        packed, _, _ = compress_fp4(w, fmt)
         prefix = f"model.layers.{i}.mlp.up_proj"
         tensors.update({f"{prefix}.{k}": v.contiguous() for k, v in packed.items()})
         dense[prefix] = w.float().numpy()
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    config = {"quantization_config": {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized"}}
+    # without config.json's quantization_config the stored tensors say which FP4 format it is
+    config = {"quantization_config": {"quant_method": "compressed-tensors", "format": fmt}} if with_config else {}
     raw = RawSafetensors(tmp_path / "model.safetensors")
     layers = find_quantized(raw.tensors(), config)
     assert [q.prefix for q in layers] == list(dense)
     for q in layers:
-        assert q.format.name == "compressed-tensors:nvfp4-pack-quantized" and q.shape == (256, 512)
+        assert q.format.name == f"compressed-tensors:{fmt}" and q.shape == (256, 512)
         assert not q.skip_reason
         deq = dequantize_layer(q, raw.raw)
         delta = alpha(deq) - alpha(dense[q.prefix])
-        print(f"nvfp4 {q.prefix}: delta alpha {delta:+.4f}")
+        print(f"{fmt} {q.prefix}: delta alpha {delta:+.4f}")
         assert abs(delta) < 0.35
     raw.close()

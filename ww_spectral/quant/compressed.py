@@ -10,11 +10,14 @@
 - "float-quantized": `weight` float8 + `weight_scale` (ww_spectral.quant.fp8).
 - "nvfp4-pack-quantized": `weight_packed` uint8 (out, in / 2), two FP4 e2m1 codes per byte (low nibble
   first), `weight_scale` float8 e4m3 (out, in / 16), `weight_global_scale` float32 (1,).
+- "mxfp4-pack-quantized": the same codes, `weight_scale` uint8 E8M0 exponents (out, in / 32), no global scale.
 Dequantised W = (q - zero_point) * scale computed in the scale's dtype:
 compressed_tensors/quantization/lifecycle/forward_helpers.py (`_dequantize`, `_process_group`, `_process_block`).
 nvfp4 (compressors/nvfp4/base.py `decompress`): the codes unpacked to bfloat16, the group scale to bfloat16
-(exact), then `scale / global_scale` in float32, times the code, rounded once to bfloat16.
-Other formats (mxfp4/mxfp6/mxfp8-pack-quantized, sparse-*, marlin-24) are refused with their name.
+(exact), then `scale / global_scale` in float32, times the code, rounded once to bfloat16. mxfp4
+(compressors/mxfp4/base.py): scale 2 ** (byte - 127) in bfloat16 (byte 255: inf, so a zero code there is NaN),
+times the code, in bfloat16 (exact products).
+Other formats (mxfp6/mxfp8-pack-quantized, sparse-*, marlin-24) are refused with their name.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from ..errors import UnsupportedDtypeError
 from .common import as_float32, expand_scale, float_code, need, round_to, unpack_fp4, unpack_words
 from .fp8 import dequantize_fp8
 
-NVFP4 = "nvfp4-pack-quantized"
-SUPPORTED = ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized", NVFP4)
+NVFP4, MXFP4 = "nvfp4-pack-quantized", "mxfp4-pack-quantized"
+FP4_FORMATS = (NVFP4, MXFP4)  # two FP4 e2m1 codes per stored byte
+SUPPORTED = ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized", *FP4_FORMATS)
 
 
 def unpack_ct(packed: np.ndarray, bits: int, count: int, *, axis: int = 1) -> np.ndarray:
@@ -78,8 +82,8 @@ def dequantize_compressed(fmt: str, tensors: Mapping[str, np.ndarray], *, block:
     if fmt == "float-quantized":
         need(g_idx is None and tensors.get("weight_zero_point") is None, what, "float-quantized with zero points")
         return dequantize_fp8(tensors["weight"], scale, block=block, out_dtype=float_code(scale), what=what)
-    if fmt == NVFP4:
-        return _dequantize_nvfp4(tensors, scale, what)
+    if fmt in FP4_FORMATS:
+        return _dequantize_fp4(fmt, tensors, scale, what)
     if fmt == "pack-quantized":
         packed, shape_t = tensors.get("weight_packed"), tensors.get("weight_shape")
         need(packed is not None and shape_t is not None, what, "weight_packed / weight_shape missing")
@@ -104,16 +108,26 @@ def dequantize_compressed(fmt: str, tensors: Mapping[str, np.ndarray], *, block:
     return round_to(w * s, float_code(scale))
 
 
-def _dequantize_nvfp4(tensors: Mapping[str, np.ndarray], scale: np.ndarray, what: str) -> np.ndarray:
-    """float32 (out, in) of an nvfp4-pack-quantized layer (module docstring), bit for bit the library's bf16."""
-    packed, global_scale = tensors.get("weight_packed"), tensors.get("weight_global_scale")
-    need(packed is not None and global_scale is not None, what, "weight_packed / weight_global_scale missing")
+def _dequantize_fp4(fmt: str, tensors: Mapping[str, np.ndarray], scale: np.ndarray, what: str) -> np.ndarray:
+    """float32 (out, in) of an nvfp4- or mxfp4-pack-quantized layer (module docstring), bit for bit the
+    library's bf16."""
+    packed = tensors.get("weight_packed")
+    need(packed is not None, what, "weight_packed is missing")
     need(tensors.get("weight_zero_point") is None and tensors.get("weight_g_idx") is None, what,
-         "nvfp4 with zero points or g_idx")
-    p, gs = np.asarray(packed), as_float32(global_scale, f"{what} weight_global_scale")
-    need(p.dtype == np.uint8 and p.ndim == 2 and gs.size == 1, what,
-         f"weight_packed {p.dtype} {p.shape} / weight_global_scale {gs.shape} are not uint8 (out, in/2) and one value")
+         f"{fmt} with zero points or g_idx")
+    p = np.asarray(packed)
+    need(p.dtype == np.uint8 and p.ndim == 2, what, f"weight_packed {p.dtype} {p.shape} is not uint8 (out, in/2)")
     shape = (int(p.shape[0]), 2 * int(p.shape[1]))
-    group_scale = expand_scale(scale, shape, what=f"{what} weight_scale")
-    with np.errstate(divide="ignore", invalid="ignore"):  # a zero global scale gives inf/NaN, as there
-        return round_to(unpack_fp4(p) * (group_scale / gs.reshape(())), "BF16")
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # inf / NaN where the library has them
+        if fmt == MXFP4:
+            exponents = np.asarray(scale)
+            need(exponents.dtype == np.uint8, what, f"weight_scale is {exponents.dtype}, not uint8 E8M0 exponents")
+            group_scale = expand_scale(np.ldexp(np.float32(1.0), exponents.astype(np.int32) - 127), shape,
+                                       what=f"{what} weight_scale")
+        else:
+            global_scale = tensors.get("weight_global_scale")
+            need(global_scale is not None, what, "weight_global_scale is missing")
+            gs = as_float32(global_scale, f"{what} weight_global_scale")
+            need(gs.size == 1, what, f"weight_global_scale of shape {gs.shape} is not one value")
+            group_scale = expand_scale(scale, shape, what=f"{what} weight_scale") / gs.reshape(())
+        return round_to(unpack_fp4(p) * group_scale, "BF16")

@@ -13,7 +13,7 @@ Signatures (per module prefix P):
     P.weight U8 + P.weight.absmax + P.weight.quant_state.*     bitsandbytes 4-bit (nf4 / fp4)
     P.weight_packed I32 + P.weight_scale + P.weight_shape      compressed-tensors pack-quantized
     P.weight I8 + P.weight_scale                               compressed-tensors int-quantized
-    P.weight_packed U8 + P.weight_scale + P.weight_global_scale   compressed-tensors nvfp4
+    P.weight_packed U8 + P.weight_scale [+ P.weight_global_scale]  compressed-tensors nvfp4 [mxfp4]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..records import TensorInfo
 from ..roles import natural_key
 from .awq import dequantize_awq
 from .bnb import dequantize_bnb_4bit, dequantize_bnb_int8, parse_bnb_state
-from .compressed import NVFP4, dequantize_compressed
+from .compressed import FP4_FORMATS, MXFP4, NVFP4, dequantize_compressed
 from .compressed import SUPPORTED as CT_SUPPORTED
 from .fp8 import FP8_DTYPES, dequantize_fp8
 from .gptq import dequantize_gptq
@@ -205,7 +205,10 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
         parts = {k: p[k].name for k in keys if k in p}
         primary = p.get("weight_packed") or w
         if "weight_global_scale" in p or (primary.dtype == "U8" and "weight_packed" in p):
-            fmt_name = fmt_name if "fp4" in fmt_name else "nvfp4-pack-quantized"
+            # FP4 codes: the config's fp4 format, else what the scales say (a global scale: nvfp4; E8M0: mxfp4)
+            scale = p.get("weight_scale")
+            fmt_name = fmt_name if "fp4" in fmt_name else MXFP4 if (
+                "weight_global_scale" not in p and scale is not None and scale.dtype == "U8") else NVFP4
         block = _ct_block(qc)
         fmt = QuantFormat(f"compressed-tensors:{fmt_name}", (("block", block),) if block else ())
         if len(primary.shape) != 2:
@@ -215,7 +218,7 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
         if fmt_name == "pack-quantized":
             bits = _ct_bits(qc)
             shape = (primary.shape[0], primary.shape[1] * 32 // bits)
-        elif fmt_name == NVFP4:
+        elif fmt_name in FP4_FORMATS:
             shape = (primary.shape[0], primary.shape[1] * 2)  # two FP4 codes per byte
         else:
             shape = (primary.shape[0], primary.shape[1])
