@@ -14,6 +14,7 @@ Signatures (per module prefix P):
     P.weight_packed I32 + P.weight_scale + P.weight_shape      compressed-tensors pack-quantized
     P.weight I8 + P.weight_scale                               compressed-tensors int-quantized
     P.weight_packed U8 + P.weight_scale [+ P.weight_global_scale]  compressed-tensors nvfp4 [mxfp4]
+    P.weight U8 + P.weight_scale F8_E4M3 + P.weight_scale_2    NVIDIA ModelOpt nvfp4
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from .compressed import FP4_FORMATS, MXFP4, NVFP4, dequantize_compressed
 from .compressed import SUPPORTED as CT_SUPPORTED
 from .fp8 import FP8_DTYPES, dequantize_fp8
 from .gptq import dequantize_gptq
+from .modelopt import dequantize_modelopt_nvfp4
 
 ReadRaw = Callable[[str], np.ndarray]
 
 # Tail names a module's quantisation tensors use; "weight.<x>" tails are bitsandbytes 4-bit state.
 _TAILS = ("qweight", "qzeros", "scales", "g_idx", "SCB", "weight_format", "weight", "weight_scale",
           "weight_scale_inv", "weight_zero_point", "weight_packed", "weight_shape", "weight_g_idx",
-          "weight_global_scale", "input_scale", "input_global_scale", "bias")
+          "weight_global_scale", "weight_scale_2", "input_scale", "input_global_scale", "bias")
 _BNB4_TAILS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
 # Activation quantisation scales stored beside a quantised weight: not weights, part of the layer's rows.
 _ACTIVATION_TAILS = ("input_scale", "input_global_scale")
@@ -224,6 +226,11 @@ def _classify(prefix: str, p: dict[str, TensorInfo], qc: Mapping) -> QuantizedLa
             shape = (primary.shape[0], primary.shape[1])
         skip = "" if fmt_name in CT_SUPPORTED else f"compressed-tensors format {fmt_name} is not supported"
         return _layer(prefix, primary.name, fmt, parts, shape, skip)
+    scale = p.get("weight_scale")
+    if (w is not None and w.dtype == "U8" and len(w.shape) == 2 and "weight_scale_2" in p and scale is not None
+            and scale.dtype == "F8_E4M3"):
+        parts = {k: p[k].name for k in ("weight", "weight_scale", "weight_scale_2", *_ACTIVATION_TAILS) if k in p}
+        return _layer(prefix, w.name, QuantFormat("modelopt_nvfp4"), parts, (w.shape[0], 2 * w.shape[1]))
     if w is not None and w.dtype in FP8_DTYPES:
         parts = {k: p[k].name for k in ("weight", "weight_scale", "weight_scale_inv", *_ACTIVATION_TAILS) if k in p}
         block = qc.get("weight_block_size")
@@ -298,6 +305,8 @@ def dequantize_layer(layer: QuantizedLayer, read_raw: ReadRaw) -> np.ndarray:
         return dequantize_fp8(get["weight"], scale, block=fmt.param("block"), what=what)
     if fmt.name == "bnb_int8":
         return dequantize_bnb_int8(get["weight"], get["SCB"], what=what)
+    if fmt.name == "modelopt_nvfp4":
+        return dequantize_modelopt_nvfp4(get["weight"], get["weight_scale"], get["weight_scale_2"], what=what)
     if fmt.name in ("bnb_nf4", "bnb_fp4"):
         state_key = next(k for k in get if k.startswith("weight.quant_state."))
         state = parse_bnb_state(get[state_key], what=what)

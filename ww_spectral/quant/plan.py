@@ -49,7 +49,7 @@ __all__ = ["QUANT_FORMATS", "plan_quantized", "quant_format", "read_dequant"]
 # quant_format values (the layers table's column; documented in ww_spectral/columns.py).
 QUANT_FORMATS = ("fp8_e4m3", "fp8_e5m2", "gptq_int2", "gptq_int4", "gptq_int8", "awq_int4", "bnb_int8", "bnb_nf4",
                  "bnb_fp4", "ct_pack_quantized", "ct_int_quantized", "ct_naive_quantized", "ct_float_quantized",
-                 "ct_nvfp4_pack_quantized", "ct_mxfp4_pack_quantized", "mxfp4", "gguf_<type>")
+                 "ct_nvfp4_pack_quantized", "ct_mxfp4_pack_quantized", "modelopt_nvfp4", "mxfp4", "gguf_<type>")
 SKIP_PART = "quant_part"
 SKIP_UNSUPPORTED = "unsupported_quant"
 GGUF_PREFIX = "GGUF_"
