@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import adapters, experts
-from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
+from .columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES
 from .errors import NoAnalysableLayerError
 from .layers import plan_layer
 from .progress import safe_text
@@ -202,16 +203,40 @@ def slice_ids(plan: LayerPlan, options: AnalysisOptions) -> list[int | None]:
     return [None] if options.pool else [0]
 
 
+def _float_column(values: list) -> np.ndarray:
+    """float64 values of one column: numbers as they are, None/NaN as NaN, anything else as pandas' to_numeric
+    with errors="coerce" reads it (numeric text parsed, other text NaN)."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _str_column(values: list) -> list[str]:
+    """Text of one column: None, NA and NaN (of any float type) as "", anything else str()."""
+    return ["" if v is None or v is pd.NA or (isinstance(v, float | np.floating) and v != v) else str(v)
+            for v in values]
+
+
+_INT, _FLOAT = frozenset(INT_COLUMNS), frozenset(FLOAT_COLUMNS)
+
+
 def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
-    """DataFrame with exactly LAYER_COLUMN_NAMES, ints as nullable Int64, floats as float64, strings str."""
-    df = pd.DataFrame(list(rows), columns=list(LAYER_COLUMN_NAMES))
-    for c in INT_COLUMNS:
-        df[c] = pd.array(df[c].tolist(), dtype="Int64")
-    for c in FLOAT_COLUMNS:
-        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    for c in STR_COLUMNS:
-        df[c] = df[c].fillna("").astype(str)
-    return df.reset_index(drop=True)
+    """DataFrame with exactly LAYER_COLUMN_NAMES, ints as nullable Int64, floats as float64, strings str
+    (missing values: NA, NaN, ""). Built column by column from the rows, in one DataFrame construction:
+    assigning ~70 columns one at a time into a frame cost ~13 ms per model (tests/ww_spectral/
+    test_model_unit.py checks the result against that column-wise conversion)."""
+    rows = list(rows)
+    data: dict[str, Any] = {}
+    for c in LAYER_COLUMN_NAMES:
+        values = [r.get(c) for r in rows]
+        if c in _INT:
+            data[c] = pd.array(values, dtype="Int64")
+        elif c in _FLOAT:
+            data[c] = _float_column(values)
+        else:
+            data[c] = pd.Series(_str_column(values), dtype=str)
+    return pd.DataFrame(data, columns=list(LAYER_COLUMN_NAMES))
 
 
 @dataclass(frozen=True, eq=False)

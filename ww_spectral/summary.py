@@ -69,10 +69,11 @@ def _expert_means(ok: pd.DataFrame) -> dict[str, float]:
     """expert_balanced_mean of alpha over the successful rows (no expert column: every row is dense)."""
     if "alpha" not in ok:
         return {"expert_mean": math.nan, "block_mean": math.nan}
-    cols = [c for c in ("alpha", "block", "role", "expert") if c in ok]
-    frame = ok[cols].astype(object).where(ok[cols].notna(), None)
-    frame["alpha"] = pd.to_numeric(ok["alpha"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return expert_balanced_mean(frame.to_dict("records"), "alpha")
+    alpha = pd.to_numeric(ok["alpha"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    # plain lists, missing values None (pandas' per-frame astype/where/to_dict cost ~5 ms per model)
+    where = {c: [None if pd.isna(v) else v for v in ok[c].tolist()] for c in ("block", "role", "expert") if c in ok}
+    rows = [{"alpha": a, **{c: values[i] for c, values in where.items()}} for i, a in enumerate(alpha.tolist())]
+    return expert_balanced_mean(rows, "alpha")
 
 
 def delta_kinds(layers: pd.DataFrame) -> pd.Series:

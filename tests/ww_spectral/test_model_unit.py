@@ -176,3 +176,34 @@ def test_layer_esds_unknown_layer_is_an_option_error(tmp_path):
     with pytest.raises(analysis.OptionError, match="not found; analysed layers are: w"):
         analysis.layer_esds(str(path), layer="nope")
     assert analysis.layer_esds(str(path), options=AnalysisOptions(precision="float64"))["w"].fit.status == "success"
+
+
+def _frame_column_by_column(rows) -> pd.DataFrame:
+    """The reference conversion rows_to_frame must equal: the rows as one DataFrame, then each column
+    converted in place (pandas' own rules: Int64, to_numeric(errors="coerce"), fillna("").astype(str))."""
+    from ww_spectral.columns import FLOAT_COLUMNS, INT_COLUMNS, LAYER_COLUMN_NAMES, STR_COLUMNS
+
+    df = pd.DataFrame(list(rows), columns=list(LAYER_COLUMN_NAMES))
+    for c in INT_COLUMNS:
+        df[c] = pd.array(df[c].tolist(), dtype="Int64")
+    for c in FLOAT_COLUMNS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    for c in STR_COLUMNS:
+        df[c] = df[c].fillna("").astype(str)
+    return df.reset_index(drop=True)
+
+
+def test_rows_to_frame_equals_the_column_by_column_conversion(tmp_path):
+    from ww_spectral.model import rows_to_frame
+
+    folder = write_hf_model_folder(tmp_path / "m", random_tensors({"a.weight": (64, 32), "b.weight": (8, 4),
+                                                                    "c.bias": (16,)}, seed=3))
+    real = analysis.analyze_model(str(folder), threads=1, randomize=True, mp_fit=True).layers.to_dict("records")
+    odd = [
+        {"layer_id": np.int64(7), "alpha": np.float32(2.5), "D": "0.25", "xmin": "not a number", "status": None,
+         "shape": np.float32("nan"), "expert": pd.NA, "slice_id": None, "tensor_name": 3.0},
+        {"layer_id": 8, "alpha": None, "sigma": float("nan"), "longname": float("nan"), "N": 12.0},
+        {},  # every column missing
+    ]
+    for rows in (real, odd, real + odd, []):
+        pd.testing.assert_frame_equal(rows_to_frame(rows), _frame_column_by_column(rows), check_exact=True)
