@@ -213,3 +213,22 @@ def test_fp4_file_is_detected_and_keeps_alpha(tmp_path, fmt, with_config):
         print(f"{fmt} {q.prefix}: delta alpha {delta:+.4f}")
         assert abs(delta) < 0.35
     raw.close()
+
+
+def test_fp4_layers_with_missing_or_wrong_parts_are_one_clear_error():
+    from ww_spectral.errors import CheckpointError
+
+    torch.manual_seed(4)
+    w = torch.randn(16, 64).to(torch.bfloat16)
+    nv = {k: to_numpy(v) for k, v in compress_fp4(w, "nvfp4-pack-quantized")[0].items()}
+    mx = {k: to_numpy(v) for k, v in compress_fp4(w, "mxfp4-pack-quantized")[0].items()}
+    cases = [
+        ("nvfp4-pack-quantized", {k: v for k, v in nv.items() if k != "weight_global_scale"}, "weight_global_scale is missing"),
+        ("nvfp4-pack-quantized", dict(nv, weight_packed=nv["weight_packed"].astype(np.int32)), "is not uint8"),
+        ("nvfp4-pack-quantized", dict(nv, weight_scale=nv["weight_scale"][:3]), "does not tile"),
+        ("mxfp4-pack-quantized", dict(mx, weight_scale=mx["weight_scale"].astype(np.float32)), "not uint8 E8M0"),
+        ("mxfp4-pack-quantized", dict(mx, weight_zero_point=np.zeros(16, np.int8)), "zero points"),
+    ]
+    for fmt, tensors, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            dequantize_compressed(fmt, tensors)
