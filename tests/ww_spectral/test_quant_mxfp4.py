@@ -185,3 +185,15 @@ def test_over_the_hub_an_expert_costs_two_range_requests_of_its_own_bytes(tmp_pa
     assert spans == sorted(infos[n].nbytes // E for n in stored)  # one expert's blocks and scales, no more
     ref = bf16[plan.tensor_name].astype(np.float32)[2].T
     np.testing.assert_array_equal(matrix, ref[0::2] if plan.part == "gate" else ref[1::2] if plan.part else ref)
+
+
+def test_an_expert_the_stored_stack_lacks_is_one_clear_error(tmp_path):
+    import dataclasses
+
+    quantised, _ = _gpt_oss(seed=5, blocks_count=1)
+    folder = write_hf_model_folder(tmp_path / "mx", quantised, config=CONFIG)
+    with open_checkpoint(str(folder)) as ck:
+        plan = next(p for p in plan_model(ck).analysed if p.read_kind == "expert")
+        with pytest.raises(ValueError, match=f"have no expert {E}; the checkpoint changed"):
+            read_layer(ck, dataclasses.replace(plan, expert=E))
+        np.testing.assert_array_equal(read_layer(ck, plan), read_layer(ck, plan))  # the checkpoint still reads
